@@ -1,0 +1,1 @@
+"""The HTTP API (Litestar): auth, schemas, controllers. Thin: parse, authorize, call, map."""

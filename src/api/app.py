@@ -1,0 +1,121 @@
+"""create_app(settings): the composition root of the HTTP service."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.auth import TokenVerifier, provide_principal
+from api.controllers.admin import AdminTotpController
+from api.controllers.backup_codes import BackupCodeController
+from api.controllers.health import health, ready
+from api.controllers.internal import InternalController
+from api.controllers.methods import MethodController
+from api.controllers.planned import planned_handlers
+from api.controllers.totp import TotpController
+from api.deps import Runtime, provide_runtime
+from api.errors import EXCEPTION_HANDLERS
+from api.settings import Settings
+from commands.adapters.keys import derive_key
+from commands.adapters.vault import SqlKeyVault
+from commands.app import MfaApplication, Services, event_store_env
+from commands.ports import Clock, Random, SystemClock, SystemRandom
+from infra.sql import open_database
+from projections.runner import ProjectionRunner, ReadModels, default_projections
+
+log = logging.getLogger("mfa")
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    random: Random | None = None,
+    run_projections: bool | None = None,
+) -> Runtime:
+    """Construct the adapters, the application and the read side from settings."""
+    db = open_database(settings.database_url)
+    vault = SqlKeyVault(db, settings.master_key)
+    app = MfaApplication(event_store_env(settings.database_url, settings.db_pool_size), vault)
+    services = Services(
+        app=app,
+        clock=clock or SystemClock(),
+        random=random or SystemRandom(),
+        id_key=derive_key(settings.master_key, "aggregate-id"),
+        totp_issuer=settings.totp_issuer,
+    )
+    read_models = ReadModels(db, default_projections())
+    in_process = settings.projections_in_process if run_projections is None else run_projections
+    runner = None
+    if in_process:
+        runner = ProjectionRunner(app, read_models)
+        read_models.attach(runner)
+        app.listeners.append(runner.wake)
+    return Runtime(settings=settings, services=services, db=db, read_models=read_models,
+                   runner=runner)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
+    """The Litestar application. Projections start with it when they run in-process."""
+    settings = settings or (runtime.settings if runtime else Settings.from_env())
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    rt = runtime or build_runtime(settings)
+    executor = ThreadPoolExecutor(max_workers=settings.db_pool_size * 2, thread_name_prefix="mfa")
+
+    def on_startup(app: Litestar) -> None:
+        import asyncio
+
+        asyncio.get_running_loop().set_default_executor(executor)
+        if rt.runner is not None:
+            rt.runner.start()
+
+    def on_shutdown(app: Litestar) -> None:
+        if rt.runner is not None:
+            rt.runner.stop()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    openapi = OpenAPIConfig(
+        title="MFA service",
+        version="0.1.0",
+        path="/schema",
+        components=Components(
+            security_schemes={
+                "BearerAuth": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+            }
+        ),
+        security=[{"BearerAuth": []}],
+    )
+    handlers: list[Any] = [
+        health,
+        ready,
+        TotpController,
+        BackupCodeController,
+        MethodController,
+        AdminTotpController,
+        InternalController,
+        *planned_handlers(),
+    ]
+    app = Litestar(
+        route_handlers=handlers,
+        dependencies={
+            "runtime": Provide(provide_runtime, sync_to_thread=False),
+            "user": Provide(provide_principal, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi,
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        request_max_body_size=64 * 1024,
+        debug=False,
+    )
+    app.state.runtime = rt
+    app.state.verifier = TokenVerifier(settings)
+    return app

@@ -1,0 +1,118 @@
+"""Bearer JWT authentication and scope guards (API.md "Authentication")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from api.settings import Settings
+
+ADMIN_SCOPE = "mfa:admin"
+INTERNAL_SCOPE = "mfa:internal"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's subject and scopes."""
+
+    sub: str
+    scopes: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_SCOPE in self.scopes
+
+
+class TokenVerifier:
+    """Verifies incoming bearer tokens with exactly one configured key and algorithm family.
+
+    HS256 with the shared secret, or RS256/ES256 with a public key: never both, so that an
+    attacker cannot sign with the public key as an HMAC secret (algorithm confusion), and
+    `alg=none` is never in the allowed list.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._key: Any
+        if settings.jwt_public_key:
+            self._key = settings.jwt_public_key
+            self._algorithms = ["RS256", "ES256"]
+        elif settings.jwt_secret:
+            self._key = settings.jwt_secret
+            self._algorithms = ["HS256"]
+        else:
+            raise ValueError("either MFA_JWT_SECRET or MFA_JWT_PUBLIC_KEY must be set")
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a valid token; NotAuthorizedException otherwise."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                issuer=self._issuer,
+                audience=self._audience,
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": self._audience is not None,
+                    "verify_iss": self._issuer is not None,
+                },
+                leeway=5,
+            )
+        except jwt.PyJWTError as exc:
+            raise NotAuthorizedException(detail="invalid or expired token") from exc
+        sub = claims.get("sub")
+        scope = claims.get("scope", "")
+        if not isinstance(sub, str) or not sub or not isinstance(scope, str):
+            raise NotAuthorizedException(detail="invalid token claims")
+        if len(sub) > 256:
+            raise NotAuthorizedException(detail="invalid token claims")
+        return Principal(sub=sub, scopes=frozenset(scope.split()))
+
+
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The token of an `Authorization: Bearer` header; 401 when it is missing."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthorizedException(detail="missing bearer token")
+    return token.strip()
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """Authenticate the connection (cached on it for the request)."""
+    cached = connection.scope.get("state", {}).get("principal")
+    if isinstance(cached, Principal):
+        return cached
+    verifier: TokenVerifier = connection.app.state.verifier
+    principal = verifier.verify(bearer_token(connection))
+    connection.scope.setdefault("state", {})["principal"] = principal
+    return principal
+
+
+def authenticated(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: any valid token."""
+    principal_of(connection)
+
+
+def _require_scope(scope: str) -> Any:
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if scope not in principal_of(connection).scopes:
+            raise PermissionDeniedException(detail=f"the token lacks the {scope!r} scope")
+
+    return guard
+
+
+admin_only = _require_scope(ADMIN_SCOPE)
+internal_only = _require_scope(INTERNAL_SCOPE)
+
+
+def provide_principal(request: Any) -> Principal:
+    """Dependency: the authenticated caller."""
+    return principal_of(request)

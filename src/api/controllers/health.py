@@ -1,0 +1,39 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get
+from litestar.di import NamedDependency
+
+from api.deps import Runtime
+
+
+@get("/health", tags=["health"], sync_to_thread=False)
+def health() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/ready", tags=["health"], sync_to_thread=True)
+def ready(runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
+    """Readiness: the event store and read database answer (and NATS, when configured)."""
+    checks: dict[str, str] = {}
+    try:
+        runtime.services.app.max_position()
+        checks["event_store"] = "ok"
+    except Exception:  # noqa: BLE001 - any failure means "not ready"
+        checks["event_store"] = "unavailable"
+    try:
+        with runtime.db.transaction() as cur:
+            cur.execute("SELECT 1")
+        checks["read_store"] = "ok"
+    except Exception:  # noqa: BLE001
+        checks["read_store"] = "unavailable"
+    checks["nats"] = "disabled" if runtime.settings.nats_url is None else "not_checked"
+    ok = all(v in ("ok", "disabled", "not_checked") for v in checks.values())
+    return Response(
+        {"status": "ready" if ok else "unavailable", "checks": checks},
+        status_code=200 if ok else 503,
+    )

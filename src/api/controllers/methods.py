@@ -1,0 +1,126 @@
+"""Methods across factors, the primary credential, and the user's MFA status."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import PermissionDeniedException
+from litestar.params import PathParameter
+
+from api.auth import Principal, authenticated
+from api.deps import Runtime, problems, written
+from api.schemas.methods import (
+    LockResponse,
+    MethodListResponse,
+    MethodRemovedResponse,
+    MethodResponse,
+    PrimaryCredentialResponse,
+    StatusResponse,
+)
+from commands import methods
+from commands.app import Services, load_user
+from domain.errors import NotFoundError
+from domain.user_mfa import KNOWN_METHODS, method_summaries
+
+MethodType = Annotated[str, PathParameter(max_length=32)]
+CredentialId = Annotated[str, PathParameter(max_length=128)]
+UserIdPath = Annotated[str, PathParameter(min_length=1, max_length=256)]
+
+
+def method_list(services: Services, user_id: str) -> MethodListResponse:
+    """Every method with its state, from the aggregate (user-scoped decisions read it)."""
+    mfa = load_user(services, user_id)
+    items = method_summaries(mfa)
+    primary = mfa.primary_method if mfa else None
+    return MethodListResponse(
+        items=[
+            MethodResponse(
+                method=m.method,
+                enabled=m.enabled,
+                credentials=m.credentials,
+                primary=m.primary,
+                details=m.details,
+            )
+            for m in items
+        ],
+        primary_method=primary,
+    )
+
+
+def status_of(services: Services, user_id: str) -> StatusResponse:
+    """A user's MFA status, from the aggregate."""
+    listing = method_list(services, user_id)
+    mfa = load_user(services, user_id)
+    now = services.clock.now()
+    locks = []
+    if mfa is not None:
+        for factor, lock in sorted(mfa.locks.items()):
+            if lock.is_locked(now) and lock.locked_until is not None:
+                locks.append(LockResponse(factor=factor, locked_until=lock.locked_until))
+    return StatusResponse(
+        user_id=user_id,
+        mfa_enabled=mfa.mfa_enabled() if mfa else False,
+        methods=listing.items,
+        primary_method=mfa.primary_method if mfa else None,
+        primary_credential_id=mfa.primary_credential if mfa else None,
+        locks=locks,
+    )
+
+
+class MethodController(Controller):
+    """`/mfa/methods`, `/mfa/credentials/{id}/primary`, `/mfa/status/{user_id}`."""
+
+    path = "/mfa"
+    guards = [authenticated]
+    tags = ["methods"]
+
+    @get("/methods", sync_to_thread=True, responses=problems())
+    def list_methods(
+        self, user: NamedDependency[Principal], runtime: NamedDependency[Runtime]
+    ) -> MethodListResponse:
+        """Every method and whether the caller has it."""
+        return method_list(runtime.services, user.sub)
+
+    @delete("/methods/{method_type:str}", status_code=200, sync_to_thread=True,
+            responses=problems(404, 409))
+    def remove_method(
+        self,
+        method_type: MethodType,
+        user: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+    ) -> Response[MethodRemovedResponse]:
+        """Remove every credential of one method."""
+        if method_type not in KNOWN_METHODS:
+            raise NotFoundError(f"unknown method {method_type!r}")
+        outcome = methods.remove_method(runtime.services, user.sub, method_type)
+        return written(MethodRemovedResponse(method=method_type, removed=True), outcome)
+
+    @post("/credentials/{credential_id:str}/primary", status_code=200, sync_to_thread=True,
+          responses=problems(404, 409))
+    def set_primary(
+        self,
+        credential_id: CredentialId,
+        user: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+    ) -> Response[PrimaryCredentialResponse]:
+        """Make one of the caller's credentials the primary method."""
+        outcome = methods.set_primary(runtime.services, user.sub, credential_id)
+        body = PrimaryCredentialResponse(
+            credential_id=credential_id, method=outcome.value, primary=True
+        )
+        return written(body, outcome)
+
+    @get("/status/{user_id:str}", sync_to_thread=True, responses=problems(403))
+    def status(
+        self,
+        user_id: UserIdPath,
+        user: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+    ) -> StatusResponse:
+        """A user's MFA status: only that user or an admin may ask."""
+        if user_id != user.sub and not user.is_admin:
+            raise PermissionDeniedException(detail="only the user or an admin may read this")
+        return status_of(runtime.services, user_id)
+

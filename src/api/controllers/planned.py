@@ -1,0 +1,103 @@
+"""Endpoints of the required surface whose capability has not landed yet: 501 problems.
+
+Each keeps its place (path, method, auth) so that the surface is complete and visible in
+OpenAPI; a capability replaces its entries here with a real controller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from litestar import Response, route
+from litestar.handlers import HTTPRouteHandler
+
+from api.auth import admin_only, authenticated, internal_only
+from api.deps import problems
+from api.errors import problem
+
+PLANNED: list[tuple[str, str, str]] = [
+    ("GET", "/admin/mfa/config-audit-logs", "Get MFA configuration audit logs"),
+    ("GET", "/admin/mfa/ip-whitelist", "List IP whitelist"),
+    ("POST", "/admin/mfa/ip-whitelist", "Create IP whitelist"),
+    ("DELETE", "/admin/mfa/ip-whitelist/{credential_id:str}", "Delete IP whitelist"),
+    ("GET", "/admin/mfa/ip-whitelist/{credential_id:str}", "Get IP whitelist"),
+    ("PUT", "/admin/mfa/ip-whitelist/{credential_id:str}", "Update IP whitelist"),
+    ("GET", "/admin/mfa/push/challenges", "Admin view push challenge list"),
+    ("GET", "/admin/mfa/push/stats", "Get Push MFA challenge statistics"),
+    ("DELETE", "/admin/mfa/reset/{user_id:str}", "Admin reset user MFA"),
+    ("GET", "/admin/mfa/risk-policies", "List all risk policies"),
+    ("POST", "/admin/mfa/risk-policies/evaluate", "Evaluate risk policy"),
+    ("DELETE", "/admin/mfa/risk-policies/{level:str}", "Delete risk policy for specified level"),
+    ("PUT", "/admin/mfa/risk-policies/{level:str}", "Update risk policy for specified level"),
+    ("GET", "/admin/mfa/risk-policy", "Get MFA risk policy"),
+    ("PUT", "/admin/mfa/risk-policy", "Update MFA risk policy"),
+    ("POST", "/internal/mfa/erase", "Internal erase user MFA data"),
+    ("GET", "/internal/mfa/push/challenge/{credential_id:str}", "Internal get Push challenge"),
+    ("POST", "/mfa/challenge", "Create generic MFA challenge"),
+    ("GET", "/mfa/devices/sync", "List synced devices"),
+    ("POST", "/mfa/devices/sync", "Sync device data"),
+    ("POST", "/mfa/email/disable", "Disable email MFA"),
+    ("PUT", "/mfa/email/enroll", "Email MFA registration"),
+    ("POST", "/mfa/email/send", "Send email verification code"),
+    ("POST", "/mfa/email/verify", "Verify email verification"),
+    ("POST", "/mfa/push/approve", "Approve Push MFA challenge"),
+    ("POST", "/mfa/push/challenge", "Create Push MFA challenge"),
+    ("GET", "/mfa/push/challenge/{credential_id:str}", "Get Push challenge status"),
+    ("POST", "/mfa/push/deny", "Deny Push MFA challenge"),
+    ("GET", "/mfa/push/history", "Get Push MFA challenge history"),
+    ("POST", "/mfa/sms/disable", "Disable SMS MFA"),
+    ("PUT", "/mfa/sms/enroll", "SMS MFA Registration"),
+    ("POST", "/mfa/sms/send", "Send SMS Verification Code"),
+    ("POST", "/mfa/sms/verify", "Verify SMS Verification"),
+    ("POST", "/mfa/step-up", "MFA Step-Up Authentication"),
+    ("DELETE", "/mfa/trusted-devices", "Revoke All Trusted Devices"),
+    ("GET", "/mfa/trusted-devices", "List Trusted Devices"),
+    ("POST", "/mfa/trusted-devices", "Remember Trusted Device"),
+    ("GET", "/mfa/trusted-devices/check", "Check Device Trust Status"),
+    ("POST", "/mfa/trusted-devices/cleanup", "Clean Up Expired Trusted Devices"),
+    ("DELETE", "/mfa/trusted-devices/{credential_id:str}", "Revoke Trusted Device"),
+    ("GET", "/mfa/trusted-devices/{credential_id:str}", "Get Trusted Device Details"),
+    ("GET", "/mfa/webauthn/credentials", "List WebAuthn Credentials"),
+    ("POST", "/mfa/webauthn/credentials/register", "Start WebAuthn Credential Registration"),
+    ("POST", "/mfa/webauthn/credentials/register/verify", "Complete WebAuthn Registration"),
+    ("DELETE", "/mfa/webauthn/credentials/{credential_id:str}", "Delete WebAuthn Credential"),
+    ("GET", "/mfa/webauthn/credentials/{credential_id:str}", "Get WebAuthn Credential Details"),
+    ("PUT", "/mfa/webauthn/credentials/{credential_id:str}", "Rename WebAuthn Credential"),
+]
+
+
+def _guard_for(path: str) -> Callable[..., None]:
+    if path.startswith("/admin/"):
+        return admin_only
+    if path.startswith("/internal/"):
+        return internal_only
+    return authenticated
+
+
+def _operation_id(method: str, path: str) -> str:
+    parts = [p.split(":")[0].strip("{}") for p in path.strip("/").split("/")]
+    return "planned_" + method.lower() + "_" + "_".join(p.replace("-", "_") for p in parts)
+
+
+def _planned_handler(method: str, path: str, summary: str) -> HTTPRouteHandler:
+    def not_implemented() -> Response[Any]:
+        return problem(501, "not_implemented", f"{method} {path.split(':')[0]} is planned")
+
+    not_implemented.__name__ = _operation_id(method, path)
+    return route(
+        path,
+        http_method=[method],
+        guards=[_guard_for(path)],
+        summary=summary,
+        operation_id=_operation_id(method, path),
+        tags=["planned"],
+        status_code=501,
+        responses=problems(403, 501),
+        sync_to_thread=False,
+    )(not_implemented)
+
+
+def planned_handlers() -> list[HTTPRouteHandler]:
+    """One 501 route per planned endpoint."""
+    return [_planned_handler(method, path, summary) for method, path, summary in PLANNED]

@@ -1,0 +1,187 @@
+"""Every error becomes an RFC 9457 problem (application/problem+json) with a stable `code`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+
+from commands.app import ConcurrencyConflictError, StoreUnavailableError
+from domain.errors import (
+    AlreadyEnrolledError,
+    ConflictError,
+    DomainError,
+    FactorLockedError,
+    InvalidCodeError,
+    LimitExceededError,
+    NotEnrolledError,
+    NotFoundError,
+)
+from infra.sql import DatabaseUnavailableError
+from projections.base import InvalidCursorError
+
+log = logging.getLogger("mfa.api")
+PROBLEM_JSON = "application/problem+json"
+
+_DOMAIN_STATUS: dict[type[DomainError], int] = {
+    InvalidCodeError: 403,
+    FactorLockedError: 429,
+    NotEnrolledError: 409,
+    AlreadyEnrolledError: 409,
+    NotFoundError: 404,
+    ConflictError: 409,
+    LimitExceededError: 409,
+}
+
+_HTTP_CODES = {
+    400: "validation_error",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    501: "not_implemented",
+    503: "unavailable",
+}
+
+
+class ProblemError(HTTPException):
+    """An HTTP error with an explicit problem code (and extra members)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        detail: str,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=status_code, detail=detail, headers=headers)
+        self.code = code
+        self.extra = extra or {}
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    """A problem+json response."""
+    title = code.replace("_", " ").capitalize()
+    body = {"type": f"urn:mfa:problem:{code}", "title": title, "status": status, "detail": detail}
+    body["code"] = code
+    body.update(extra or {})
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _status_for(exc: DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _DOMAIN_STATUS:
+            return _DOMAIN_STATUS[cls]
+    return 400
+
+
+def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    """Map a domain refusal to its status and code."""
+    status = _status_for(exc)
+    if isinstance(exc, FactorLockedError):
+        return problem(
+            status,
+            exc.code,
+            exc.detail,
+            extra={"retry_after": exc.retry_after_s, "locked_until": exc.until.isoformat()},
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    if isinstance(exc, InvalidCodeError):
+        return problem(
+            status, exc.code, exc.detail, extra={"attempts_remaining": exc.attempts_remaining}
+        )
+    return problem(status, exc.code, exc.detail)
+
+
+def validation_error_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """400 `validation_error`, naming the offending fields (never echoing their values)."""
+    fields = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            fields.append({"field": item.get("key"), "message": item.get("message")})
+    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields if f["field"]) or (
+        exc.detail or "invalid request"
+    )
+    return problem(400, "validation_error", detail, extra={"errors": fields})
+
+
+def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Framework errors (401, 403, 404, 405, ...) as problems."""
+    if isinstance(exc, ProblemError):
+        return problem(
+            exc.status_code, exc.code, exc.detail, extra=exc.extra, headers=exc.headers or None
+        )
+    status = exc.status_code
+    if status >= HTTP_500_INTERNAL_SERVER_ERROR and status != 501 and status != 503:
+        log.error("HTTP %s: %s", status, exc.detail)
+        return problem(500, "internal_error", "internal error")
+    code = _HTTP_CODES.get(status, "error")
+    if isinstance(exc, NotAuthorizedException):
+        headers = {"WWW-Authenticate": 'Bearer realm="mfa"'}
+        return problem(401, "unauthorized", exc.detail or "unauthorized", headers=headers)
+    if isinstance(exc, PermissionDeniedException):
+        return problem(403, "forbidden", exc.detail or "forbidden")
+    if isinstance(exc, NotFoundException):
+        return problem(404, "not_found", "not found")
+    return problem(status, code, exc.detail or code, headers=exc.headers or None)
+
+
+def unavailable_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The store is down: 503 fast, so that clients retry elsewhere or later."""
+    log.warning("store unavailable: %s", type(exc).__name__)
+    return problem(503, "unavailable", "the service is temporarily unavailable",
+                   headers={"Retry-After": "1"})
+
+
+def conflict_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return problem(409, "conflict", str(exc))
+
+
+def cursor_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return problem(400, "validation_error", "cursor: malformed cursor",
+                   extra={"errors": [{"field": "cursor", "message": "malformed cursor"}]})
+
+
+def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Anything unexpected: logged with its type only, answered without a trace."""
+    log.exception("unhandled error (%s)", type(exc).__name__)
+    return problem(500, "internal_error", "internal error")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    DomainError: domain_error_handler,
+    ValidationException: validation_error_handler,
+    HTTPException: http_error_handler,
+    StoreUnavailableError: unavailable_handler,
+    DatabaseUnavailableError: unavailable_handler,
+    StoreOperationalError: unavailable_handler,
+    StoreInterfaceError: unavailable_handler,
+    ConcurrencyConflictError: conflict_handler,
+    InvalidCursorError: cursor_handler,
+    Exception: internal_error_handler,
+}
+

@@ -1,0 +1,1 @@
+"""msgspec request and response structs, one module per resource."""

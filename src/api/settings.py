@@ -1,0 +1,138 @@
+"""Settings: every `MFA_*` environment variable, read once into a frozen object."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("mfa.settings")
+
+# Every environment variable the service reads, with what it means. compose.yaml and the docs
+# are checked against this list by a test.
+ENVIRONMENT: dict[str, str] = {
+    "MFA_DATA_DIR": "folder for the embedded database and generated development secrets",
+    "MFA_DATABASE_URL": "sqlite:///path or postgresql://user@host:port/db",
+    "MFA_NATS_URL": "NATS server URL; unset disables publishing",
+    "MFA_JWT_SECRET": "HS256 secret for incoming bearer tokens",
+    "MFA_JWT_PUBLIC_KEY": "PEM public key for RS256/ES256 bearer tokens (instead of the secret)",
+    "MFA_JWT_ISSUER": "required `iss` of incoming tokens, when set",
+    "MFA_JWT_AUDIENCE": "required `aud` of incoming tokens, when set",
+    "MFA_MASTER_KEY": "base64 of 32 bytes; wraps every per-user data key",
+    "MFA_WEBAUTHN_RP_ID": "WebAuthn relying party id (a domain)",
+    "MFA_WEBAUTHN_RP_NAME": "WebAuthn relying party display name",
+    "MFA_WEBAUTHN_ORIGINS": "comma-separated allowed WebAuthn origins",
+    "MFA_TOTP_ISSUER": "issuer shown in authenticator apps",
+    "MFA_SMTP_URL": "smtp:// or smtps:// URL for email codes",
+    "MFA_EMAIL_FROM": "sender address of email codes",
+    "MFA_SMS_WEBHOOK_URL": "HTTP endpoint that sends SMS (POST {to, body})",
+    "MFA_PUSH_WEBHOOK_URL": "push gateway endpoint",
+    "MFA_PROJECTIONS": "`inprocess` (default) or `worker` (projections run in `mfa worker`)",
+    "MFA_DB_POOL_SIZE": "PostgreSQL connections per process for the event store (default 10)",
+    "MFA_LOG_LEVEL": "log level (default INFO)",
+}
+
+
+def _generated_secrets(data_dir: Path) -> dict[str, str]:
+    """Development secrets, generated once into the data folder."""
+    path = data_dir / "dev-secrets.json"
+    if path.exists():
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+    data_dir.mkdir(parents=True, exist_ok=True)
+    generated = {
+        "MFA_JWT_SECRET": secrets.token_urlsafe(48),
+        "MFA_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(generated, handle)
+    return generated
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's configuration; construct with `Settings.from_env()`."""
+
+    data_dir: Path
+    database_url: str
+    jwt_secret: str | None
+    master_key: bytes = field(repr=False)
+    nats_url: str | None = None
+    jwt_public_key: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    webauthn_rp_id: str = "localhost"
+    webauthn_rp_name: str = "MFA service"
+    webauthn_origins: tuple[str, ...] = ("http://localhost:8000",)
+    totp_issuer: str = "MFA service"
+    smtp_url: str | None = None
+    email_from: str = "mfa@localhost"
+    sms_webhook_url: str | None = None
+    push_webhook_url: str | None = None
+    projections_in_process: bool = True
+    db_pool_size: int = 10
+    log_level: str = "INFO"
+    development_secrets: bool = False
+
+    @property
+    def uses_postgres(self) -> bool:
+        """True when the event store is PostgreSQL."""
+        return self.database_url.startswith(("postgresql://", "postgres://"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the `MFA_*` variables; generate development secrets when they are unset."""
+        env = dict(os.environ if environ is None else environ)
+        data_dir = Path(env.get("MFA_DATA_DIR") or "./var").resolve()
+        database_url = env.get("MFA_DATABASE_URL") or f"sqlite:///{data_dir / 'mfa.sqlite'}"
+        if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("MFA_DATABASE_URL must start with sqlite:/// or postgresql://")
+        development = False
+        if not env.get("MFA_MASTER_KEY") or not (
+            env.get("MFA_JWT_SECRET") or env.get("MFA_JWT_PUBLIC_KEY")
+        ):
+            generated = _generated_secrets(data_dir)
+            development = True
+            log.warning(
+                "MFA_MASTER_KEY or MFA_JWT_SECRET is unset: using DEVELOPMENT secrets from %s. "
+                "Never run production like this.",
+                data_dir / "dev-secrets.json",
+            )
+            for name in ("MFA_MASTER_KEY", "MFA_JWT_SECRET"):
+                env.setdefault(name, generated[name])
+                if not env[name]:
+                    env[name] = generated[name]
+        master_key = base64.b64decode(env["MFA_MASTER_KEY"], validate=True)
+        if len(master_key) != 32:
+            raise ValueError("MFA_MASTER_KEY must be base64 of exactly 32 bytes")
+        origins = tuple(
+            o.strip() for o in (env.get("MFA_WEBAUTHN_ORIGINS") or "").split(",") if o.strip()
+        )
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            jwt_secret=env.get("MFA_JWT_SECRET") or None,
+            master_key=master_key,
+            nats_url=env.get("MFA_NATS_URL") or None,
+            jwt_public_key=env.get("MFA_JWT_PUBLIC_KEY") or None,
+            jwt_issuer=env.get("MFA_JWT_ISSUER") or None,
+            jwt_audience=env.get("MFA_JWT_AUDIENCE") or None,
+            webauthn_rp_id=env.get("MFA_WEBAUTHN_RP_ID") or "localhost",
+            webauthn_rp_name=env.get("MFA_WEBAUTHN_RP_NAME") or "MFA service",
+            webauthn_origins=origins or ("http://localhost:8000",),
+            totp_issuer=env.get("MFA_TOTP_ISSUER") or "MFA service",
+            smtp_url=env.get("MFA_SMTP_URL") or None,
+            email_from=env.get("MFA_EMAIL_FROM") or "mfa@localhost",
+            sms_webhook_url=env.get("MFA_SMS_WEBHOOK_URL") or None,
+            push_webhook_url=env.get("MFA_PUSH_WEBHOOK_URL") or None,
+            projections_in_process=(env.get("MFA_PROJECTIONS") or "inprocess") != "worker",
+            db_pool_size=int(env.get("MFA_DB_POOL_SIZE") or "10"),
+            log_level=env.get("MFA_LOG_LEVEL") or "INFO",
+            development_secrets=development,
+        )

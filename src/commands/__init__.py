@@ -1,0 +1,1 @@
+"""The write side: the eventsourcing application and one command module per capability."""

@@ -1,0 +1,1 @@
+"""Implementations of the ports; constructed only by composition roots."""

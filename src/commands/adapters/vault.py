@@ -1,0 +1,84 @@
+"""The per-user key vault: AES-256 data keys wrapped (AES-GCM) by the master key, in SQL."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from infra.sql import Database
+
+_DDL = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS mfa_data_keys ("
+    "key_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL, created_at TEXT NOT NULL)",
+    "postgres": "CREATE TABLE IF NOT EXISTS mfa_data_keys ("
+    "key_id TEXT PRIMARY KEY, wrapped BYTEA NOT NULL, created_at TEXT NOT NULL)",
+}
+NONCE_BYTES = 12
+
+
+class SqlKeyVault:
+    """Data keys in table `mfa_data_keys`; unwrapped keys are cached in memory (bounded)."""
+
+    def __init__(self, db: Database, master_key: bytes, cache_size: int = 10_000) -> None:
+        if len(master_key) != 32:
+            raise ValueError("the master key must be 32 bytes")
+        self._db = db
+        self._master = AESGCM(master_key)
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        with db.transaction() as cur:
+            cur.execute(_DDL[db.dialect])
+
+    def _remember(self, key_id: str, key: bytes) -> bytes:
+        with self._lock:
+            self._cache[key_id] = key
+            self._cache.move_to_end(key_id)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return key
+
+    def _cached(self, key_id: str) -> bytes | None:
+        with self._lock:
+            return self._cache.get(key_id)
+
+    def _unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+        return self._master.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode())
+
+    def _load(self, key_id: str) -> bytes | None:
+        with self._db.transaction() as cur:
+            cur.execute("SELECT wrapped FROM mfa_data_keys WHERE key_id = %s", (key_id,))
+            row = cur.fetchone()
+        return None if row is None else self._remember(key_id, self._unwrap(key_id, bytes(row[0])))
+
+    def get(self, key_id: str) -> bytes | None:
+        """The data key, or None when it never existed or was destroyed."""
+        return self._cached(key_id) or self._load(key_id)
+
+    def get_or_create(self, key_id: str) -> bytes:
+        """The data key, created on first use; concurrent creators converge on one key."""
+        existing = self.get(key_id)
+        if existing is not None:
+            return existing
+        nonce = os.urandom(NONCE_BYTES)
+        wrapped = nonce + self._master.encrypt(nonce, AESGCM.generate_key(256), key_id.encode())
+        with self._db.transaction() as cur:
+            cur.execute(
+                "INSERT INTO mfa_data_keys (key_id, wrapped, created_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (key_id) DO NOTHING",
+                (key_id, wrapped, datetime.now(UTC).isoformat()),
+            )
+        created = self._load(key_id)
+        assert created is not None
+        return created
+
+    def destroy(self, key_id: str) -> None:
+        """Delete the key for good: everything encrypted with it becomes unreadable."""
+        with self._db.transaction() as cur:
+            cur.execute("DELETE FROM mfa_data_keys WHERE key_id = %s", (key_id,))
+        with self._lock:
+            self._cache.pop(key_id, None)

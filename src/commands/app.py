@@ -1,0 +1,214 @@
+"""MfaApplication: the eventsourcing application, its persistence and the unit of work."""
+
+from __future__ import annotations
+
+import random as _random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import unquote, urlsplit
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Mapper, OperationalError
+
+from commands.ports import Clock, KeyVault, Random
+from commands.store import EncryptingMapper, build_transcoder
+from domain.backup_codes import BackupCode, BackupCodeSet
+from domain.errors import DomainError
+from domain.ids import user_mfa_id
+from domain.lockout import FactorLock
+from domain.totp import TotpDevice
+from domain.user_mfa import UserMfa
+
+ENTITY_TYPES: list[type[Any]] = [TotpDevice, BackupCode, BackupCodeSet, FactorLock]
+SNAPSHOT_INTERVAL = 100
+MAX_ATTEMPTS = 8
+
+R = TypeVar("R")
+
+
+class ConcurrencyConflictError(Exception):
+    """The aggregate kept changing under the command; the caller answers 409."""
+
+
+class StoreUnavailableError(Exception):
+    """The event store could not be reached; the caller answers 503."""
+
+
+def event_store_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
+    """The eventsourcing library's environment for a `sqlite:///` or `postgresql://` URL."""
+    if database_url.startswith("sqlite:///"):
+        path = database_url.removeprefix("sqlite:///")
+        events_path = path[:-7] + "-events.sqlite" if path.endswith(".sqlite") else path + ".events"
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": events_path,
+            "SQLITE_LOCK_TIMEOUT": "10",
+        }
+    parts = urlsplit(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": parts.path.lstrip("/") or "postgres",
+        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_CONNECT_TIMEOUT": "3",
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_MAX_WAITING": str(pool_size * 8),
+        "POSTGRES_POOL_TIMEOUT": "5",
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "5",
+        "POSTGRES_PRE_PING": "y",
+    }
+
+
+class MfaApplication(Application[UUID]):
+    """The event store of every UserMfa; events encrypted per user, snapshots every 100."""
+
+    name = "mfa"
+    snapshotting_intervals = {UserMfa: SNAPSHOT_INTERVAL}  # noqa: RUF012
+
+    def __init__(self, env: dict[str, str], vault: KeyVault) -> None:
+        self.vault = vault
+        self.listeners: list[Callable[[], None]] = []
+        env = {"AGGREGATE_CACHE_MAXSIZE": "10000", **env}
+        super().__init__(env)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return EncryptingMapper(build_transcoder(ENTITY_TYPES), self.vault)
+
+    def _notify(self, recordings: list[Any]) -> None:
+        super()._notify(recordings)
+        for listener in self.listeners:
+            listener()
+
+    def max_position(self) -> int:
+        """The newest notification id in the log (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+
+class WriteTracker:
+    """The last log position each user's writes reached in this process (read-your-writes)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._positions: OrderedDict[str, int] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def wrote(self, user_id: str, position: int) -> None:
+        with self._lock:
+            self._positions[user_id] = max(position, self._positions.get(user_id, 0))
+            self._positions.move_to_end(user_id)
+            while len(self._positions) > self._size:
+                self._positions.popitem(last=False)
+
+    def position(self, user_id: str) -> int:
+        with self._lock:
+            return self._positions.get(user_id, 0)
+
+
+@dataclass
+class Services:
+    """What every command handler needs: the application and the injected ports."""
+
+    app: MfaApplication
+    clock: Clock
+    random: Random
+    id_key: bytes
+    totp_issuer: str = "MFA service"
+    writes: WriteTracker | None = None
+
+    def __post_init__(self) -> None:
+        if self.writes is None:
+            self.writes = WriteTracker()
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[R]):
+    """A command's result and the log position its events reached (0: nothing written)."""
+
+    value: R
+    position: int
+
+
+def aggregate_id(services: Services, user_id: str) -> UUID:
+    """The UserMfa id of a user (keyed hash)."""
+    return user_mfa_id(user_id, services.id_key)
+
+
+def load_user(services: Services, user_id: str) -> UserMfa | None:
+    """The user's aggregate, or None when the user never enrolled anything."""
+    try:
+        mfa: UserMfa = services.app.repository.get(aggregate_id(services, user_id))
+    except AggregateNotFoundError:
+        return None
+    except OperationalError as exc:
+        raise StoreUnavailableError(str(exc)) from exc
+    return mfa
+
+
+def execute(
+    services: Services,
+    user_id: str,
+    decide: Callable[[UserMfa, datetime], R],
+    *,
+    create: bool = True,
+    missing: Callable[[], Exception] | None = None,
+) -> Outcome[R]:
+    """Load → decide → save, retried on a concurrent write; refusals' events are saved too.
+
+    `decide` calls one domain method. A DomainError it raises is re-raised after the events
+    it recorded (failed attempts, lockouts) are saved. With `create=False` an unknown user
+    raises `missing()` and nothing is written.
+    """
+    for attempt in range(MAX_ATTEMPTS):
+        now = services.clock.now()
+        mfa = load_user(services, user_id)
+        if mfa is None:
+            if not create:
+                raise (missing or _not_enrolled)()
+            mfa = UserMfa.start(user_id, aggregate_id(services, user_id), now)
+        try:
+            value = decide(mfa, now)
+        except DomainError:
+            if mfa.pending_events and not _save(services, user_id, mfa):
+                _backoff(attempt)
+                continue
+            raise
+        position = _save(services, user_id, mfa)
+        if position is None:
+            _backoff(attempt)
+            continue
+        return Outcome(value, position)
+    raise ConcurrencyConflictError("the user's MFA state changed concurrently; try again")
+
+
+def _not_enrolled() -> Exception:
+    from domain.errors import NotEnrolledError
+
+    return NotEnrolledError("no MFA enrolment for this user")
+
+
+def _save(services: Services, user_id: str, mfa: UserMfa) -> int | None:
+    """Save pending events; the new log position, or None on a concurrency conflict."""
+    try:
+        recordings = services.app.save(mfa)
+    except IntegrityError:
+        return None
+    except OperationalError as exc:
+        raise StoreUnavailableError(str(exc)) from exc
+    position = max((r.notification.id for r in recordings), default=0)
+    assert services.writes is not None
+    services.writes.wrote(user_id, position)
+    return position
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(_random.uniform(0, 0.002 * (2**attempt)))  # noqa: S311 - jitter, not a secret

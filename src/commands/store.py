@@ -1,0 +1,155 @@
+"""How events are stored: transcodings for domain entities and per-owner AES-GCM encryption.
+
+Each stored event's state is a small JSON envelope. The event's time stays readable (`ts`,
+beside the topic and version the recorder keeps); everything else is AES-GCM ciphertext under
+the owner's data key (`k` names the key; the UserMfa aggregate id for a user's events). The
+ciphertext is bound to its originator, version and topic, so rows cannot be swapped. When the
+key has been destroyed (erasure), the event reads as a `RedactedEvent`: type, time and version
+only.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.domain import DomainEvent, DomainEventProtocol
+from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent, Transcoder, Transcoding
+from eventsourcing.utils import get_topic, resolve_topic
+
+from commands.ports import KeyVault
+
+ENVELOPE_VERSION = 1
+PLAINTEXT_ATTRIBUTE = "STORED_IN_CLEAR"
+KEY_OWNER_ATTRIBUTE = "key_owner"
+
+
+class DataclassAsDict(Transcoding):
+    """Store a domain dataclass as the dict of its fields (nested values transcoded too)."""
+
+    def __init__(self, cls: type[Any]) -> None:
+        self.type = cls
+        self.name = cls.__name__
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self.type(**data)
+
+
+class RedactedEvent(DomainEvent):
+    """What an event of an erased owner reads as: its type, time and version, no payload."""
+
+    TOPIC = "mfa.redacted.v1"
+    redacted_topic: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _aad(originator_id: UUID | str, version: int, topic: str) -> bytes:
+    return f"{originator_id}|{version}|{topic}".encode()
+
+
+class EncryptingMapper(Mapper[UUID]):
+    """A mapper that encrypts each event with its owner's data key from the key vault."""
+
+    def __init__(self, transcoder: Transcoder, vault: KeyVault) -> None:
+        super().__init__(transcoder=transcoder)
+        self.vault = vault
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
+        topic = get_topic(type(domain_event))
+        state = dict(vars(domain_event))
+        originator_id = state.pop("originator_id")
+        version = state.pop("originator_version")
+        timestamp: datetime = state.pop("timestamp")
+        class_version = getattr(type(domain_event), "class_version", 1)
+        if class_version > 1:
+            state["class_version"] = class_version
+        envelope: dict[str, Any] = {"v": ENVELOPE_VERSION, "ts": timestamp.isoformat()}
+        if getattr(type(domain_event), PLAINTEXT_ATTRIBUTE, False):
+            envelope["p"] = json.loads(self.transcoder.encode(state))
+        else:
+            key_id = str(state.get(KEY_OWNER_ATTRIBUTE) or originator_id)
+            nonce = os.urandom(12)
+            ciphertext = AESGCM(self.vault.get_or_create(key_id)).encrypt(
+                nonce, self.transcoder.encode(state), _aad(originator_id, version, topic)
+            )
+            envelope.update(k=key_id, n=_b64(nonce), c=_b64(ciphertext))
+        return StoredEvent(
+            originator_id=originator_id,
+            originator_version=version,
+            topic=topic,
+            state=json.dumps(envelope, separators=(",", ":")).encode(),
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        envelope = json.loads(stored_event.state)
+        timestamp = datetime.fromisoformat(envelope["ts"])
+        originator_id = stored_event.originator_id
+        if not isinstance(originator_id, UUID):
+            originator_id = UUID(str(originator_id))
+        if "p" in envelope:
+            state = self.transcoder.decode(json.dumps(envelope["p"]).encode())
+        else:
+            plaintext = self._decrypt(stored_event, envelope)
+            if plaintext is None:
+                return RedactedEvent(
+                    originator_id=originator_id,
+                    originator_version=stored_event.originator_version,
+                    timestamp=timestamp,
+                    redacted_topic=stored_event.topic,
+                )
+            state = self.transcoder.decode(plaintext)
+        cls = resolve_topic(stored_event.topic)
+        state["originator_id"] = originator_id
+        state["originator_version"] = stored_event.originator_version
+        state["timestamp"] = timestamp
+        class_version = getattr(cls, "class_version", 1)
+        from_version = state.pop("class_version", 1)
+        while from_version < class_version:
+            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
+            from_version += 1
+        event = object.__new__(cls)
+        object.__setattr__(event, "__dict__", state)
+        return event  # type: ignore[no-any-return]
+
+    def _decrypt(self, stored_event: StoredEvent, envelope: dict[str, Any]) -> bytes | None:
+        key = self.vault.get(envelope["k"])
+        if key is None:
+            return None
+        try:
+            return AESGCM(key).decrypt(
+                base64.b64decode(envelope["n"]),
+                base64.b64decode(envelope["c"]),
+                _aad(
+                    stored_event.originator_id,
+                    stored_event.originator_version,
+                    stored_event.topic,
+                ),
+            )
+        except InvalidTag:
+            # A key re-created after erasure cannot open the older events: they stay redacted.
+            return None
+
+
+def build_transcoder(entity_types: list[type[Any]]) -> JSONTranscoder:
+    """The library's JSON transcoder plus one dataclass transcoding per domain entity."""
+    from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, UUIDAsHex
+
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+        transcoder.register(transcoding)
+    for cls in entity_types:
+        transcoder.register(DataclassAsDict(cls))
+    return transcoder

@@ -1,0 +1,70 @@
+"""Domain errors: each names the condition that refused a command."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class DomainError(Exception):
+    """Base of every refusal the domain can give; `code` is the stable API problem code."""
+
+    code = "domain_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidCodeError(DomainError):
+    """A presented code was wrong or already used; counts against the factor's budget."""
+
+    code = "invalid_code"
+
+    def __init__(self, detail: str, attempts_remaining: int) -> None:
+        super().__init__(detail)
+        self.attempts_remaining = attempts_remaining
+
+
+class CodeReplayedError(InvalidCodeError):
+    """A TOTP time step (or other one-time secret) was presented a second time."""
+
+
+class FactorLockedError(DomainError):
+    """The factor is locked after too many failures; no code passes until `until`."""
+
+    code = "locked"
+
+    def __init__(self, detail: str, until: datetime, now: datetime) -> None:
+        super().__init__(detail)
+        self.until = until
+        self.retry_after_s = max(1, int((until - now).total_seconds() + 0.999))
+
+
+class NotEnrolledError(DomainError):
+    """The user has no usable credential of the factor asked for."""
+
+    code = "not_enrolled"
+
+
+class AlreadyEnrolledError(DomainError):
+    """The credential or factor is already enrolled (or verified)."""
+
+    code = "already_enrolled"
+
+
+class NotFoundError(DomainError):
+    """No such credential (for this user)."""
+
+    code = "not_found"
+
+
+class ConflictError(DomainError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+
+
+class LimitExceededError(DomainError):
+    """A per-user cap (devices, credentials) would be exceeded."""
+
+    code = "limit_exceeded"

@@ -1,0 +1,134 @@
+"""A small database handle over SQLite or PostgreSQL for our own tables (keys, read models).
+
+The event store itself is the eventsourcing library's recorder; this is for everything else.
+SQL is written once with `%s` placeholders and PostgreSQL-compatible upserts, which SQLite
+(3.24+) also understands.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+import psycopg_pool
+
+
+class DatabaseUnavailableError(Exception):
+    """The database could not be reached in time; callers answer 503, never hang."""
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor we use."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+class Database(Protocol):
+    """A transactional handle; `transaction()` commits on success and rolls back on error."""
+
+    dialect: str
+
+    def transaction(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class _SqliteCursor:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(sql.replace("%s", "?"), tuple(params))
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+
+class SqliteDatabase:
+    """One SQLite file in WAL mode; a lock serialises transactions across threads."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=10
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with self._lock:
+            cursor = self._conn.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteCursor(cursor)
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            else:
+                cursor.execute("COMMIT")
+            finally:
+                cursor.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class PostgresDatabase:
+    """A psycopg 3 connection pool with short timeouts so that an outage fails fast."""
+
+    dialect = "postgres"
+
+    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self._pool = psycopg_pool.ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=5.0,
+            kwargs={"connect_timeout": 3, "autocommit": False},
+            open=False,
+            check=psycopg_pool.ConnectionPool.check_connection,
+        )
+        self._pool.open(wait=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cursor:
+                yield cursor
+        except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
+            raise DatabaseUnavailableError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_database(url: str) -> SqliteDatabase | PostgresDatabase:
+    """`sqlite:///path` or `postgresql://...`."""
+    if url.startswith("sqlite:///"):
+        return SqliteDatabase(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(url)
+    raise ValueError("database URL must start with sqlite:/// or postgresql://")

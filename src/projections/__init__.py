@@ -1,0 +1,1 @@
+"""The read side: projections that follow the notification log into their own tables."""

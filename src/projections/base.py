@@ -1,0 +1,63 @@
+"""What a projection is: tables, a handler per event, and one tracking row (exactly-once)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, ClassVar, Protocol
+
+from infra.sql import Cursor
+
+TRACKING_DDL = (
+    "CREATE TABLE IF NOT EXISTS mfa_tracking ("
+    "projection TEXT PRIMARY KEY, position BIGINT NOT NULL, updated_at TEXT)"
+)
+USERS_DDL = (
+    "CREATE TABLE IF NOT EXISTS mfa_users ("
+    "aggregate_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at TEXT NOT NULL)"
+)
+
+
+class Projection(Protocol):
+    """A read model. `process` writes rows for one event inside the runner's transaction."""
+
+    name: ClassVar[str]
+    tables: ClassVar[tuple[str, ...]]
+
+    def create_tables(self, cur: Cursor) -> None: ...
+    def process(self, cur: Cursor, event: Any) -> None: ...
+
+
+def user_of(cur: Cursor, aggregate_id: object) -> str | None:
+    """The user id behind an aggregate id, from the users table the runner keeps."""
+    cur.execute("SELECT user_id FROM mfa_users WHERE aggregate_id = %s", (str(aggregate_id),))
+    row = cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+def iso(value: Any) -> str | None:
+    """Timestamps are stored as RFC 3339 text (sortable, the same in SQLite and PostgreSQL)."""
+    return None if value is None else str(value.isoformat())
+
+
+def encode_cursor(values: list[Any]) -> str:
+    """An opaque pagination cursor."""
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+class InvalidCursorError(ValueError):
+    """A pagination cursor that this service did not produce."""
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    """The values inside a cursor; InvalidCursorError when it is malformed."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursorError("malformed cursor") from exc
+    if not isinstance(values, list) or len(values) != arity:
+        raise InvalidCursorError("malformed cursor")
+    if not all(isinstance(v, str | int) for v in values):
+        raise InvalidCursorError("malformed cursor")
+    return values

@@ -1,0 +1,134 @@
+"""TOTP device list: one row per device, no secret."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from domain.totp import TotpStatus
+from domain.user_mfa import TOTP, UserMfa
+from infra.sql import Cursor
+from projections.base import decode_cursor, encode_cursor, iso, user_of
+
+DDL = (
+    "CREATE TABLE IF NOT EXISTS mfa_totp_devices ("
+    "user_id TEXT NOT NULL, device_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, "
+    "created_at TEXT NOT NULL, verified_at TEXT, last_used_at TEXT, "
+    "PRIMARY KEY (user_id, device_id))"
+)
+COLUMNS = "device_id, name, status, created_at, verified_at, last_used_at"
+
+
+class TotpDeviceProjection:
+    """Follows TOTP events into `mfa_totp_devices`."""
+
+    name: ClassVar[str] = "totp_devices"
+    tables: ClassVar[tuple[str, ...]] = ("mfa_totp_devices",)
+
+    def create_tables(self, cur: Cursor) -> None:
+        cur.execute(DDL)
+
+    def process(self, cur: Cursor, event: Any) -> None:
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            return
+        user_id = user_of(cur, event.originator_id)
+        if user_id is not None:
+            handler(cur, user_id, event)
+
+
+def _set_status(cur: Cursor, user_id: str, device_ids: list[str], status: str) -> None:
+    for device_id in device_ids:
+        cur.execute(
+            "UPDATE mfa_totp_devices SET status = %s WHERE user_id = %s AND device_id = %s",
+            (status, user_id, device_id),
+        )
+
+
+def _registered(cur: Cursor, user_id: str, e: Any) -> None:
+    cur.execute(
+        "INSERT INTO mfa_totp_devices (user_id, device_id, name, status, created_at) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, device_id) DO NOTHING",
+        (user_id, e.device_id, e.name, TotpStatus.PENDING.value, iso(e.timestamp)),
+    )
+
+
+def _verified(cur: Cursor, user_id: str, e: Any) -> None:
+    cur.execute(
+        "UPDATE mfa_totp_devices SET status = %s, verified_at = %s, last_used_at = %s "
+        "WHERE user_id = %s AND device_id = %s",
+        (TotpStatus.ACTIVE.value, iso(e.timestamp), iso(e.timestamp), user_id, e.device_id),
+    )
+
+
+def _used(cur: Cursor, user_id: str, e: Any) -> None:
+    cur.execute(
+        "UPDATE mfa_totp_devices SET last_used_at = %s WHERE user_id = %s AND device_id = %s",
+        (iso(e.timestamp), user_id, e.device_id),
+    )
+
+
+def _revoked(cur: Cursor, user_id: str, e: Any) -> None:
+    cur.execute(
+        "DELETE FROM mfa_totp_devices WHERE user_id = %s AND device_id = %s",
+        (user_id, e.device_id),
+    )
+
+
+def _method_removed(cur: Cursor, user_id: str, e: Any) -> None:
+    if e.method == TOTP:
+        cur.execute("DELETE FROM mfa_totp_devices WHERE user_id = %s", (user_id,))
+
+
+_HANDLERS = {
+    UserMfa.TotpDeviceRegistered: _registered,
+    UserMfa.TotpDeviceVerified: _verified,
+    UserMfa.TotpCodeAccepted: _used,
+    UserMfa.TotpDeviceDisabled: lambda c, u, e: _set_status(
+        c, u, [e.device_id], TotpStatus.DISABLED
+    ),
+    UserMfa.TotpDeviceEnabled: lambda c, u, e: _set_status(c, u, [e.device_id], TotpStatus.ACTIVE),
+    UserMfa.TotpDisabled: lambda c, u, e: _set_status(c, u, e.device_ids, TotpStatus.DISABLED),
+    UserMfa.TotpEnabled: lambda c, u, e: _set_status(c, u, e.device_ids, TotpStatus.ACTIVE),
+    UserMfa.TotpDeviceRevoked: _revoked,
+    UserMfa.MethodRemoved: _method_removed,
+}
+
+
+def _row(row: Any) -> dict[str, Any]:
+    return dict(zip(COLUMNS.split(", "), row, strict=True))
+
+
+def list_totp_devices(
+    cur: Cursor, user_id: str, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of a user's devices, oldest first."""
+    params: list[Any] = [user_id]
+    where = "user_id = %s"
+    if cursor:
+        created_at, device_id = decode_cursor(cursor, 2)
+        where += " AND (created_at > %s OR (created_at = %s AND device_id > %s))"
+        params += [created_at, created_at, device_id]
+    cur.execute(
+        f"SELECT {COLUMNS} FROM mfa_totp_devices WHERE {where} "  # noqa: S608 - constants only
+        "ORDER BY created_at, device_id LIMIT %s",
+        (*params, limit + 1),
+    )
+    rows = [_row(r) for r in cur.fetchall()]
+    page = rows[:limit]
+    next_cursor = (
+        encode_cursor([page[-1]["created_at"], page[-1]["device_id"]])
+        if len(rows) > limit
+        else None
+    )
+    return page, next_cursor
+
+
+def get_totp_device(cur: Cursor, user_id: str, device_id: str) -> dict[str, Any] | None:
+    """One device of a user, or None."""
+    cur.execute(
+        f"SELECT {COLUMNS} FROM mfa_totp_devices "  # noqa: S608 - constants only
+        "WHERE user_id = %s AND device_id = %s",
+        (user_id, device_id),
+    )
+    row = cur.fetchone()
+    return None if row is None else _row(row)
