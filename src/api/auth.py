@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
@@ -113,6 +114,6 @@ admin_only = _require_scope(ADMIN_SCOPE)
 internal_only = _require_scope(INTERNAL_SCOPE)
 
 
-def provide_principal(request: Any) -> Principal:
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     """Dependency: the authenticated caller."""
     return principal_of(request)

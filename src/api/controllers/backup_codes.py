@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from api.auth import Principal, authenticated
 from api.deps import Runtime, problems, written
@@ -54,7 +55,7 @@ class BackupCodeController(Controller):
     @post("/verify", status_code=200, sync_to_thread=True, responses=problems(403, 409, 429))
     def verify(
         self,
-        data: VerifyBackupCodeRequest,
+        data: JSONBody[VerifyBackupCodeRequest],
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
     ) -> Response[BackupCodeVerifiedResponse]:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api.auth import internal_only
 from api.controllers.methods import status_of
@@ -44,7 +44,7 @@ class InternalController(Controller):
     @post("/totp/validate", status_code=200, sync_to_thread=True,
           responses=problems(403, 409, 429))
     def validate_totp(
-        self, data: InternalValidateTotpRequest, runtime: NamedDependency[Runtime]
+        self, data: JSONBody[InternalValidateTotpRequest], runtime: NamedDependency[Runtime]
     ) -> Response[TotpValidatedResponse]:
         """Validate a user's TOTP code on the user's behalf."""
         outcome = totp.validate_totp(runtime.services, data.user_id, data.code)
@@ -68,7 +68,7 @@ class InternalController(Controller):
 
     @post("/totp/disable", status_code=200, sync_to_thread=True, responses=problems(403, 409))
     def disable_totp(
-        self, data: InternalUserRequest, runtime: NamedDependency[Runtime]
+        self, data: JSONBody[InternalUserRequest], runtime: NamedDependency[Runtime]
     ) -> Response[TotpSwitchResponse]:
         """Switch a user's TOTP off."""
         outcome = totp.disable_totp(runtime.services, data.user_id)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api.auth import Principal, authenticated
 from api.deps import Runtime, problems, written
@@ -68,7 +68,7 @@ class TotpController(Controller):
         self,
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
-        data: SetUpTotpRequest | None = None,
+        data: JSONBody[SetUpTotpRequest | None] = None,
     ) -> Response[TotpSetupResponse]:
         """Register a pending device; the secret and QR code are shown this once."""
         outcome = totp.set_up_totp(runtime.services, user.sub, data.name if data else None)
@@ -77,7 +77,7 @@ class TotpController(Controller):
     @post("/verify", status_code=200, sync_to_thread=True, responses=problems(403, 404, 409, 429))
     def verify(
         self,
-        data: VerifyTotpRequest,
+        data: JSONBody[VerifyTotpRequest],
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
     ) -> Response[TotpVerifiedResponse]:
@@ -88,7 +88,7 @@ class TotpController(Controller):
     @post("/validate", status_code=200, sync_to_thread=True, responses=problems(403, 409, 429))
     def validate(
         self,
-        data: ValidateTotpRequest,
+        data: JSONBody[ValidateTotpRequest],
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
     ) -> Response[TotpValidatedResponse]:
@@ -133,7 +133,7 @@ class TotpController(Controller):
         self,
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
-        data: SetUpTotpRequest | None = None,
+        data: JSONBody[SetUpTotpRequest | None] = None,
     ) -> Response[TotpSetupResponse]:
         """Register another (named) device; same as setup."""
         outcome = totp.set_up_totp(runtime.services, user.sub, data.name if data else None)
