@@ -57,8 +57,9 @@ def build_runtime(
         runner = ProjectionRunner(app, read_models)
         read_models.attach(runner)
         app.listeners.append(runner.wake)
-    return Runtime(settings=settings, services=services, db=db, read_models=read_models,
-                   runner=runner)
+    return Runtime(
+        settings=settings, services=services, db=db, read_models=read_models, runner=runner
+    )
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -14,9 +16,6 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-
-from eventsourcing.persistence import InterfaceError as StoreInterfaceError
-from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from commands.app import ConcurrencyConflictError, StoreUnavailableError
 from domain.errors import (
@@ -73,7 +72,7 @@ class ProblemError(HTTPException):
     ) -> None:
         super().__init__(status_code=status_code, detail=detail, headers=headers)
         self.code = code
-        self.extra = extra or {}
+        self.members = extra or {}
 
 
 def problem(
@@ -133,7 +132,7 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
     """Framework errors (401, 403, 404, 405, ...) as problems."""
     if isinstance(exc, ProblemError):
         return problem(
-            exc.status_code, exc.code, exc.detail, extra=exc.extra, headers=exc.headers or None
+            exc.status_code, exc.code, exc.detail, extra=exc.members, headers=exc.headers or None
         )
     status = exc.status_code
     if status >= HTTP_500_INTERNAL_SERVER_ERROR and status != 501 and status != 503:
@@ -153,8 +152,9 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 def unavailable_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The store is down: 503 fast, so that clients retry elsewhere or later."""
     log.warning("store unavailable: %s", type(exc).__name__)
-    return problem(503, "unavailable", "the service is temporarily unavailable",
-                   headers={"Retry-After": "1"})
+    return problem(
+        503, "unavailable", "the service is temporarily unavailable", headers={"Retry-After": "1"}
+    )
 
 
 def conflict_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -162,8 +162,12 @@ def conflict_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]
 
 
 def cursor_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    return problem(400, "validation_error", "cursor: malformed cursor",
-                   extra={"errors": [{"field": "cursor", "message": "malformed cursor"}]})
+    return problem(
+        400,
+        "validation_error",
+        "cursor: malformed cursor",
+        extra={"errors": [{"field": "cursor", "message": "malformed cursor"}]},
+    )
 
 
 def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -184,4 +188,3 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     InvalidCursorError: cursor_handler,
     Exception: internal_error_handler,
 }
-

@@ -73,7 +73,7 @@ class MfaApplication(Application[UUID]):
     """The event store of every UserMfa; events encrypted per user, snapshots every 100."""
 
     name = "mfa"
-    snapshotting_intervals = {UserMfa: SNAPSHOT_INTERVAL}  # noqa: RUF012
+    snapshotting_intervals = {UserMfa: SNAPSHOT_INTERVAL}
 
     def __init__(self, env: dict[str, str], vault: KeyVault) -> None:
         self.vault = vault

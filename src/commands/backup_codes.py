@@ -43,6 +43,4 @@ def generate_backup_codes(services: Services, user_id: str) -> Outcome[Generated
 
 def verify_backup_code(services: Services, user_id: str, code: str) -> Outcome[int]:
     """Spend one code; the value is how many remain."""
-    return execute(
-        services, user_id, lambda mfa, now: mfa.use_backup_code(code, now), create=False
-    )
+    return execute(services, user_id, lambda mfa, now: mfa.use_backup_code(code, now), create=False)

@@ -45,6 +45,7 @@ class DataclassAsDict(Transcoding):
         return self.type(**data)
 
 
+@dataclasses.dataclass(frozen=True)
 class RedactedEvent(DomainEvent):
     """What an event of an erased owner reads as: its type, time and version, no payload."""
 

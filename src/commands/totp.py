@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -128,5 +129,5 @@ def get_totp_devices(services: Services, user_id: str) -> list[TotpDevice]:
     return [] if mfa is None else list(mfa.totp_devices.values())
 
 
-def _no_device(device_id: str) -> type[Exception] | object:
+def _no_device(device_id: str) -> Callable[[], Exception]:
     return lambda: NotFoundError(f"no TOTP device {device_id!r}")

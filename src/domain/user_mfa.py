@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Snapshot as AggregateSnapshot
 
 from domain.backup_codes import BackupCode, BackupCodeSet
 from domain.errors import (
@@ -52,7 +53,7 @@ class UserMfa(Aggregate):
         TOPIC = "mfa.user.created.v1"
         user_id: str
 
-    class Snapshot(Snapshot):
+    class Snapshot(AggregateSnapshot):
         TOPIC = "mfa.user_mfa.snapshot.v1"
 
     def __init__(self, user_id: str) -> None:
@@ -429,12 +430,10 @@ class UserMfa(Aggregate):
 
     def remove_method(self, method: str, at: datetime) -> None:
         """Remove every credential of one method (`DELETE /mfa/methods/{method}`)."""
-        if method == TOTP and self.totp_devices:
-            self.trigger_event(self.MethodRemoved, method=method, timestamp=at)
-        elif method == BACKUP_CODE and self.backup_codes is not None:
-            self.trigger_event(self.MethodRemoved, method=method, timestamp=at)
-        else:
+        enrolled = {TOTP: bool(self.totp_devices), BACKUP_CODE: self.backup_codes is not None}
+        if not enrolled.get(method, False):
             raise NotEnrolledError(f"{method} is not enrolled")
+        self.trigger_event(self.MethodRemoved, method=method, timestamp=at)
 
     class MethodRemoved(Event):
         TOPIC = "mfa.method.removed.v1"

@@ -13,6 +13,7 @@ DDL = (
     "user_id TEXT PRIMARY KEY, set_id TEXT NOT NULL, total INTEGER NOT NULL, "
     "remaining INTEGER NOT NULL, generated_at TEXT NOT NULL, last_used_at TEXT)"
 )
+_TYPES = (UserMfa.BackupCodesGenerated, UserMfa.BackupCodeUsed, UserMfa.MethodRemoved)
 COLUMNS = "user_id, total, remaining, generated_at, last_used_at"
 
 
@@ -27,7 +28,7 @@ class BackupCodeProjection:
 
     def process(self, cur: Cursor, event: Any) -> None:
         kind = type(event)
-        if kind not in (UserMfa.BackupCodesGenerated, UserMfa.BackupCodeUsed, UserMfa.MethodRemoved):
+        if kind not in _TYPES:
             return
         user_id = user_of(cur, event.originator_id)
         if user_id is None:

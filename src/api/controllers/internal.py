@@ -41,8 +41,7 @@ class InternalController(Controller):
         """A user's MFA status."""
         return status_of(runtime.services, user_id)
 
-    @post("/totp/validate", status_code=200, sync_to_thread=True,
-          responses=problems(403, 409, 429))
+    @post("/totp/validate", status_code=200, sync_to_thread=True, responses=problems(403, 409, 429))
     def validate_totp(
         self, data: JSONBody[InternalValidateTotpRequest], runtime: NamedDependency[Runtime]
     ) -> Response[TotpValidatedResponse]:

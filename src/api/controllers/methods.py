@@ -83,8 +83,12 @@ class MethodController(Controller):
         """Every method and whether the caller has it."""
         return method_list(runtime.services, user.sub)
 
-    @delete("/methods/{method_type:str}", status_code=200, sync_to_thread=True,
-            responses=problems(404, 409))
+    @delete(
+        "/methods/{method_type:str}",
+        status_code=200,
+        sync_to_thread=True,
+        responses=problems(404, 409),
+    )
     def remove_method(
         self,
         method_type: MethodType,
@@ -97,8 +101,12 @@ class MethodController(Controller):
         outcome = methods.remove_method(runtime.services, user.sub, method_type)
         return written(MethodRemovedResponse(method=method_type, removed=True), outcome)
 
-    @post("/credentials/{credential_id:str}/primary", status_code=200, sync_to_thread=True,
-          responses=problems(404, 409))
+    @post(
+        "/credentials/{credential_id:str}/primary",
+        status_code=200,
+        sync_to_thread=True,
+        responses=problems(404, 409),
+    )
     def set_primary(
         self,
         credential_id: CredentialId,
@@ -123,4 +131,3 @@ class MethodController(Controller):
         if user_id != user.sub and not user.is_admin:
             raise PermissionDeniedException(detail="only the user or an admin may read this")
         return status_of(runtime.services, user_id)
-

@@ -6,10 +6,9 @@ OpenAPI; a capability replaces its entries here with a real controller.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from litestar import Response, route
+from litestar import HttpMethod, Response, route
 from litestar.handlers import HTTPRouteHandler
 
 from api.auth import admin_only, authenticated, internal_only
@@ -67,7 +66,7 @@ PLANNED: list[tuple[str, str, str]] = [
 ]
 
 
-def _guard_for(path: str) -> Callable[..., None]:
+def _guard_for(path: str) -> Any:
     if path.startswith("/admin/"):
         return admin_only
     if path.startswith("/internal/"):
@@ -87,7 +86,7 @@ def _planned_handler(method: str, path: str, summary: str) -> HTTPRouteHandler:
     not_implemented.__name__ = _operation_id(method, path)
     return route(
         path,
-        http_method=[method],
+        http_method=[HttpMethod(method)],
         guards=[_guard_for(path)],
         summary=summary,
         operation_id=_operation_id(method, path),

@@ -83,7 +83,9 @@ class TotpController(Controller):
     ) -> Response[TotpVerifiedResponse]:
         """The first valid code activates the device."""
         outcome = totp.verify_totp(runtime.services, user.sub, data.code, data.device_id)
-        return written(TotpVerifiedResponse(device_id=outcome.value.device_id, enabled=True), outcome)
+        return written(
+            TotpVerifiedResponse(device_id=outcome.value.device_id, enabled=True), outcome
+        )
 
     @post("/validate", status_code=200, sync_to_thread=True, responses=problems(403, 409, 429))
     def validate(
@@ -154,8 +156,9 @@ class TotpController(Controller):
             raise NotFoundError(f"no TOTP device {device_id!r}")
         return device_response(row)
 
-    @delete("/devices/{device_id:str}", status_code=200, sync_to_thread=True,
-            responses=problems(404))
+    @delete(
+        "/devices/{device_id:str}", status_code=200, sync_to_thread=True, responses=problems(404)
+    )
     def revoke_device(
         self,
         device_id: DeviceId,
@@ -166,8 +169,12 @@ class TotpController(Controller):
         outcome = totp.revoke_totp_device(runtime.services, user.sub, device_id)
         return written({"device_id": device_id, "revoked": True}, outcome)
 
-    @post("/devices/{device_id:str}/disable", status_code=200, sync_to_thread=True,
-          responses=problems(404, 409))
+    @post(
+        "/devices/{device_id:str}/disable",
+        status_code=200,
+        sync_to_thread=True,
+        responses=problems(404, 409),
+    )
     def disable_device(
         self,
         device_id: DeviceId,
@@ -178,8 +185,12 @@ class TotpController(Controller):
         outcome = totp.disable_totp_device(runtime.services, user.sub, device_id)
         return written(device_response(outcome.value), outcome)
 
-    @post("/devices/{device_id:str}/enable", status_code=200, sync_to_thread=True,
-          responses=problems(404, 409))
+    @post(
+        "/devices/{device_id:str}/enable",
+        status_code=200,
+        sync_to_thread=True,
+        responses=problems(404, 409),
+    )
     def enable_device(
         self,
         device_id: DeviceId,
