@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -37,15 +38,18 @@ def worker() -> None:
     from api.app import build_runtime
 
     settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     runtime = build_runtime(settings, run_projections=True)
-    assert runtime.runner is not None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    runtime.runner.start()
-    click.echo("mfa worker: projections running", err=True)
+    runtime.start()
+    relay = "on" if runtime.relay else "off (MFA_NATS_URL unset)"
+    click.echo(f"mfa worker: projections running, NATS relay {relay}", err=True)
     stop.wait()
-    runtime.runner.stop()
+    runtime.stop()
 
 
 @main.command()

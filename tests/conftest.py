@@ -169,8 +169,7 @@ class LiveServer:
 
 
 def close_runtime(runtime: Runtime) -> None:
-    if runtime.runner is not None:
-        runtime.runner.stop()
+    runtime.stop()
     runtime.services.app.close()
     runtime.db.close()
 

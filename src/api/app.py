@@ -26,7 +26,9 @@ from commands.adapters.keys import derive_key
 from commands.adapters.vault import SqlKeyVault
 from commands.app import MfaApplication, Services, event_store_env
 from commands.ports import Clock, Random, SystemClock, SystemRandom
-from infra.sql import open_database
+from infra.lease import lease_for
+from infra.sql import open_database, schema_lock
+from projections.nats_relay import NatsRelay
 from projections.runner import ProjectionRunner, ReadModels, default_projections
 
 log = logging.getLogger("mfa")
@@ -40,9 +42,11 @@ def build_runtime(
     run_projections: bool | None = None,
 ) -> Runtime:
     """Construct the adapters, the application and the read side from settings."""
-    db = open_database(settings.database_url)
-    vault = SqlKeyVault(db, settings.master_key)
-    app = MfaApplication(event_store_env(settings.database_url, settings.db_pool_size), vault)
+    db = open_database(settings.database_url, settings.db_pool_size)
+    with schema_lock(settings.database_url):
+        vault = SqlKeyVault(db, settings.master_key)
+        app = MfaApplication(event_store_env(settings.database_url, settings.db_pool_size), vault)
+        read_models = ReadModels(db, default_projections())
     services = Services(
         app=app,
         clock=clock or SystemClock(),
@@ -50,15 +54,25 @@ def build_runtime(
         id_key=derive_key(settings.master_key, "aggregate-id"),
         totp_issuer=settings.totp_issuer,
     )
-    read_models = ReadModels(db, default_projections())
     in_process = settings.projections_in_process if run_projections is None else run_projections
     runner = None
+    relay = None
     if in_process:
-        runner = ProjectionRunner(app, read_models)
+        runner = ProjectionRunner(app, read_models, lease_for(settings.database_url, "projections"))
         read_models.attach(runner)
         app.listeners.append(runner.wake)
+        if settings.nats_url:
+            relay = NatsRelay(
+                app, db, settings.nats_url, lease_for(settings.database_url, "nats-relay")
+            )
+            app.listeners.append(relay.wake)
     return Runtime(
-        settings=settings, services=services, db=db, read_models=read_models, runner=runner
+        settings=settings,
+        services=services,
+        db=db,
+        read_models=read_models,
+        runner=runner,
+        relay=relay,
     )
 
 
@@ -75,12 +89,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         import asyncio
 
         asyncio.get_running_loop().set_default_executor(executor)
-        if rt.runner is not None:
-            rt.runner.start()
+        rt.start()
 
     def on_shutdown(app: Litestar) -> None:
-        if rt.runner is not None:
-            rt.runner.stop()
+        rt.stop()
         executor.shutdown(wait=False, cancel_futures=True)
 
     openapi = OpenAPIConfig(

@@ -14,6 +14,7 @@ from api.schemas.common import Problem
 from api.settings import Settings
 from commands.app import Outcome, Services
 from infra.sql import Cursor, Database
+from projections.nats_relay import NatsRelay
 from projections.runner import ProjectionRunner, ReadModels
 
 T = TypeVar("T")
@@ -30,6 +31,21 @@ class Runtime:
     db: Database
     read_models: ReadModels
     runner: ProjectionRunner | None
+    relay: NatsRelay | None = None
+
+    def start(self) -> None:
+        """Start the background work this process does (projections, relay)."""
+        if self.runner is not None:
+            self.runner.start()
+        if self.relay is not None:
+            self.relay.start()
+
+    def stop(self) -> None:
+        """Stop the background work and close the stores."""
+        if self.runner is not None:
+            self.runner.stop()
+        if self.relay is not None:
+            self.relay.stop()
 
     @contextmanager
     def read(self, user_id: str | None, request: Request[Any, Any, Any]) -> Iterator[Cursor]:
@@ -38,7 +54,7 @@ class Runtime:
         The position is the newest of: what this process wrote for the user, and what the
         client says it wrote (`X-MFA-Position`, for writes that went to another instance).
         """
-        position = self.services.writes.position(user_id) if self.services.writes and user_id else 0
+        position = self.services.writes.position(user_id) if self.services.writes else 0
         claimed = request.headers.get(POSITION_HEADER, "")
         if claimed.isdigit() and len(claimed) < 19:
             position = max(position, int(claimed))

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,11 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
         "MFA_JWT_SECRET": secrets.token_urlsafe(48),
         "MFA_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process generated them first: use theirs
+        time.sleep(0.2)
+        return _generated_secrets(data_dir)
     with os.fdopen(fd, "w") as handle:
         json.dump(generated, handle)
     return generated

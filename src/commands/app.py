@@ -100,17 +100,22 @@ class WriteTracker:
     def __init__(self, size: int = 100_000) -> None:
         self._positions: OrderedDict[str, int] = OrderedDict()
         self._size = size
+        self._latest = 0
         self._lock = threading.Lock()
 
     def wrote(self, user_id: str, position: int) -> None:
         with self._lock:
             self._positions[user_id] = max(position, self._positions.get(user_id, 0))
+            self._latest = max(self._latest, position)
             self._positions.move_to_end(user_id)
             while len(self._positions) > self._size:
                 self._positions.popitem(last=False)
 
-    def position(self, user_id: str) -> int:
+    def position(self, user_id: str | None) -> int:
+        """The user's last write position; with no user, the newest write of this process."""
         with self._lock:
+            if user_id is None:
+                return self._latest
             return self._positions.get(user_id, 0)
 
 

@@ -18,6 +18,23 @@ import psycopg
 import psycopg_pool
 
 
+@contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """Serialise schema creation between processes starting at once on one PostgreSQL."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        yield
+        return
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+
+SCHEMA_LOCK_KEY = 0x6D666173  # "mfas"
+
+
 class DatabaseUnavailableError(Exception):
     """The database could not be reached in time; callers answer 503, never hang."""
 
@@ -125,10 +142,10 @@ class PostgresDatabase:
         self._pool.close()
 
 
-def open_database(url: str) -> SqliteDatabase | PostgresDatabase:
+def open_database(url: str, pool_size: int = 10) -> SqliteDatabase | PostgresDatabase:
     """`sqlite:///path` or `postgresql://...`."""
     if url.startswith("sqlite:///"):
         return SqliteDatabase(url.removeprefix("sqlite:///"))
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresDatabase(url)
+        return PostgresDatabase(url, max_size=pool_size)
     raise ValueError("database URL must start with sqlite:/// or postgresql://")

@@ -2,20 +2,25 @@
 
 Positions are notification ids. The eventsourcing recorders assign them in commit order
 (PostgreSQL: a table lock on insert; SQLite: one writer), so reading `id > position` never
-skips an event that committed late.
+skips an event that committed late. Each batch first locks its projection's tracking row and
+re-reads the position there, so a rebuild's swap, a second runner or a restart can never make
+an event count twice.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from commands.app import MfaApplication
-from infra.sql import Database, DatabaseUnavailableError
+from infra.lease import Lease
+from infra.sql import Cursor, Database, DatabaseUnavailableError
 from projections.backup_codes import BackupCodeProjection
 from projections.base import TRACKING_DDL, Projection
 from projections.devices import TotpDeviceProjection
@@ -23,11 +28,32 @@ from projections.users import UserProjection
 
 log = logging.getLogger("mfa.projections")
 BATCH_SIZE = 500
+LEASE_CHECK_SECONDS = 1.0
 
 
 def default_projections() -> list[Projection]:
     """Every read model, the users table first (the others join on it)."""
     return [UserProjection(), TotpDeviceProjection(), BackupCodeProjection()]
+
+
+def lock_position(cur: Cursor, dialect: str, name: str) -> int:
+    """The projection's position, its tracking row locked until the transaction ends."""
+    cur.execute(
+        "INSERT INTO mfa_tracking (projection, position, updated_at) VALUES (%s, 0, NULL) "
+        "ON CONFLICT (projection) DO NOTHING",
+        (name,),
+    )
+    select = "SELECT position FROM mfa_tracking WHERE projection = %s"
+    cur.execute(select + (" FOR UPDATE" if dialect == "postgres" else ""), (name,))
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_position(cur: Cursor, name: str, position: int) -> None:
+    cur.execute(
+        "UPDATE mfa_tracking SET position = %s, updated_at = %s WHERE projection = %s",
+        (position, datetime.now(UTC).isoformat(), name),
+    )
 
 
 class ReadModels:
@@ -43,6 +69,12 @@ class ReadModels:
             for projection in self.projections:
                 projection.create_tables(cur)
 
+    def projection(self, name: str) -> Projection:
+        for projection in self.projections:
+            if projection.name == name:
+                return projection
+        raise KeyError(name)
+
     def positions(self) -> dict[str, int]:
         """Each projection's tracking position (0: nothing processed)."""
         with self.db.transaction() as cur:
@@ -56,7 +88,7 @@ class ReadModels:
             self._progress.notify_all()
 
     def attach(self, runner: ProjectionRunner) -> None:
-        """An in-process runner: waits use its progress signal instead of polling."""
+        """An in-process runner: while it holds the lease, waits use its progress signal."""
         self._runner = runner
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
@@ -65,8 +97,9 @@ class ReadModels:
             return True
         deadline = time.monotonic() + timeout
         while True:
-            if self._runner is not None:
-                reached = self._runner.position
+            runner = self._runner
+            if runner is not None and runner.active:
+                reached = runner.position
             else:
                 reached = min(self.positions().values(), default=0)
             if reached >= position:
@@ -78,15 +111,64 @@ class ReadModels:
                 self._progress.wait(min(remaining, 0.02))
 
 
+class RenamingCursor:
+    """A cursor that sends a projection's writes to other (shadow) tables."""
+
+    def __init__(self, cur: Cursor, renames: dict[str, str]) -> None:
+        self._cur = cur
+        self._pattern = re.compile(r"\b(" + "|".join(map(re.escape, renames)) + r")\b")
+        self._renames = renames
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._cur.execute(self._pattern.sub(lambda m: self._renames[m[1]], sql), params)
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+
+def apply_batch(
+    cur: Cursor,
+    projection: Projection,
+    tracking_name: str,
+    events: list[tuple[int, Any]],
+    done: int,
+) -> int:
+    """Process the events after `done` and move the tracking row; returns the new position."""
+    todo = [(pos, event) for pos, event in events if pos > done]
+    if not todo:
+        return done
+    for _, event in todo:
+        projection.process(cur, event)
+    set_position(cur, tracking_name, todo[-1][0])
+    return todo[-1][0]
+
+
 class ProjectionRunner:
-    """A background thread that brings every projection up to the end of the log."""
+    """A background thread that brings every projection up to the end of the log.
+
+    With a lease, only the holder works; the others wait and take over when it goes away.
+    """
 
     def __init__(
-        self, app: MfaApplication, read_models: ReadModels, poll_interval: float = 0.05
+        self,
+        app: MfaApplication,
+        read_models: ReadModels,
+        lease: Lease | None = None,
+        poll_interval: float = 0.05,
     ) -> None:
         self.app = app
         self.read_models = read_models
+        self.lease = lease
         self.poll_interval = poll_interval
+        self.active = lease is None
+        self._lease_checked = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,21 +192,40 @@ class ProjectionRunner:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.lease is not None:
+            self.lease.release()
+        self.active = False
+
+    def _hold_lease(self) -> bool:
+        if self.lease is None:
+            return True
+        now = time.monotonic()
+        if self.active and now - self._lease_checked < LEASE_CHECK_SECONDS:
+            return True
+        self._lease_checked = now
+        held = self.lease.try_acquire()
+        if held and not self.active:
+            self._positions = self.read_models.positions()
+            log.info("projection lease acquired")
+        self.active = held
+        return held
 
     def _loop(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            progressed = False
             try:
-                progressed = self.run_once()
-                failures = 0
+                if self._hold_lease():
+                    progressed = self.run_once()
+                    failures = 0
+                else:
+                    self._wake.wait(LEASE_CHECK_SECONDS)
             except DatabaseUnavailableError as exc:
                 failures += 1
-                log.warning("read database unavailable: %s", exc)
-                progressed = False
+                log.warning("read database unavailable: %s", type(exc).__name__)
             except Exception:
                 failures += 1
                 log.exception("projection failed; retrying from its last position")
-                progressed = False
             if not progressed:
                 delay = self.poll_interval if failures == 0 else min(5.0, 0.1 * 2**failures)
                 self._wake.wait(delay)
@@ -132,35 +233,52 @@ class ProjectionRunner:
 
     def run_once(self) -> bool:
         """Process one batch; False when every projection is at the end of the log."""
-        start = self.position + 1
-        notifications = self.app.recorder.select_notifications(start=start, limit=BATCH_SIZE)
+        notifications = self.app.recorder.select_notifications(
+            start=self.position + 1, limit=BATCH_SIZE
+        )
         if not notifications:
             return False
         events = [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
+        db = self.read_models.db
         for projection in self.read_models.projections:
-            done = self._positions.get(projection.name, 0)
-            todo = [(pos, event) for pos, event in events if pos > done]
-            if todo:
-                self._apply(projection, todo)
+            if any(pos > self._positions.get(projection.name, 0) for pos, _ in events):
+                with db.transaction() as cur:
+                    done = lock_position(cur, db.dialect, projection.name)
+                    self._positions[projection.name] = apply_batch(
+                        cur, projection, projection.name, events, done
+                    )
         self.read_models.advanced()
         return True
 
-    def _apply(self, projection: Projection, todo: list[tuple[int, Any]]) -> None:
-        last = todo[-1][0]
-        with self.read_models.db.transaction() as cur:
-            for _, event in todo:
-                projection.process(cur, event)
-            cur.execute(
-                "INSERT INTO mfa_tracking (projection, position, updated_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (projection) DO UPDATE SET position = excluded.position, "
-                "updated_at = excluded.updated_at",
-                (projection.name, last, datetime.now(UTC).isoformat()),
-            )
-        self._positions[projection.name] = last
-
     def catch_up(self, timeout: float = 30.0) -> None:
-        """Process until the end of the log (used by tests and `mfa projections`)."""
+        """Process until the end of the log (used by tests and the CLI)."""
         deadline = time.monotonic() + timeout
         while self.run_once():
             if time.monotonic() > deadline:
                 raise TimeoutError("projections did not catch up in time")
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    """Where a projection is, and how far behind the log."""
+
+    name: str
+    position: int
+    head: int
+    lag: int
+    updated_at: str | None
+
+
+def projection_status(app: MfaApplication, read_models: ReadModels) -> list[ProjectionStatus]:
+    """Every projection's position and lag (in events) behind the head of the log."""
+    head = app.max_position()
+    with read_models.db.transaction() as cur:
+        cur.execute("SELECT projection, position, updated_at FROM mfa_tracking")
+        rows = {str(r[0]): (int(r[1]), r[2]) for r in cur.fetchall()}
+    result = []
+    for projection in read_models.projections:
+        position, updated = rows.get(projection.name, (0, None))
+        result.append(
+            ProjectionStatus(projection.name, position, head, max(0, head - position), updated)
+        )
+    return result

@@ -37,7 +37,7 @@ def test_the_api_reads_its_writes_when_projections_run_in_a_worker_process(
 ) -> None:
     server = start_server(Settings.from_env(worker_env))
     assert server.runtime.runner is None
-    worker = subprocess.Popen(  # noqa: S603 - our own CLI
+    worker = subprocess.Popen(
         [str(MFA), "worker"], env={**os.environ, **worker_env}, stderr=subprocess.PIPE
     )
     try:

@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from infra.sql import Database
@@ -18,6 +19,10 @@ _DDL = {
     "key_id TEXT PRIMARY KEY, wrapped BYTEA NOT NULL, created_at TEXT NOT NULL)",
 }
 NONCE_BYTES = 12
+
+
+class MasterKeyMismatchError(RuntimeError):
+    """The configured master key did not wrap the stored data keys."""
 
 
 class SqlKeyVault:
@@ -47,7 +52,14 @@ class SqlKeyVault:
             return self._cache.get(key_id)
 
     def _unwrap(self, key_id: str, wrapped: bytes) -> bytes:
-        return self._master.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode())
+        try:
+            return self._master.decrypt(
+                wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], key_id.encode()
+            )
+        except InvalidTag:
+            raise MasterKeyMismatchError(
+                "a data key cannot be unwrapped: MFA_MASTER_KEY is not the key it was wrapped with"
+            ) from None
 
     def _load(self, key_id: str) -> bytes | None:
         with self._db.transaction() as cur:

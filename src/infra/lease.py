@@ -1,0 +1,106 @@
+"""Leases: at most one process does a given piece of background work (a projection, the relay).
+
+PostgreSQL: a session advisory lock on a dedicated connection (released by the server when the
+holder dies). SQLite: an exclusive `flock` on a file beside the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+from typing import Protocol
+
+import psycopg
+
+
+class Lease(Protocol):
+    """Something only one holder can have at a time."""
+
+    def try_acquire(self) -> bool: ...
+    def still_held(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"mfa:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+class PostgresLease:
+    """`pg_try_advisory_lock` held by one connection for as long as the work runs."""
+
+    def __init__(self, conninfo: str, name: str) -> None:
+        self._conninfo = conninfo
+        self._key = _lock_key(name)
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def try_acquire(self) -> bool:
+        if self.still_held():
+            return True
+        self.release()
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=3)
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+        except psycopg.Error:
+            return False
+        if row is None or not row[0]:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def still_held(self) -> bool:
+        if self._conn is None or self._conn.closed:
+            return False
+        try:
+            self._conn.execute("SELECT 1")
+        except psycopg.Error:
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+
+class FileLease:
+    """An exclusive, non-blocking `flock` (the kernel drops it when the holder dies)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def still_held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def lease_for(database_url: str, name: str) -> Lease:
+    """The lease kind that fits the database."""
+    if database_url.startswith("sqlite:///"):
+        path = Path(database_url.removeprefix("sqlite:///"))
+        return FileLease(path.with_name(f"{path.name}.{name}.lease"))
+    return PostgresLease(database_url, name)

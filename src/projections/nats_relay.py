@@ -1,0 +1,228 @@
+"""The NATS relay: follows the notification log and publishes every event to JetStream.
+
+In log order, one message per event, `Nats-Msg-Id` = the event id, each publish awaited for
+its ack, and the tracking position stored only after the acks. After a crash or an outage it
+resumes from that position; JetStream drops the re-sent duplicates inside its window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import nats
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from commands.app import MfaApplication
+from domain.user_mfa import UserMfa
+from infra.lease import Lease
+from infra.sql import Database, DatabaseUnavailableError
+from projections.base import TRACKING_DDL, user_of
+from projections.public_events import PUBLIC_EVENTS, encode, to_public
+from projections.runner import lock_position, set_position
+
+log = logging.getLogger("mfa.relay")
+STREAM = "MFA_EVENTS"
+SUBJECTS = ["mfa.events.>"]
+DUPLICATE_WINDOW_SECONDS = 24 * 3600
+TRACKING_NAME = "nats_relay"
+BATCH_SIZE = 100
+
+
+class UserNotYetKnownError(Exception):
+    """The users projection has not yet seen the aggregate; try again shortly."""
+
+
+class NatsRelay:
+    """Publishes the log to JetStream from a thread with its own event loop."""
+
+    def __init__(
+        self,
+        app: MfaApplication,
+        db: Database,
+        nats_url: str,
+        lease: Lease | None = None,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.app = app
+        self.db = db
+        self.nats_url = nats_url
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.connected = False
+        self.active = lease is None
+        self.published = 0
+        self._users: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        with db.transaction() as cur:
+            cur.execute(TRACKING_DDL)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="mfa-nats-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self.lease is not None:
+            self.lease.release()
+
+    def position(self) -> int:
+        with self.db.transaction() as cur:
+            return lock_position(cur, self.db.dialect, TRACKING_NAME)
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._wake.wait, seconds)
+        self._wake.clear()
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            if self.lease is not None and not self.lease.try_acquire():
+                self.active = False
+                await self._sleep(1.0)
+                continue
+            if not self.active:
+                log.info("relay lease acquired")
+            self.active = True
+            try:
+                await self._session()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                self.connected = False
+                log.warning("relay paused (%s); resuming from its position", type(exc).__name__)
+                await self._sleep(min(5.0, 0.2 * 2**failures))
+
+    async def _session(self) -> None:
+        nc = await asyncio.wait_for(
+            nats.connect(
+                self.nats_url,
+                connect_timeout=2,
+                allow_reconnect=True,
+                max_reconnect_attempts=3,
+                reconnect_time_wait=0.5,
+                name="mfa-relay",
+            ),
+            timeout=10,
+        )
+        try:
+            js = nc.jetstream(timeout=5)
+            await ensure_stream(js)
+            self.connected = True
+            last_lease_check = time.monotonic()
+            while not self._stop.is_set():
+                if self.lease is not None and time.monotonic() - last_lease_check > 1.0:
+                    last_lease_check = time.monotonic()
+                    if not self.lease.still_held():
+                        return
+                if not await self._publish_batch(js):
+                    await self._sleep(self.poll_interval)
+                if not nc.is_connected:
+                    raise ConnectionError("disconnected from NATS")
+        finally:
+            self.connected = False
+            await nc.close()
+
+    async def _publish_batch(self, js: Any) -> bool:
+        position = self.position()
+        notifications = self.app.recorder.select_notifications(start=position + 1, limit=BATCH_SIZE)
+        if not notifications:
+            return False
+        published = position
+        try:
+            for notification in notifications:
+                event = self.app.mapper.to_domain_event(notification)
+                if type(event) not in PUBLIC_EVENTS:
+                    published = notification.id
+                    continue
+                message = to_public(event, self._subject_of(event))
+                await js.publish(
+                    message.nats_subject,
+                    encode(message),
+                    timeout=5,
+                    stream=STREAM,
+                    headers={"Nats-Msg-Id": message.id},
+                )
+                published = notification.id
+                self.published += 1
+        except UserNotYetKnownError:
+            pass
+        finally:
+            if published > position:
+                self._save(published)
+        return published > position
+
+    def _save(self, position: int) -> None:
+        try:
+            with self.db.transaction() as cur:
+                lock_position(cur, self.db.dialect, TRACKING_NAME)
+                set_position(cur, TRACKING_NAME, position)
+        except DatabaseUnavailableError:
+            log.warning("could not store the relay position; the next run re-sends (deduplicated)")
+            raise
+
+    def _subject_of(self, event: Any) -> str:
+        key = str(event.originator_id)
+        if type(event) is UserMfa.Created:
+            self._remember(key, event.user_id)
+        known = self._users.get(key)
+        if known is not None:
+            return known
+        with self.db.transaction() as cur:
+            user_id = user_of(cur, event.originator_id)
+        if user_id is None:
+            raise UserNotYetKnownError(key)
+        self._remember(key, user_id)
+        return user_id
+
+    def _remember(self, key: str, user_id: str) -> None:
+        if len(self._users) > 100_000:
+            self._users.clear()
+        self._users[key] = user_id
+
+
+async def ensure_stream(js: Any) -> None:
+    """Create the stream, or bring its subjects, storage and duplicate window up to date."""
+    wanted = StreamConfig(
+        name=STREAM,
+        subjects=SUBJECTS,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    )
+    try:
+        info = await js.stream_info(STREAM)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        return
+    config = info.config
+    if config.subjects != SUBJECTS or config.duplicate_window != DUPLICATE_WINDOW_SECONDS:
+        await js.update_stream(
+            config.evolve(subjects=SUBJECTS, duplicate_window=DUPLICATE_WINDOW_SECONDS)
+        )
+
+
+async def nats_reachable(url: str, timeout: float = 1.5) -> bool:
+    """Whether a NATS server answers at `url` (for /ready)."""
+    try:
+        nc = await asyncio.wait_for(
+            nats.connect(url, connect_timeout=timeout, allow_reconnect=False), timeout=timeout + 1
+        )
+    except Exception:
+        return False
+    await nc.close()
+    return True

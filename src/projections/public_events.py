@@ -1,0 +1,109 @@
+"""The public event contract: CloudEvents 1.0 messages mapped from internal events.
+
+Internal events are not the contract. Each public type is versioned through `dataschema`; the
+data holds no secret, code, hash, time step or key material, and no PII beyond the user id in
+`subject`. docs/events.md lists every type.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from commands.store import RedactedEvent
+from domain.user_mfa import UserMfa
+
+SOURCE = "urn:mfa:service"
+SCHEMA_BASE = "urn:mfa:events"
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c0f36-5a43-4d9e-9a55-7d0f0a1e4b21")
+
+
+class CloudEvent(msgspec.Struct, kw_only=True):
+    """A CloudEvents 1.0 JSON message as published on `mfa.events.<area>.<event>`."""
+
+    specversion: str = "1.0"
+    id: str
+    source: str = SOURCE
+    type: str
+    subject: str
+    time: datetime
+    datacontenttype: str = "application/json"
+    dataschema: str
+    data: dict[str, Any]
+
+    @property
+    def nats_subject(self) -> str:
+        return "mfa.events." + self.type.removeprefix("mfa.")
+
+
+def event_id(originator_id: object, version: int) -> str:
+    """A stable id per stored event: re-publishing it gives the same id (JetStream dedup)."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{originator_id}:{version}"))
+
+
+def _device(e: Any) -> dict[str, Any]:
+    return {"device_id": e.device_id}
+
+
+# internal event class -> (public type, schema version, data)
+PUBLIC_EVENTS: dict[type[Any], tuple[str, int, Callable[[Any], dict[str, Any]]]] = {
+    UserMfa.Created: ("mfa.user.created", 1, lambda e: {}),
+    UserMfa.TotpDeviceRegistered: ("mfa.totp.device_registered", 1, _device),
+    UserMfa.TotpDeviceVerified: ("mfa.totp.device_verified", 1, _device),
+    UserMfa.TotpCodeAccepted: ("mfa.totp.code_accepted", 1, _device),
+    UserMfa.TotpDeviceDisabled: ("mfa.totp.device_disabled", 1, _device),
+    UserMfa.TotpDeviceEnabled: ("mfa.totp.device_enabled", 1, _device),
+    UserMfa.TotpDeviceRevoked: ("mfa.totp.device_revoked", 1, _device),
+    UserMfa.TotpDisabled: ("mfa.totp.disabled", 1, lambda e: {"device_ids": list(e.device_ids)}),
+    UserMfa.TotpEnabled: ("mfa.totp.enabled", 1, lambda e: {"device_ids": list(e.device_ids)}),
+    UserMfa.VerificationFailed: (
+        "mfa.verification.failed",
+        1,
+        lambda e: {"factor": e.factor, "reason": e.reason, "credential_id": e.credential_id},
+    ),
+    UserMfa.FactorLocked: (
+        "mfa.lockout.factor_locked",
+        1,
+        lambda e: {"factor": e.factor, "locked_until": e.until.isoformat(), "level": e.level},
+    ),
+    UserMfa.AttemptRefusedWhileLocked: (
+        "mfa.lockout.attempt_refused",
+        1,
+        lambda e: {"factor": e.factor},
+    ),
+    UserMfa.BackupCodesGenerated: (
+        "mfa.backup_codes.generated",
+        1,
+        lambda e: {"count": len(e.codes)},
+    ),
+    UserMfa.BackupCodeUsed: ("mfa.backup_codes.used", 1, lambda e: {}),
+    UserMfa.MethodRemoved: ("mfa.method.removed", 1, lambda e: {"method": e.method}),
+    UserMfa.PrimaryMethodSet: (
+        "mfa.method.primary_set",
+        1,
+        lambda e: {"method": e.method, "credential_id": e.credential_id},
+    ),
+    RedactedEvent: ("mfa.event.redacted", 1, lambda e: {}),
+}
+
+
+def to_public(event: Any, subject: str) -> CloudEvent:
+    """The public message for an internal event, with the user id as `subject`."""
+    public_type, version, data = PUBLIC_EVENTS[type(event)]
+    return CloudEvent(
+        id=event_id(event.originator_id, event.originator_version),
+        type=public_type,
+        subject=subject,
+        time=event.timestamp,
+        dataschema=f"{SCHEMA_BASE}:{public_type}:v{version}",
+        data=data(event),
+    )
+
+
+def encode(message: CloudEvent) -> bytes:
+    """JSON bytes of a message."""
+    return msgspec.json.encode(message)

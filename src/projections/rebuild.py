@@ -1,0 +1,133 @@
+"""Rebuild a projection from position 0 beside the live one, then swap it in.
+
+The API keeps serving the live tables while the shadow tables fill. The swap is one
+transaction that holds the live tracking row (so the runner waits), brings both copies to the
+same position, optionally compares them row for row, and renames the shadow into place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from commands.app import MfaApplication
+from infra.sql import Cursor
+from projections.base import Projection
+from projections.runner import (
+    BATCH_SIZE,
+    ReadModels,
+    RenamingCursor,
+    apply_batch,
+    lock_position,
+    set_position,
+)
+
+SHADOW = "__rebuild"
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    """What a rebuild did: the position reached, the rows, and whether they matched."""
+
+    name: str
+    position: int
+    rows: int
+    matched_live: bool | None
+    differences: int
+
+
+def _events(app: MfaApplication, after: int, until: int) -> list[tuple[int, Any]]:
+    notifications = app.recorder.select_notifications(start=after + 1, limit=BATCH_SIZE, stop=until)
+    return [(n.id, app.mapper.to_domain_event(n)) for n in notifications]
+
+
+def _catch_up(
+    app: MfaApplication, cur: Cursor, projection: Projection, tracking: str, done: int, until: int
+) -> int:
+    while done < until:
+        events = _events(app, done, until)
+        if not events:
+            break
+        done = apply_batch(cur, projection, tracking, events, done)
+    return done
+
+
+def _rows(cur: Cursor, table: str) -> list[tuple[Any, ...]]:
+    cur.execute(f"SELECT * FROM {table}")  # noqa: S608 - our own table names
+    return sorted((tuple(str(v) for v in row) for row in cur.fetchall()), key=repr)
+
+
+def _target(cur: Cursor, projection: Projection, head: int) -> int:
+    """Projections other than `users` join on it: never go past the users table's position."""
+    if projection.name == "users":
+        return head
+    cur.execute("SELECT position FROM mfa_tracking WHERE projection = 'users'")
+    row = cur.fetchone()
+    return min(head, int(row[0]) if row else 0)
+
+
+def rebuild_projection(
+    app: MfaApplication, read_models: ReadModels, name: str, *, compare: bool = False
+) -> RebuildReport:
+    """Rebuild `name` from position 0 into shadow tables and swap them in."""
+    projection = read_models.projection(name)
+    db = read_models.db
+    renames = {table: table + SHADOW for table in projection.tables}
+    shadow_tracking = name + SHADOW
+    with db.transaction() as cur:
+        for shadow in renames.values():
+            cur.execute(f"DROP TABLE IF EXISTS {shadow}")
+        projection.create_tables(RenamingCursor(cur, renames))
+        cur.execute("DELETE FROM mfa_tracking WHERE projection = %s", (shadow_tracking,))
+        lock_position(cur, db.dialect, shadow_tracking)
+
+    done = 0
+    while True:
+        with db.transaction() as cur:
+            until = _target(cur, projection, app.max_position())
+            step = _catch_up(
+                app,
+                RenamingCursor(cur, renames),
+                projection,
+                shadow_tracking,
+                done,
+                min(until, done + BATCH_SIZE * 20),
+            )
+        if step == done or step >= until:
+            done = step
+            break
+        done = step
+
+    with db.transaction() as cur:
+        live = lock_position(cur, db.dialect, name)
+        until = max(live, _target(cur, projection, app.max_position()))
+        done = _catch_up(
+            app, RenamingCursor(cur, renames), projection, shadow_tracking, done, until
+        )
+        live = _catch_up(app, cur, projection, name, live, done)
+        matched: bool | None = None
+        differences = 0
+        rows = 0
+        for table, shadow in renames.items():
+            shadow_rows = _rows(cur, shadow)
+            rows += len(shadow_rows)
+            if compare:
+                live_rows = _rows(cur, table)
+                differences += len(set(live_rows) ^ set(shadow_rows))
+        if compare:
+            matched = differences == 0
+        for table, shadow in renames.items():
+            cur.execute(f"DROP TABLE {table}")
+            cur.execute(f"ALTER TABLE {shadow} RENAME TO {table}")
+            if db.dialect == "postgres":
+                _rename_indexes(cur, table, shadow)
+        set_position(cur, name, done)
+        cur.execute("DELETE FROM mfa_tracking WHERE projection = %s", (shadow_tracking,))
+    return RebuildReport(name, done, rows, matched, differences)
+
+
+def _rename_indexes(cur: Cursor, table: str, shadow: str) -> None:
+    cur.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,))
+    for (index,) in cur.fetchall():
+        if shadow in index:
+            cur.execute(f'ALTER INDEX "{index}" RENAME TO "{index.replace(shadow, table)}"')
