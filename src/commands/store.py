@@ -3,7 +3,8 @@
 Each stored event's state is a small JSON envelope. The event's time stays readable (`ts`,
 beside the topic and version the recorder keeps); everything else is AES-GCM ciphertext under
 the owner's data key (`k` names the key; the UserMfa aggregate id for a user's events). The
-ciphertext is bound to its originator, version and topic, so rows cannot be swapped. When the
+ciphertext is bound to its originator, version, topic and time, so rows cannot be swapped and
+times cannot be altered unnoticed. When the
 key has been destroyed (erasure), the event reads as a `RedactedEvent`: type, time and version
 only.
 """
@@ -52,13 +53,18 @@ class RedactedEvent(DomainEvent):
     TOPIC = "mfa.redacted.v1"
     redacted_topic: str
 
+    def mutate(self, aggregate: Any) -> None:
+        """An erased owner's aggregate cannot be rebuilt: the repository reports it not found."""
+        return None
+
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _aad(originator_id: UUID | str, version: int, topic: str) -> bytes:
-    return f"{originator_id}|{version}|{topic}".encode()
+def _aad(originator_id: UUID | str, version: int, topic: str, ts: str) -> bytes:
+    """What a ciphertext is bound to: its row (originator, version), its type and its time."""
+    return f"{originator_id}|{version}|{topic}|{ts}".encode()
 
 
 class EncryptingMapper(Mapper[UUID]):
@@ -84,7 +90,9 @@ class EncryptingMapper(Mapper[UUID]):
             key_id = str(state.get(KEY_OWNER_ATTRIBUTE) or originator_id)
             nonce = os.urandom(12)
             ciphertext = AESGCM(self.vault.get_or_create(key_id)).encrypt(
-                nonce, self.transcoder.encode(state), _aad(originator_id, version, topic)
+                nonce,
+                self.transcoder.encode(state),
+                _aad(originator_id, version, topic, envelope["ts"]),
             )
             envelope.update(k=key_id, n=_b64(nonce), c=_b64(ciphertext))
         return StoredEvent(
@@ -137,6 +145,7 @@ class EncryptingMapper(Mapper[UUID]):
                     stored_event.originator_id,
                     stored_event.originator_version,
                     stored_event.topic,
+                    envelope["ts"],
                 ),
             )
         except InvalidTag:

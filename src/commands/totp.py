@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ def set_up_totp(services: Services, user_id: str, name: str | None) -> Outcome[T
     def decide(mfa: UserMfa, now: datetime) -> TotpDevice:
         mfa.register_totp_device(
             device_id=device_id,
-            name=name or f"Authenticator {len(mfa.totp_devices) + 1}",
+            name=name or _default_name(mfa),
             secret=secret,
             digits=DEFAULT_DIGITS,
             period=DEFAULT_PERIOD,
@@ -127,6 +128,14 @@ def get_totp_devices(services: Services, user_id: str) -> list[TotpDevice]:
     """The user's devices straight from the aggregate (for user-scoped decisions)."""
     mfa = load_user(services, user_id)
     return [] if mfa is None else list(mfa.totp_devices.values())
+
+
+def _default_name(mfa: UserMfa) -> str:
+    """The first "Authenticator n" that no device of the user is called."""
+    taken = {device.name for device in mfa.totp_devices.values()}
+    return next(
+        name for name in (f"Authenticator {n}" for n in itertools.count(1)) if name not in taken
+    )
 
 
 def _no_device(device_id: str) -> Callable[[], Exception]:

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as AggregateSnapshot
+from eventsourcing.utils import register_topic
 
 from domain.backup_codes import BackupCode, BackupCodeSet
 from domain.errors import (
@@ -509,6 +510,11 @@ class UserMfa(Aggregate):
     def mfa_enabled(self) -> bool:
         """MFA is on when any method other than recovery codes is usable."""
         return any(m.enabled for m in self.methods() if m.method != BACKUP_CODE)
+
+
+# Nested event classes are registered by the aggregate's metaclass; the snapshot class must be
+# registered too, or a process that has not written a snapshot yet cannot read one.
+register_topic(UserMfa.Snapshot.TOPIC, UserMfa.Snapshot)
 
 
 def method_summaries(mfa: UserMfa | None) -> list[MethodSummary]:

@@ -24,8 +24,13 @@ def _status(server: LiveServer, token: str, path: str = "/mfa/methods") -> httpx
 
 
 def test_missing_or_malformed_authorization_is_401_problem(server: LiveServer) -> None:
-    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"},
-                    {"Authorization": "Bearer not.a.jwt"}, {"Authorization": "Bearer ...."}):
+    for headers in (
+        {},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer not.a.jwt"},
+        {"Authorization": "Bearer ...."},
+    ):
         response = httpx.get(server.url + "/mfa/methods", headers=headers)
         assert response.status_code == 401, headers
         assert response.headers["content-type"].startswith("application/problem+json")
@@ -43,7 +48,9 @@ def test_expired_future_and_wrong_key_tokens_are_refused(server: LiveServer) -> 
     secret = server.runtime.settings.jwt_secret
     assert secret
     expired = jwt.encode({"sub": "a", "exp": now - 60}, secret, algorithm="HS256")
-    not_yet = jwt.encode({"sub": "a", "exp": now + 600, "nbf": now + 300}, secret, algorithm="HS256")
+    not_yet = jwt.encode(
+        {"sub": "a", "exp": now + 600, "nbf": now + 300}, secret, algorithm="HS256"
+    )
     wrong = jwt.encode({"sub": "a", "exp": now + 60}, "another-secret-" * 4, algorithm="HS256")
     no_exp = jwt.encode({"sub": "a"}, secret, algorithm="HS256")
     no_sub = jwt.encode({"exp": now + 60}, secret, algorithm="HS256")
@@ -54,15 +61,24 @@ def test_expired_future_and_wrong_key_tokens_are_refused(server: LiveServer) -> 
 def test_a_tampered_payload_is_refused(server: LiveServer) -> None:
     token = server.token("alice")
     header, _, signature = token.split(".")
-    forged = _b64(json.dumps({"sub": "admin", "exp": int(time.time()) + 60,
-                              "scope": "mfa:admin"}).encode())
-    assert _status(server, f"{header}.{forged}.{signature}", "/admin/mfa/backup-codes").status_code == 401
+    forged = _b64(
+        json.dumps({"sub": "admin", "exp": int(time.time()) + 60, "scope": "mfa:admin"}).encode()
+    )
+    assert (
+        _status(server, f"{header}.{forged}.{signature}", "/admin/mfa/backup-codes").status_code
+        == 401
+    )
 
 
 def test_missing_scope_is_403_on_admin_and_internal_paths(server: LiveServer) -> None:
     user = server.client(new_user())
-    for path in ("/admin/mfa/backup-codes", "/admin/mfa/totp/someone", "/admin/mfa/risk-policy",
-                 "/internal/mfa/status/someone", "/internal/mfa/totp/devices?user_id=x"):
+    for path in (
+        "/admin/mfa/backup-codes",
+        "/admin/mfa/totp/someone",
+        "/admin/mfa/risk-policy",
+        "/internal/mfa/status/someone",
+        "/internal/mfa/totp/devices?user_id=x",
+    ):
         response = user.get(path)
         assert response.status_code == 403, path
         assert response.json()["code"] == "forbidden"
@@ -75,11 +91,19 @@ def test_public_key_tokens_work_and_hs256_with_the_public_key_is_refused(
     tmp_path, database_url, start_server
 ) -> None:
     private = ec.generate_private_key(ec.SECP256R1())
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-    settings = make_settings(tmp_path, database_url, MFA_JWT_SECRET="", MFA_JWT_PUBLIC_KEY=public_pem,
-                             MFA_JWT_ISSUER="https://idp.example", MFA_JWT_AUDIENCE="mfa")
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    settings = make_settings(
+        tmp_path,
+        database_url,
+        MFA_JWT_SECRET="",
+        MFA_JWT_PUBLIC_KEY=public_pem,
+        MFA_JWT_ISSUER="https://idp.example",
+        MFA_JWT_AUDIENCE="mfa",
+    )
     server = start_server(settings)
     now = int(time.time())
     claims = {"sub": "alice", "exp": now + 60, "iss": "https://idp.example", "aud": "mfa"}
@@ -90,8 +114,10 @@ def test_public_key_tokens_work_and_hs256_with_the_public_key_is_refused(
     header, payload, _ = confused.split(".")
     import hashlib
     import hmac
-    signature = _b64(hmac.new(public_pem.encode(), f"{header}.{payload}".encode(),
-                              hashlib.sha256).digest())
+
+    signature = _b64(
+        hmac.new(public_pem.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    )
     assert _status(server, f"{header}.{payload}.{signature}").status_code == 401
 
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -10,7 +10,12 @@ def test_methods_list_every_method_and_what_the_user_has(server: LiveServer) -> 
     client = server.client(new_user())
     empty = client.get("/mfa/methods").json()
     assert {m["method"] for m in empty["items"]} == {
-        "totp", "backup_code", "webauthn", "sms", "email", "push"
+        "totp",
+        "backup_code",
+        "webauthn",
+        "sms",
+        "email",
+        "push",
     }
     assert not any(m["enabled"] for m in empty["items"])
     enrol(client, server)

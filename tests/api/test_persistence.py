@@ -48,11 +48,15 @@ def _stored_text(settings: Settings) -> str:
         chunks = [p.read_bytes() for p in Path(settings.data_dir).parent.rglob("*") if p.is_file()]
         return "\n".join(c.decode("latin-1") for c in chunks)
     with psycopg.connect(settings.database_url) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+        ]
         lines = []
         for table in tables:
-            for (row,) in conn.execute(f'SELECT t::text FROM "{table}" t').fetchall():  # noqa: S608
+            for (row,) in conn.execute(f'SELECT t::text FROM "{table}" t').fetchall():
                 lines.append(row)
         return "\n".join(lines)
 

@@ -15,7 +15,9 @@ SHARED = HERE.parents[2] / "shared" / "ENDPOINTS.md"
 
 def required_endpoints() -> list[tuple[str, str]]:
     """(method, path) pairs from the endpoint table, with path parameters normalised."""
-    rows = re.findall(r"^\| (GET|POST|PUT|DELETE|PATCH) \| (\S+) \|", (HERE / "endpoints.md").read_text(), re.M)
+    rows = re.findall(
+        r"^\| (GET|POST|PUT|DELETE|PATCH) \| (\S+) \|", (HERE / "endpoints.md").read_text(), re.M
+    )
     return [(method, re.sub(r"\{[^}]+\}", "{}", path)) for method, path in rows]
 
 

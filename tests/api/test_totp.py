@@ -55,7 +55,9 @@ def test_enrol_verify_validate_replay_lockout_and_auto_unlock(server: LiveServer
     assert replay.json()["attempts_remaining"] == 4
 
     for remaining in (3, 2, 1, 0):
-        bad = client.post("/mfa/totp/validate", json={"code": wrong_code(secret, server.clock.now())})
+        bad = client.post(
+            "/mfa/totp/validate", json={"code": wrong_code(secret, server.clock.now())}
+        )
         assert bad.status_code == 403
         assert bad.json()["attempts_remaining"] == remaining
 
@@ -130,14 +132,20 @@ def test_totp_can_be_switched_off_and_on(server: LiveServer) -> None:
     off = client.post("/mfa/totp/disable")
     assert off.json() == {"enabled": False, "device_ids": [device_id]}
     server.clock.advance(30)
-    assert client.post(
-        "/mfa/totp/validate", json={"code": code_at(secret, server.clock.now())}
-    ).status_code == 409
+    assert (
+        client.post(
+            "/mfa/totp/validate", json={"code": code_at(secret, server.clock.now())}
+        ).status_code
+        == 409
+    )
     on = client.post("/mfa/totp/enable")
     assert on.json() == {"enabled": True, "device_ids": [device_id]}
-    assert client.post(
-        "/mfa/totp/validate", json={"code": code_at(secret, server.clock.now())}
-    ).status_code == 200
+    assert (
+        client.post(
+            "/mfa/totp/validate", json={"code": code_at(secret, server.clock.now())}
+        ).status_code
+        == 200
+    )
 
 
 def test_another_users_device_is_not_found(server: LiveServer) -> None:
@@ -158,7 +166,10 @@ def test_internal_validation_and_admin_status_need_their_scopes(server: LiveServ
     code = code_at(secret, server.clock.now())
 
     plain = server.client("svc")
-    assert plain.post("/internal/mfa/totp/validate", json={"user_id": user, "code": code}).status_code == 403
+    assert (
+        plain.post("/internal/mfa/totp/validate", json={"user_id": user, "code": code}).status_code
+        == 403
+    )
     internal = server.client("svc", "mfa:internal")
     ok = internal.post("/internal/mfa/totp/validate", json={"user_id": user, "code": code})
     assert ok.status_code == 200
@@ -180,12 +191,20 @@ def test_internal_validation_and_admin_status_need_their_scopes(server: LiveServ
 def test_malformed_codes_are_validation_errors_that_change_nothing(server: LiveServer) -> None:
     client = server.client(new_user())
     _, secret = enrol(client, server)
-    for body in ({"code": "12ab56"}, {"code": ""}, {}, {"code": 123456}, {"code": "1" * 50},
-                 {"code": "123456", "extra": 1}):
+    for body in (
+        {"code": "12ab56"},
+        {"code": ""},
+        {},
+        {"code": 123456},
+        {"code": "1" * 50},
+        {"code": "123456", "extra": 1},
+    ):
         response = client.post("/mfa/totp/validate", json=body)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["code"] == "validation_error"
-    response = client.post("/mfa/totp/validate", content=b"{not json", headers={"content-type": "application/json"})
+    response = client.post(
+        "/mfa/totp/validate", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     server.clock.advance(30)
     ok = client.post("/mfa/totp/validate", json={"code": code_at(secret, server.clock.now())})
