@@ -7,9 +7,12 @@ import signal
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import click
 import jwt
+import msgspec
 
 from api.settings import Settings
 
@@ -70,6 +73,96 @@ def token(sub: str, scope: str, ttl: int) -> None:
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     click.echo(jwt.encode(claims, settings.jwt_secret, algorithm="HS256"))
+
+
+def _offline_runtime() -> Any:
+    """The stores without background work (for the audit and projections commands)."""
+    from api.app import build_runtime
+
+    logging.basicConfig(level="WARNING")
+    return build_runtime(Settings.from_env(), run_projections=False)
+
+
+def _echo_json(value: object) -> None:
+    click.echo(msgspec.json.encode(value).decode())
+
+
+@main.group()
+def audit() -> None:
+    """Replay the log for auditors (secrets masked; erased users redacted)."""
+
+
+@audit.command("history")
+@click.argument("user")
+def audit_history(user: str) -> None:
+    """The user's events in order, as JSON lines."""
+    from commands.app import aggregate_id
+    from projections.audit import user_history
+
+    runtime = _offline_runtime()
+    for entry in user_history(runtime.services.app, aggregate_id(runtime.services, user)):
+        _echo_json(entry)
+
+
+@audit.command("state")
+@click.argument("user")
+@click.option("--at", "at_text", required=True, help="RFC 3339 time, e.g. 2026-03-01T12:00:00Z")
+def audit_state(user: str, at_text: str) -> None:
+    """The user's MFA state as it was at a time, replayed from the events."""
+    from commands.app import aggregate_id
+    from projections.audit import state_at
+
+    try:
+        at = datetime.fromisoformat(at_text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"not an RFC 3339 time: {at_text}") from exc
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    runtime = _offline_runtime()
+    state = state_at(runtime.services.app, aggregate_id(runtime.services, user), at)
+    if state is None:
+        raise click.ClickException(f"no MFA events for {user} at or before {at.isoformat()}")
+    _echo_json(state)
+
+
+@audit.command("export")
+@click.option("--after", default=0, show_default=True, help="start after this log position")
+def audit_export(after: int) -> None:
+    """The whole log as JSON lines, streamed."""
+    from projections.audit import export_log
+
+    runtime = _offline_runtime()
+    for entry in export_log(runtime.services.app, after=after):
+        _echo_json(entry)
+
+
+@main.group()
+def projections() -> None:
+    """Inspect and rebuild the read models."""
+
+
+@projections.command("status")
+def projections_status() -> None:
+    """Each read model's position and lag behind the log, as JSON lines."""
+    from projections.runner import projection_status
+
+    runtime = _offline_runtime()
+    for status in projection_status(runtime.services.app, runtime.read_models):
+        _echo_json(status)
+
+
+@projections.command("rebuild")
+@click.argument("name")
+@click.option("--compare/--no-compare", default=True, help="compare with the live rows first")
+def projections_rebuild(name: str, compare: bool) -> None:
+    """Rebuild a read model from position 0 beside the live one, then swap it in."""
+    from projections.rebuild import rebuild_projection
+
+    runtime = _offline_runtime()
+    names = [p.name for p in runtime.read_models.projections]
+    if name not in names:
+        raise click.BadParameter(f"unknown projection {name!r}; one of {', '.join(names)}")
+    _echo_json(rebuild_projection(runtime.services.app, runtime.read_models, name, compare=compare))
 
 
 if __name__ == "__main__":

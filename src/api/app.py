@@ -13,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.auth import TokenVerifier, provide_principal
 from api.controllers.admin import AdminTotpController
+from api.controllers.audit import AuditController
 from api.controllers.backup_codes import BackupCodeController
 from api.controllers.health import health, ready
 from api.controllers.internal import InternalController
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         BackupCodeController,
         MethodController,
         AdminTotpController,
+        AuditController,
         InternalController,
         *planned_handlers(),
     ]

@@ -1,0 +1,50 @@
+"""Auditors over HTTP: a user's event history (scope `mfa:admin`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import PathParameter, QueryParameter
+
+from api.auth import admin_only
+from api.deps import Runtime, problems
+from api.schemas.audit import AuditEventListResponse, AuditEventResponse
+from commands.app import aggregate_id
+from projections.audit import user_history
+from projections.base import InvalidCursorError, decode_cursor, encode_cursor
+
+UserIdPath = Annotated[str, PathParameter(min_length=1, max_length=256)]
+Limit = Annotated[int, QueryParameter(ge=1, le=200)]
+Cursor = Annotated[str | None, QueryParameter(max_length=512)]
+
+
+class AuditController(Controller):
+    """`/admin/mfa/users/{user_id}/events`."""
+
+    path = "/admin/mfa/users"
+    guards = [admin_only]
+    tags = ["audit"]
+
+    @get("/{user_id:str}/events", sync_to_thread=True, responses=problems(403))
+    def history(
+        self,
+        user_id: UserIdPath,
+        runtime: NamedDependency[Runtime],
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> AuditEventListResponse:
+        """The user's events in order: type, time, version, position, data with secrets masked."""
+        after = 0
+        if cursor:
+            (after,) = decode_cursor(cursor, 1)
+            if not isinstance(after, int) or after < 0:
+                raise InvalidCursorError("malformed cursor")
+        agg = aggregate_id(runtime.services, user_id)
+        entries = user_history(runtime.services.app, agg, after_version=after, limit=limit + 1)
+        page = entries[:limit]
+        next_cursor = encode_cursor([page[-1]["version"]]) if len(entries) > limit else None
+        return AuditEventListResponse(
+            items=[AuditEventResponse(**entry) for entry in page], next_cursor=next_cursor
+        )
