@@ -85,7 +85,9 @@ def test_a_durable_consumer_receives_every_event_of_a_session_without_secrets(
         for msg_id, body in received:
             assert msg_id == body["id"]
             assert body["specversion"] == "1.0"
-            assert body["source"] and body["time"] and body["dataschema"].endswith(":v1")
+            assert body["source"] == "urn:mfa:service"
+            assert body["time"].startswith("2026-")
+            assert body["dataschema"] == f"urn:mfa:events:{body['type']}:v1"
             assert body["datacontenttype"] == "application/json"
             assert body["subject"] == user
         payloads = str([body for _, body in received])
