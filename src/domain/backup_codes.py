@@ -7,8 +7,12 @@ import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from domain.base import UserMfaEvent, UserMfaState, reset_lock
+from domain.errors import NotEnrolledError
+
 BACKUP_CODE_COUNT = 10
 BACKUP_CODE_BYTES = 8  # 64 bits of entropy per code
+BACKUP_CODE = "backup_code"  # the method, and its own lockout factor
 
 
 def normalise_backup_code(code: str) -> str:
@@ -59,3 +63,63 @@ class BackupCodeSet:
             if stored.matches(code) and stored.used_at is None and found is None:
                 found = index
         return found
+
+
+class BackupCodesGenerated(UserMfaEvent):
+    TOPIC = "mfa.backup_codes.generated.v1"
+    set_id: str
+    codes: list[list[str]]
+
+    def apply(self, aggregate: BackupCodeMixin) -> None:
+        aggregate.backup_codes = BackupCodeSet(
+            set_id=self.set_id,
+            generated_at=self.timestamp,
+            codes=[BackupCode(salt=salt, hash=digest) for salt, digest in self.codes],
+        )
+
+
+class BackupCodeUsed(UserMfaEvent):
+    TOPIC = "mfa.backup_codes.used.v1"
+    set_id: str
+    index: int
+    reset_lock: bool
+
+    def apply(self, aggregate: BackupCodeMixin) -> None:
+        assert aggregate.backup_codes is not None
+        aggregate.backup_codes.codes[self.index].used_at = self.timestamp
+        reset_lock(aggregate, BACKUP_CODE, self.reset_lock)
+
+
+class BackupCodeMixin(UserMfaState):
+    """A user's backup codes: generate a set, spend codes one by one."""
+
+    backup_codes: BackupCodeSet | None
+
+    def generate_backup_codes(
+        self, set_id: str, hashed: list[tuple[str, str]], at: datetime
+    ) -> None:
+        """Replace any earlier set with one of (salt, hash) pairs; the old codes stop working."""
+        self.trigger_event(
+            BackupCodesGenerated,
+            set_id=set_id,
+            codes=[[salt, digest] for salt, digest in hashed],
+            timestamp=at,
+        )
+
+    def use_backup_code(self, code: str, at: datetime) -> int:
+        """Spend one unused code; returns how many remain. Its own failure budget."""
+        self._ensure_unlocked(BACKUP_CODE, at)
+        codes = self.backup_codes
+        if codes is None or codes.remaining() == 0:
+            raise NotEnrolledError("no unused backup codes")
+        index = codes.find_unused(code)
+        if index is None:
+            raise self._fail(BACKUP_CODE, "wrong_code", at, codes.set_id)
+        self.trigger_event(
+            BackupCodeUsed,
+            set_id=codes.set_id,
+            index=index,
+            reset_lock=self._succeed(BACKUP_CODE),
+            timestamp=at,
+        )
+        return codes.remaining()

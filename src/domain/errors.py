@@ -68,3 +68,15 @@ class LimitExceededError(DomainError):
     """A per-user cap (devices, credentials) would be exceeded."""
 
     code = "limit_exceeded"
+
+
+class ChallengeExpiredError(DomainError):
+    """The challenge (or registration ceremony) is past its expiry."""
+
+    code = "challenge_expired"
+
+
+class ChallengeUsedError(DomainError):
+    """The challenge was already completed: every challenge works once."""
+
+    code = "challenge_used"

@@ -6,10 +6,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from domain.base import UserMfaEvent, UserMfaState, reset_lock
+from domain.errors import (
+    AlreadyEnrolledError,
+    ConflictError,
+    LimitExceededError,
+    NotEnrolledError,
+    NotFoundError,
+)
+
 DEFAULT_DIGITS = 6
 DEFAULT_PERIOD = 30
 DEFAULT_ALGORITHM = "SHA1"
 MAX_TOTP_DEVICES = 10
+OTP = "otp"  # the lockout factor shared by TOTP verification and validation
 
 
 class TotpStatus(StrEnum):
@@ -44,3 +54,242 @@ class TotpDevice:
     def has_used(self, timecode: int) -> bool:
         """A time step at or before the last accepted one is a replay."""
         return self.last_timecode is not None and timecode <= self.last_timecode
+
+
+class TotpDeviceRegistered(UserMfaEvent):
+    TOPIC = "mfa.totp.device_registered.v1"
+    device_id: str
+    name: str
+    secret: str
+    digits: int
+    period: int
+    algorithm: str
+
+    def apply(self, aggregate: TotpMixin) -> None:
+        aggregate.totp_devices[self.device_id] = TotpDevice(
+            device_id=self.device_id,
+            name=self.name,
+            secret=self.secret,
+            digits=self.digits,
+            period=self.period,
+            algorithm=self.algorithm,
+            status=TotpStatus.PENDING,
+            created_at=self.timestamp,
+        )
+
+
+class TotpDeviceVerified(UserMfaEvent):
+    TOPIC = "mfa.totp.device_verified.v1"
+    device_id: str
+    timecode: int
+    reset_lock: bool
+
+    def apply(self, aggregate: TotpMixin) -> None:
+        device = aggregate.totp_devices[self.device_id]
+        device.status = TotpStatus.ACTIVE
+        device.verified_at = self.timestamp
+        device.last_timecode = self.timecode
+        device.last_used_at = self.timestamp
+        reset_lock(aggregate, OTP, self.reset_lock)
+
+
+class TotpCodeAccepted(UserMfaEvent):
+    TOPIC = "mfa.totp.code_accepted.v1"
+    device_id: str
+    timecode: int
+    reset_lock: bool
+
+    def apply(self, aggregate: TotpMixin) -> None:
+        device = aggregate.totp_devices[self.device_id]
+        device.last_timecode = self.timecode
+        device.last_used_at = self.timestamp
+        reset_lock(aggregate, OTP, self.reset_lock)
+
+
+class TotpDeviceDisabled(UserMfaEvent):
+    TOPIC = "mfa.totp.device_disabled.v1"
+    device_id: str
+
+    def apply(self, aggregate: TotpMixin) -> None:
+        device = aggregate.totp_devices[self.device_id]
+        device.status = TotpStatus.DISABLED
+        device.disabled_by_user_switch = False
+
+
+class TotpDeviceEnabled(UserMfaEvent):
+    TOPIC = "mfa.totp.device_enabled.v1"
+    device_id: str
+
+    def apply(self, aggregate: TotpMixin) -> None:
+        device = aggregate.totp_devices[self.device_id]
+        device.status = TotpStatus.ACTIVE
+        device.disabled_by_user_switch = False
+
+
+class TotpDeviceRevoked(UserMfaEvent):
+    TOPIC = "mfa.totp.device_revoked.v1"
+    device_id: str
+
+    def apply(self, aggregate: TotpMixin) -> None:
+        aggregate.totp_devices.pop(self.device_id, None)
+        aggregate.forget_primary(self.device_id)
+
+
+class TotpDisabled(UserMfaEvent):
+    TOPIC = "mfa.totp.disabled.v1"
+    device_ids: list[str]
+
+    def apply(self, aggregate: TotpMixin) -> None:
+        for device_id in self.device_ids:
+            device = aggregate.totp_devices[device_id]
+            device.status = TotpStatus.DISABLED
+            device.disabled_by_user_switch = True
+
+
+class TotpEnabled(UserMfaEvent):
+    TOPIC = "mfa.totp.enabled.v1"
+    device_ids: list[str]
+
+    def apply(self, aggregate: TotpMixin) -> None:
+        for device_id in self.device_ids:
+            device = aggregate.totp_devices[device_id]
+            device.status = TotpStatus.ACTIVE
+            device.disabled_by_user_switch = False
+
+
+class TotpMixin(UserMfaState):
+    """TOTP devices of a user: registration, verification, login validation, switches."""
+
+    totp_devices: dict[str, TotpDevice]
+
+    def forget_primary(self, credential_id: str) -> None:
+        """Overridden by the aggregate: a removed credential stops being primary."""
+
+    def totp_device(self, device_id: str) -> TotpDevice:
+        """A TOTP device of this user, or NotFoundError."""
+        try:
+            return self.totp_devices[device_id]
+        except KeyError:
+            raise NotFoundError(f"no TOTP device {device_id!r}") from None
+
+    def active_totp_devices(self) -> list[TotpDevice]:
+        """Devices that pass login validation."""
+        return [d for d in self.totp_devices.values() if d.is_active()]
+
+    def newest_pending_totp_device(self) -> TotpDevice:
+        """The device a bare `verify` (no device id) applies to."""
+        pending = [d for d in self.totp_devices.values() if d.status == TotpStatus.PENDING]
+        if not pending:
+            raise NotEnrolledError("no TOTP device is waiting for verification")
+        return max(pending, key=lambda d: d.created_at)
+
+    def register_totp_device(
+        self,
+        *,
+        device_id: str,
+        name: str,
+        secret: str,
+        digits: int,
+        period: int,
+        algorithm: str,
+        at: datetime,
+    ) -> None:
+        """Add a pending device; at most MAX_TOTP_DEVICES per user, names unique."""
+        if len(self.totp_devices) >= MAX_TOTP_DEVICES:
+            raise LimitExceededError(f"at most {MAX_TOTP_DEVICES} TOTP devices per user")
+        if any(d.name == name for d in self.totp_devices.values()):
+            raise AlreadyEnrolledError(f"a TOTP device named {name!r} exists already")
+        self.trigger_event(
+            TotpDeviceRegistered,
+            device_id=device_id,
+            name=name,
+            secret=secret,
+            digits=digits,
+            period=period,
+            algorithm=algorithm,
+            timestamp=at,
+        )
+
+    def verify_totp_device(self, device_id: str, timecode: int | None, at: datetime) -> None:
+        """The first valid code (`timecode` matched by the verifier) activates a pending device."""
+        device = self.totp_device(device_id)
+        if device.status != TotpStatus.PENDING:
+            raise AlreadyEnrolledError("this TOTP device is already verified")
+        self._ensure_unlocked(OTP, at)
+        if timecode is None:
+            raise self._fail(OTP, "wrong_code", at, device_id)
+        self.trigger_event(
+            TotpDeviceVerified,
+            device_id=device_id,
+            timecode=timecode,
+            reset_lock=self._succeed(OTP),
+            timestamp=at,
+        )
+
+    def accept_totp(self, matches: dict[str, int], at: datetime) -> str:
+        """Accept a login code. `matches` maps active device ids to the time step the code
+        matched; a step at or before a device's last accepted step is a replay. Returns the
+        device id that accepted the code."""
+        self._ensure_unlocked(OTP, at)
+        if not self.active_totp_devices():
+            raise NotEnrolledError("TOTP is not enabled")
+        fresh = {
+            device_id: timecode
+            for device_id, timecode in matches.items()
+            if device_id in self.totp_devices
+            and self.totp_devices[device_id].is_active()
+            and not self.totp_devices[device_id].has_used(timecode)
+        }
+        if not fresh:
+            reason = "replayed" if matches else "wrong_code"
+            raise self._fail(OTP, reason, at, next(iter(matches), None))
+        device_id = min(fresh)
+        self.trigger_event(
+            TotpCodeAccepted,
+            device_id=device_id,
+            timecode=fresh[device_id],
+            reset_lock=self._succeed(OTP),
+            timestamp=at,
+        )
+        return device_id
+
+    def disable_totp_device(self, device_id: str, at: datetime) -> None:
+        """An active device stops passing validation until enabled again."""
+        device = self.totp_device(device_id)
+        if device.status != TotpStatus.ACTIVE:
+            raise ConflictError(f"TOTP device is {device.status}, not active")
+        self.trigger_event(TotpDeviceDisabled, device_id=device_id, timestamp=at)
+
+    def enable_totp_device(self, device_id: str, at: datetime) -> None:
+        """A disabled (once verified) device passes validation again."""
+        device = self.totp_device(device_id)
+        if device.status != TotpStatus.DISABLED:
+            raise ConflictError(f"TOTP device is {device.status}, not disabled")
+        self.trigger_event(TotpDeviceEnabled, device_id=device_id, timestamp=at)
+
+    def revoke_totp_device(self, device_id: str, at: datetime) -> None:
+        """Remove a device and its secret for good."""
+        self.totp_device(device_id)
+        self.trigger_event(TotpDeviceRevoked, device_id=device_id, timestamp=at)
+
+    def disable_totp(self, at: datetime) -> list[str]:
+        """Switch TOTP off: every active device is disabled (and remembered for `enable_totp`)."""
+        active = sorted(d.device_id for d in self.active_totp_devices())
+        if not active:
+            raise NotEnrolledError("TOTP is not enabled")
+        self.trigger_event(TotpDisabled, device_ids=active, timestamp=at)
+        return active
+
+    def enable_totp(self, at: datetime) -> list[str]:
+        """Switch TOTP back on: the devices that `disable_totp` switched off become active."""
+        switched = sorted(
+            d.device_id
+            for d in self.totp_devices.values()
+            if d.status == TotpStatus.DISABLED and d.disabled_by_user_switch
+        )
+        if not switched:
+            if self.active_totp_devices():
+                raise AlreadyEnrolledError("TOTP is already enabled")
+            raise NotEnrolledError("no disabled TOTP device to enable; set one up first")
+        self.trigger_event(TotpEnabled, device_ids=switched, timestamp=at)
+        return switched
