@@ -96,12 +96,13 @@ def audit() -> None:
 @click.argument("user")
 def audit_history(user: str) -> None:
     """The user's events in order, as JSON lines."""
-    from commands.app import aggregate_id
+    from commands.app import user_aggregate_ids
     from projections.audit import user_history
 
     runtime = _offline_runtime()
-    for entry in user_history(runtime.services.app, aggregate_id(runtime.services, user)):
-        _echo_json(entry)
+    for agg in user_aggregate_ids(runtime.services, user):
+        for entry in user_history(runtime.services.app, agg):
+            _echo_json(entry)
 
 
 @audit.command("state")

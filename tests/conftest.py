@@ -122,10 +122,8 @@ class LiveServer:
     _thread: threading.Thread | None = None
     clients: list[httpx.Client] = field(default_factory=list)
 
-    def start(self) -> LiveServer:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+    def start(self, port: int | None = None) -> LiveServer:
+        port = port or free_port()
         config = uvicorn.Config(
             create_app(runtime=self.runtime), host="127.0.0.1", port=port, log_level="warning"
         )
@@ -166,6 +164,13 @@ class LiveServer:
         client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
         self.clients.append(client)
         return client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def close_runtime(runtime: Runtime) -> None:

@@ -15,18 +15,32 @@ from api.auth import TokenVerifier, provide_principal
 from api.controllers.admin import AdminTotpController
 from api.controllers.audit import AuditController
 from api.controllers.backup_codes import BackupCodeController
+from api.controllers.config import (
+    ConfigAuditLogController,
+    IpAllowlistController,
+    LevelPolicyController,
+    RiskPolicyController,
+)
+from api.controllers.demo import DemoController
+from api.controllers.erasure import AdminResetController, EraseController
 from api.controllers.health import health, ready
 from api.controllers.internal import InternalController
 from api.controllers.methods import MethodController
 from api.controllers.planned import planned_handlers
+from api.controllers.step_up import StepUpController, jwks
 from api.controllers.totp import TotpController
+from api.controllers.trusted_devices import TrustedDeviceController
+from api.controllers.webauthn import WebAuthnController
 from api.deps import Runtime, provide_runtime
 from api.errors import EXCEPTION_HANDLERS
 from api.settings import Settings
+from commands.adapters.epochs import SqlUserEpochs
 from commands.adapters.keys import derive_key
+from commands.adapters.signing import Es256Signer
 from commands.adapters.vault import SqlKeyVault
 from commands.app import MfaApplication, Services, event_store_env
 from commands.ports import Clock, Random, SystemClock, SystemRandom
+from commands.verifiers import RelyingParty
 from infra.lease import lease_for
 from infra.sql import open_database, schema_lock
 from projections.nats_relay import NatsRelay
@@ -48,12 +62,20 @@ def build_runtime(
         vault = SqlKeyVault(db, settings.master_key)
         app = MfaApplication(event_store_env(settings.database_url, settings.db_pool_size), vault)
         read_models = ReadModels(db, default_projections())
+        epochs = SqlUserEpochs(db, derive_key(settings.master_key, "user-epochs"))
     services = Services(
         app=app,
         clock=clock or SystemClock(),
         random=random or SystemRandom(),
         id_key=derive_key(settings.master_key, "aggregate-id"),
         totp_issuer=settings.totp_issuer,
+        relying_party=RelyingParty(
+            settings.webauthn_rp_id, settings.webauthn_rp_name, settings.webauthn_origins
+        ),
+        signer=Es256Signer(settings.master_key),
+        step_up_ttl_seconds=settings.step_up_ttl_seconds,
+        trusted_device_days=settings.trusted_device_days,
+        epochs=epochs,
     )
     in_process = settings.projections_in_process if run_projections is None else run_projections
     runner = None
@@ -115,7 +137,18 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         MethodController,
         AdminTotpController,
         AuditController,
+        RiskPolicyController,
+        LevelPolicyController,
+        IpAllowlistController,
+        ConfigAuditLogController,
         InternalController,
+        WebAuthnController,
+        TrustedDeviceController,
+        StepUpController,
+        jwks,
+        DemoController,
+        AdminResetController,
+        EraseController,
         *planned_handlers(),
     ]
     app = Litestar(

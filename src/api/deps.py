@@ -18,8 +18,12 @@ from projections.nats_relay import NatsRelay
 from projections.runner import ProjectionRunner, ReadModels
 
 T = TypeVar("T")
+
+
+class ReadModelBehindError(Exception):
+    """The projections did not reach the caller's last write in time (answered as 503)."""
 POSITION_HEADER = "X-MFA-Position"
-READ_WAIT_SECONDS = 3.0
+READ_WAIT_SECONDS = 10.0
 
 
 @dataclass
@@ -58,7 +62,9 @@ class Runtime:
         claimed = request.headers.get(POSITION_HEADER, "")
         if claimed.isdigit() and len(claimed) < 19:
             position = max(position, int(claimed))
-        self.read_models.wait_for(position, timeout=READ_WAIT_SECONDS)
+        if not self.read_models.wait_for(position, timeout=READ_WAIT_SECONDS):
+            # Serving a read that misses the caller's own write would be a lie: say so.
+            raise ReadModelBehindError("the read models are behind this client's writes")
         with self.db.transaction() as cur:
             yield cur
 
@@ -84,6 +90,7 @@ _DESCRIPTIONS = {
     403: "Missing scope (`forbidden`), or a rejected code (`invalid_code`)",
     404: "Unknown id (`not_found`)",
     409: "Conflicts with the current state (`conflict`, `not_enrolled`, `already_enrolled`)",
+    410: "The challenge expired (`challenge_expired`)",
     429: "Locked out or rate limited (`locked`, `rate_limited`), with Retry-After",
     501: "Not implemented yet (`not_implemented`)",
     503: "A backing store is unavailable (`unavailable`)",

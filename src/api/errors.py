@@ -17,9 +17,12 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from api.deps import ReadModelBehindError
 from commands.app import ConcurrencyConflictError, StoreUnavailableError
 from domain.errors import (
     AlreadyEnrolledError,
+    ChallengeExpiredError,
+    ChallengeUsedError,
     ConflictError,
     DomainError,
     FactorLockedError,
@@ -42,6 +45,8 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     NotFoundError: 404,
     ConflictError: 409,
     LimitExceededError: 409,
+    ChallengeExpiredError: 410,
+    ChallengeUsedError: 409,
 }
 
 _HTTP_CODES = {
@@ -182,6 +187,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: http_error_handler,
     StoreUnavailableError: unavailable_handler,
     DatabaseUnavailableError: unavailable_handler,
+    ReadModelBehindError: unavailable_handler,
     StoreOperationalError: unavailable_handler,
     StoreInterfaceError: unavailable_handler,
     ConcurrencyConflictError: conflict_handler,

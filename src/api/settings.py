@@ -33,6 +33,8 @@ ENVIRONMENT: dict[str, str] = {
     "MFA_EMAIL_FROM": "sender address of email codes",
     "MFA_SMS_WEBHOOK_URL": "HTTP endpoint that sends SMS (POST {to, body})",
     "MFA_PUSH_WEBHOOK_URL": "push gateway endpoint",
+    "MFA_STEP_UP_TTL_SECONDS": "lifetime of step-up tokens (default 300)",
+    "MFA_TRUSTED_DEVICE_DAYS": "default lifetime of a trusted device (default 30, at most 90)",
     "MFA_PROJECTIONS": "`inprocess` (default) or `worker` (projections run in `mfa worker`)",
     "MFA_DB_POOL_SIZE": "PostgreSQL connections per process for the event store (default 10)",
     "MFA_LOG_LEVEL": "log level (default INFO)",
@@ -81,6 +83,8 @@ class Settings:
     sms_webhook_url: str | None = None
     push_webhook_url: str | None = None
     projections_in_process: bool = True
+    step_up_ttl_seconds: int = 300
+    trusted_device_days: int = 30
     db_pool_size: int = 10
     log_level: str = "INFO"
     development_secrets: bool = False
@@ -137,6 +141,8 @@ class Settings:
             sms_webhook_url=env.get("MFA_SMS_WEBHOOK_URL") or None,
             push_webhook_url=env.get("MFA_PUSH_WEBHOOK_URL") or None,
             projections_in_process=(env.get("MFA_PROJECTIONS") or "inprocess") != "worker",
+            step_up_ttl_seconds=int(env.get("MFA_STEP_UP_TTL_SECONDS") or "300"),
+            trusted_device_days=int(env.get("MFA_TRUSTED_DEVICE_DAYS") or "30"),
             db_pool_size=int(env.get("MFA_DB_POOL_SIZE") or "10"),
             log_level=env.get("MFA_LOG_LEVEL") or "INFO",
             development_secrets=development,

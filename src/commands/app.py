@@ -16,16 +16,29 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, OperationalError
 
-from commands.ports import Clock, KeyVault, Random
+from commands.ports import Clock, KeyVault, Random, TokenSigner, UserEpochs
 from commands.store import EncryptingMapper, build_transcoder
+from commands.verifiers import RelyingParty
 from domain.backup_codes import BackupCode, BackupCodeSet
+from domain.challenge import MfaChallenge
 from domain.errors import DomainError
 from domain.ids import user_mfa_id
 from domain.lockout import FactorLock
 from domain.totp import TotpDevice
+from domain.trusted_devices import TrustedDevice
 from domain.user_mfa import UserMfa
+from domain.webauthn import PendingRegistration, WebAuthnCredential
 
-ENTITY_TYPES: list[type[Any]] = [TotpDevice, BackupCode, BackupCodeSet, FactorLock]
+ENTITY_TYPES: list[type[Any]] = [
+    TotpDevice,
+    BackupCode,
+    BackupCodeSet,
+    FactorLock,
+    WebAuthnCredential,
+    PendingRegistration,
+    TrustedDevice,
+    MfaChallenge,
+]
 SNAPSHOT_INTERVAL = 100
 MAX_ATTEMPTS = 8
 
@@ -129,6 +142,11 @@ class Services:
     id_key: bytes
     totp_issuer: str = "MFA service"
     writes: WriteTracker | None = None
+    relying_party: RelyingParty | None = None
+    signer: TokenSigner | None = None
+    step_up_ttl_seconds: int = 300
+    trusted_device_days: int = 30
+    epochs: UserEpochs | None = None
 
     def __post_init__(self) -> None:
         if self.writes is None:
@@ -143,19 +161,48 @@ class Outcome(Generic[R]):
     position: int
 
 
-def aggregate_id(services: Services, user_id: str) -> UUID:
-    """The UserMfa id of a user (keyed hash)."""
-    return user_mfa_id(user_id, services.id_key)
+def aggregate_id(services: Services, user_id: str, *, fresh: bool = False) -> UUID:
+    """The id of the user's current UserMfa: a keyed hash of the user id and its epoch."""
+    epoch = services.epochs.epoch(user_id, fresh=fresh) if services.epochs else 0
+    return epoch_aggregate_id(services, user_id, epoch)
 
 
-def load_user(services: Services, user_id: str) -> UserMfa | None:
-    """The user's aggregate, or None when the user never enrolled anything."""
+def epoch_aggregate_id(services: Services, user_id: str, epoch: int) -> UUID:
+    """The aggregate id of one epoch (0: before any erasure)."""
+    return user_mfa_id(user_id if epoch == 0 else f"{user_id}\x00{epoch}", services.id_key)
+
+
+def user_aggregate_ids(services: Services, user_id: str) -> list[UUID]:
+    """The aggregate ids of every epoch of a user, oldest first (auditors see them all)."""
+    epoch = services.epochs.epoch(user_id, fresh=True) if services.epochs else 0
+    return [epoch_aggregate_id(services, user_id, e) for e in range(epoch + 1)]
+
+
+def get_aggregate(services: Services, agg_id: UUID) -> UserMfa | None:
+    """The aggregate with this id, or None (never created, or its key was destroyed)."""
     try:
-        mfa: UserMfa = services.app.repository.get(aggregate_id(services, user_id))
+        mfa: UserMfa = services.app.repository.get(agg_id)
     except AggregateNotFoundError:
         return None
     except OperationalError as exc:
         raise StoreUnavailableError(str(exc)) from exc
+    return mfa
+
+
+def load_user(services: Services, user_id: str) -> UserMfa | None:
+    """The user's current aggregate, or None when the user has nothing enrolled (yet).
+
+    An erased or missing aggregate makes us look up the epoch again, so a process whose cached
+    epoch predates an erasure elsewhere moves on to the user's new aggregate.
+    """
+    mfa = get_aggregate(services, aggregate_id(services, user_id))
+    if (mfa is None or mfa.erased) and services.epochs is not None:
+        epoch = services.epochs.epoch(user_id, fresh=True)
+        mfa = get_aggregate(services, epoch_aggregate_id(services, user_id, epoch))
+        if mfa is not None and mfa.erased:
+            # An erasure that stopped before moving the user on: finish that step.
+            services.epochs.advance(user_id, epoch)
+            return None
     return mfa
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -33,9 +33,38 @@ class SystemRandom:
         return secrets.token_bytes(n)
 
 
+class TokenSigner(Protocol):
+    """Signs the service's own tokens (step-up) and publishes their verification keys."""
+
+    kid: str
+
+    def sign(self, claims: dict[str, Any]) -> str: ...
+    def jwks(self) -> dict[str, Any]: ...
+
+
+class UserEpochs(Protocol):
+    """Which erasure epoch a user is in (its aggregate id depends on it)."""
+
+    def epoch(self, user_id: str, *, fresh: bool = False) -> int: ...
+    def advance(self, user_id: str, from_epoch: int) -> int: ...
+
+
 class KeyVault(Protocol):
     """Per-owner data keys, stored wrapped by the master key; destroying one shreds the data."""
 
     def get_or_create(self, key_id: str) -> bytes: ...
     def get(self, key_id: str) -> bytes | None: ...
     def destroy(self, key_id: str) -> None: ...
+
+
+class TrustedDeviceCheck(Protocol):
+    """Whether a device token belongs to an unexpired trusted device of the user (risk input)."""
+
+    def is_trusted(self, user_id: str, device_token: str, at: datetime) -> bool: ...
+
+
+class NoTrustedDevices:
+    """Trusts no device: the default until trusted devices feed risk evaluation."""
+
+    def is_trusted(self, user_id: str, device_token: str, at: datetime) -> bool:
+        return False

@@ -1,14 +1,35 @@
-"""The only module that imports pyotp: code generation and matching for OTP devices."""
+"""The only module that imports pyotp and py_webauthn: code checks and WebAuthn ceremonies."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pyotp
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.structs import (
+    AttestationConveyancePreference,
+    AuthenticatorSelectionCriteria,
+    AuthenticatorTransport,
+    CredentialDeviceType,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
 
 from domain.totp import TotpDevice
+from domain.webauthn import VerifiedRegistration, WebAuthnCredential
 
 _DIGESTS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
 VALID_WINDOW = 1  # RFC 6238 §5.2: accept one step of clock drift either way
@@ -43,3 +64,161 @@ def provisioning_uri(device: TotpDevice, account: str, issuer: str) -> str:
     """The otpauth:// URI an authenticator app scans."""
     totp = _totp(device.secret, device.digits, device.period, device.algorithm)
     return str(totp.provisioning_uri(name=account, issuer_name=issuer))
+
+
+# ---------------------------------------------------------------------------- WebAuthn
+
+
+class WebAuthnVerificationError(Exception):
+    """A registration or assertion response failed verification; `reason` is safe to show."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    """Who we are to authenticators: RP id (a domain), display name, allowed origins."""
+
+    rp_id: str
+    name: str
+    origins: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VerifiedAssertion:
+    """What a valid assertion told us."""
+
+    credential_id: str
+    sign_count: int
+    user_verified: bool
+    backed_up: bool
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_VERIFY_ERRORS = (WebAuthnException, ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
+def registration_options(
+    rp: RelyingParty, user_handle: bytes, user_name: str, challenge: bytes, exclude: list[str]
+) -> dict[str, Any]:
+    """PublicKeyCredentialCreationOptionsJSON: passkeys welcome, user verification preferred."""
+    options = generate_registration_options(
+        rp_id=rp.rp_id,
+        rp_name=rp.name,
+        user_id=user_handle,
+        user_name=user_name,
+        challenge=challenge,
+        timeout=300_000,
+        attestation=AttestationConveyancePreference.NONE,
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.PREFERRED,
+            user_verification=UserVerificationRequirement.PREFERRED,
+        ),
+        exclude_credentials=[PublicKeyCredentialDescriptor(id=unb64url(c)) for c in exclude],
+    )
+    loaded: dict[str, Any] = json.loads(options_to_json(options))
+    return loaded
+
+
+def verify_registration(
+    rp: RelyingParty, credential: dict[str, Any], challenge: str
+) -> VerifiedRegistration:
+    """Check a RegistrationResponseJSON against the ceremony's challenge, RP id and origins."""
+    try:
+        verified = verify_registration_response(
+            credential=credential,
+            expected_challenge=unb64url(challenge),
+            expected_rp_id=rp.rp_id,
+            expected_origin=list(rp.origins),
+            require_user_presence=True,
+        )
+    except _VERIFY_ERRORS as exc:
+        raise WebAuthnVerificationError(_reason(exc)) from None
+    response = credential.get("response")
+    transports = response.get("transports") if isinstance(response, dict) else None
+    if not isinstance(transports, list):
+        transports = []
+    return VerifiedRegistration(
+        credential_id=b64url(verified.credential_id),
+        public_key=b64url(verified.credential_public_key),
+        sign_count=verified.sign_count,
+        transports=[str(t) for t in transports if isinstance(t, str)][:8],
+        aaguid=str(verified.aaguid),
+        backup_eligible=verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE,
+        backed_up=verified.credential_backed_up,
+        user_verified=verified.user_verified,
+    )
+
+
+def authentication_options(
+    rp: RelyingParty, challenge: bytes, credentials: list[WebAuthnCredential]
+) -> dict[str, Any]:
+    """PublicKeyCredentialRequestOptionsJSON for the user's credentials."""
+    options = generate_authentication_options(
+        rp_id=rp.rp_id,
+        challenge=challenge,
+        timeout=300_000,
+        allow_credentials=[
+            PublicKeyCredentialDescriptor(
+                id=unb64url(c.credential_id),
+                transports=[
+                    AuthenticatorTransport(t)
+                    for t in c.transports
+                    if t in AuthenticatorTransport._value2member_map_
+                ],
+            )
+            for c in credentials
+        ],
+        user_verification=UserVerificationRequirement.PREFERRED,
+    )
+    loaded: dict[str, Any] = json.loads(options_to_json(options))
+    return loaded
+
+
+def presented_credential_id(credential: dict[str, Any]) -> str | None:
+    """The credential id an AuthenticationResponseJSON claims (before verification)."""
+    raw = credential.get("rawId") or credential.get("id")
+    return raw if isinstance(raw, str) and 0 < len(raw) <= 1024 else None
+
+
+def verify_assertion(
+    rp: RelyingParty, credential: dict[str, Any], challenge: str, stored: WebAuthnCredential
+) -> VerifiedAssertion:
+    """Check an AuthenticationResponseJSON: challenge, origin, RP id, UP flag, signature.
+
+    The sign-count rule is the domain's (it records a suspected clone), so the library is
+    given 0 as the current count here.
+    """
+    try:
+        verified = verify_authentication_response(
+            credential=credential,
+            expected_challenge=unb64url(challenge),
+            expected_rp_id=rp.rp_id,
+            expected_origin=list(rp.origins),
+            credential_public_key=unb64url(stored.public_key),
+            credential_current_sign_count=0,
+            require_user_verification=False,
+        )
+    except _VERIFY_ERRORS as exc:
+        raise WebAuthnVerificationError(_reason(exc)) from None
+    return VerifiedAssertion(
+        credential_id=b64url(verified.credential_id),
+        sign_count=verified.new_sign_count,
+        user_verified=verified.user_verified,
+        backed_up=verified.credential_backed_up,
+    )
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, WebAuthnException):
+        return str(exc)[:200] or type(exc).__name__
+    return "malformed credential"

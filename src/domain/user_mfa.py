@@ -18,12 +18,14 @@ from eventsourcing.utils import register_topic
 from domain import backup_codes as _backup_codes
 from domain import base as _base
 from domain import challenge as _challenge
+from domain import erasure as _erasure
 from domain import totp as _totp
 from domain import trusted_devices as _trusted
 from domain import webauthn as _webauthn
 from domain.backup_codes import BACKUP_CODE, BackupCodeMixin, BackupCodeSet
 from domain.base import UserMfaEvent
 from domain.challenge import ChallengeMixin, MfaChallenge
+from domain.erasure import ErasureMixin
 from domain.errors import ConflictError, NotEnrolledError, NotFoundError
 from domain.lockout import FactorLock
 from domain.totp import OTP, TotpDevice, TotpMixin
@@ -78,7 +80,13 @@ class PrimaryMethodSet(UserMfaEvent):
 
 
 class UserMfa(
-    TotpMixin, BackupCodeMixin, WebAuthnMixin, TrustedDeviceMixin, ChallengeMixin, Aggregate
+    TotpMixin,
+    BackupCodeMixin,
+    WebAuthnMixin,
+    TrustedDeviceMixin,
+    ChallengeMixin,
+    ErasureMixin,
+    Aggregate,
 ):
     """Every MFA factor of one user; commands load it, call one method, save it."""
 
@@ -117,6 +125,8 @@ class UserMfa(
     TrustedDevicesRevoked = _trusted.TrustedDevicesRevoked
     ChallengeIssued = _challenge.ChallengeIssued
     ChallengeCompleted = _challenge.ChallengeCompleted
+    UserMfaReset = _erasure.UserMfaReset
+    UserErased = _erasure.UserErased
     MethodRemoved = MethodRemoved
     PrimaryMethodSet = PrimaryMethodSet
 
@@ -132,6 +142,7 @@ class UserMfa(
         self.locks: dict[str, FactorLock] = {}
         self.primary_credential: str | None = None
         self.primary_method: str | None = None
+        self.erased = False
 
     @classmethod
     def start(cls, user_id: str, aggregate_id: UUID, at: datetime) -> UserMfa:
@@ -145,6 +156,22 @@ class UserMfa(
         if self.primary_credential == credential_id:
             self.primary_credential = None
             self.primary_method = None
+
+    def clear_factors(self) -> None:
+        """Forget every credential, ceremony, trusted device and lock (reset, erasure)."""
+        self.totp_devices.clear()
+        self.backup_codes = None
+        self.webauthn_credentials.clear()
+        self.webauthn_registrations.clear()
+        self.trusted_devices.clear()
+        self.challenges.clear()
+        self.locks.clear()
+        self.primary_credential = None
+        self.primary_method = None
+
+    def enrolled_methods(self) -> list[str]:
+        """The methods the user has any credential of."""
+        return [m.method for m in self.methods() if m.credentials > 0]
 
     def is_enrolled(self, method: str) -> bool:
         """Whether the user can complete a challenge of `method` now."""

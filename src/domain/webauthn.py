@@ -279,12 +279,15 @@ class WebAuthnMixin(UserMfaState):
         """A cryptographically valid assertion passes unless its sign count went backwards.
 
         When either count is non-zero the new one must be greater: otherwise the
-        authenticator may have been cloned, which is recorded and refused.
+        authenticator may have been cloned, which is recorded and refused, now and later.
         """
         self._ensure_unlocked(WEBAUTHN, at)
         credential = self.webauthn_credentials.get(credential_id)
         if credential is None:
             raise self._fail(WEBAUTHN, "unknown_credential", at, credential_id)
+        if credential.clone_suspected:
+            # A possibly cloned authenticator stays refused until the user registers anew.
+            raise self._fail(WEBAUTHN, "clone_suspected", at, credential_id)
         stored = credential.sign_count
         if (sign_count > 0 or stored > 0) and sign_count <= stored:
             self.trigger_event(

@@ -91,22 +91,39 @@ class SqliteDatabase:
         )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows (an erased user's) are overwritten, not left in free pages.
+        self._conn.execute("PRAGMA secure_delete=ON")
         self._lock = threading.RLock()
+        self._depth = 0
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
+        """A transaction; one opened inside another (same thread) is a savepoint of it."""
         with self._lock:
             cursor = self._conn.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            nested = self._depth > 1
+            savepoint = f"sp{self._depth}"
+            cursor.execute(f"SAVEPOINT {savepoint}" if nested else "BEGIN IMMEDIATE")
             try:
                 yield _SqliteCursor(cursor)
             except BaseException:
-                cursor.execute("ROLLBACK")
+                if nested:
+                    cursor.execute(f"ROLLBACK TO {savepoint}")
+                    cursor.execute(f"RELEASE {savepoint}")
+                else:
+                    cursor.execute("ROLLBACK")
                 raise
             else:
-                cursor.execute("COMMIT")
+                cursor.execute(f"RELEASE {savepoint}" if nested else "COMMIT")
             finally:
+                self._depth -= 1
                 cursor.close()
+
+    def compact_log(self) -> None:
+        """Checkpoint and truncate the write-ahead log, so deleted rows leave no old copies."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:
@@ -140,6 +157,15 @@ class PostgresDatabase:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def compact_log(db: Database) -> None:
+    """After deleting personal data: leave no older copies of the pages in a SQLite WAL.
+
+    PostgreSQL needs nothing here (deleted rows are invisible to every query and vacuumed)."""
+    compact = getattr(db, "compact_log", None)
+    if compact is not None:
+        compact()
 
 
 def open_database(url: str, pool_size: int = 10) -> SqliteDatabase | PostgresDatabase:

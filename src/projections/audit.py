@@ -58,13 +58,12 @@ def event_positions(app: MfaApplication, aggregate_id: UUID) -> dict[int, int]:
     with recorder.datastore.transaction(commit=False) as cur:
         if type(recorder).__module__.startswith("eventsourcing.sqlite"):
             cur.execute(
-                f"SELECT rowid, originator_version FROM {table} WHERE originator_id = ?",  # noqa: S608
+                f"SELECT rowid, originator_version FROM {table} WHERE originator_id = ?",
                 (aggregate_id.hex,),
             )
             return {int(version): int(rowid) for rowid, version in cur.fetchall()}
         cur.execute(
-            f"SELECT notification_id, originator_version FROM {table} "  # noqa: S608
-            "WHERE originator_id = %s",
+            f"SELECT notification_id, originator_version FROM {table} WHERE originator_id = %s",
             (aggregate_id,),
         )
         return {int(r["originator_version"]): int(r["notification_id"]) for r in cur.fetchall()}

@@ -6,11 +6,12 @@ from typing import Any, ClassVar
 
 from domain.user_mfa import BACKUP_CODE, UserMfa
 from infra.sql import Cursor
-from projections.base import decode_cursor, encode_cursor, iso, user_of
+from projections.base import decode_cursor, encode_cursor, forget_rows, iso, user_of
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_backup_codes ("
-    "user_id TEXT PRIMARY KEY, set_id TEXT NOT NULL, total INTEGER NOT NULL, "
+    "user_id TEXT PRIMARY KEY, aggregate_id TEXT NOT NULL, set_id TEXT NOT NULL, "
+    "total INTEGER NOT NULL, "
     "remaining INTEGER NOT NULL, generated_at TEXT NOT NULL, last_used_at TEXT)"
 )
 _TYPES = (UserMfa.BackupCodesGenerated, UserMfa.BackupCodeUsed, UserMfa.MethodRemoved)
@@ -27,6 +28,8 @@ class BackupCodeProjection:
         cur.execute(DDL)
 
     def process(self, cur: Cursor, event: Any) -> None:
+        if forget_rows(cur, "mfa_backup_codes", event):
+            return
         kind = type(event)
         if kind not in _TYPES:
             return
@@ -36,12 +39,19 @@ class BackupCodeProjection:
         if kind is UserMfa.BackupCodesGenerated:
             cur.execute(
                 "INSERT INTO mfa_backup_codes "
-                "(user_id, set_id, total, remaining, generated_at, last_used_at) "
-                "VALUES (%s, %s, %s, %s, %s, NULL) ON CONFLICT (user_id) DO UPDATE SET "
-                "set_id = excluded.set_id, total = excluded.total, "
-                "remaining = excluded.remaining, generated_at = excluded.generated_at, "
-                "last_used_at = NULL",
-                (user_id, event.set_id, len(event.codes), len(event.codes), iso(event.timestamp)),
+                "(user_id, aggregate_id, set_id, total, remaining, generated_at, last_used_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, NULL) ON CONFLICT (user_id) DO UPDATE SET "
+                "aggregate_id = excluded.aggregate_id, set_id = excluded.set_id, "
+                "total = excluded.total, remaining = excluded.remaining, "
+                "generated_at = excluded.generated_at, last_used_at = NULL",
+                (
+                    user_id,
+                    str(event.originator_id),
+                    event.set_id,
+                    len(event.codes),
+                    len(event.codes),
+                    iso(event.timestamp),
+                ),
             )
         elif kind is UserMfa.BackupCodeUsed:
             cur.execute(
@@ -60,7 +70,7 @@ def _row(row: Any) -> dict[str, Any]:
 def get_backup_codes(cur: Cursor, user_id: str) -> dict[str, Any] | None:
     """A user's overview row, or None when the user has no codes."""
     cur.execute(
-        f"SELECT {COLUMNS} FROM mfa_backup_codes WHERE user_id = %s",  # noqa: S608
+        f"SELECT {COLUMNS} FROM mfa_backup_codes WHERE user_id = %s",
         (user_id,),
     )
     row = cur.fetchone()
@@ -78,8 +88,7 @@ def list_backup_codes(
         where = "WHERE user_id > %s"
         params.append(after)
     cur.execute(
-        f"SELECT {COLUMNS} FROM mfa_backup_codes {where} "  # noqa: S608 - constants only
-        "ORDER BY user_id LIMIT %s",
+        f"SELECT {COLUMNS} FROM mfa_backup_codes {where} ORDER BY user_id LIMIT %s",
         (*params, limit + 1),
     )
     rows = [_row(r) for r in cur.fetchall()]

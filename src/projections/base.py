@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any, ClassVar, Protocol
 
+from domain.erasure import UserErased, UserMfaReset
 from infra.sql import Cursor
 
 TRACKING_DDL = (
@@ -26,6 +27,18 @@ class Projection(Protocol):
 
     def create_tables(self, cur: Cursor) -> None: ...
     def process(self, cur: Cursor, event: Any) -> None: ...
+
+
+def forget_rows(cur: Cursor, table: str, event: Any) -> bool:
+    """On a reset or an erasure, delete the aggregate's rows from `table`; True if it was one.
+
+    Rows carry their aggregate id, so this needs no user-id lookup (the users table may
+    already have forgotten an erased user within the same batch).
+    """
+    if type(event) not in (UserMfaReset, UserErased):
+        return False
+    cur.execute(f"DELETE FROM {table} WHERE aggregate_id = %s", (str(event.originator_id),))
+    return True
 
 
 def user_of(cur: Cursor, aggregate_id: object) -> str | None:

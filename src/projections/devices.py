@@ -7,11 +7,12 @@ from typing import Any, ClassVar
 from domain.totp import TotpStatus
 from domain.user_mfa import TOTP, UserMfa
 from infra.sql import Cursor
-from projections.base import decode_cursor, encode_cursor, iso, user_of
+from projections.base import decode_cursor, encode_cursor, forget_rows, iso, user_of
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_totp_devices ("
-    "user_id TEXT NOT NULL, device_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, "
+    "user_id TEXT NOT NULL, aggregate_id TEXT NOT NULL, device_id TEXT NOT NULL, "
+    "name TEXT NOT NULL, status TEXT NOT NULL, "
     "created_at TEXT NOT NULL, verified_at TEXT, last_used_at TEXT, "
     "PRIMARY KEY (user_id, device_id))"
 )
@@ -28,6 +29,8 @@ class TotpDeviceProjection:
         cur.execute(DDL)
 
     def process(self, cur: Cursor, event: Any) -> None:
+        if forget_rows(cur, "mfa_totp_devices", event):
+            return
         handler = _HANDLERS.get(type(event))
         if handler is None:
             return
@@ -46,9 +49,17 @@ def _set_status(cur: Cursor, user_id: str, device_ids: list[str], status: str) -
 
 def _registered(cur: Cursor, user_id: str, e: Any) -> None:
     cur.execute(
-        "INSERT INTO mfa_totp_devices (user_id, device_id, name, status, created_at) "
-        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, device_id) DO NOTHING",
-        (user_id, e.device_id, e.name, TotpStatus.PENDING.value, iso(e.timestamp)),
+        "INSERT INTO mfa_totp_devices "
+        "(user_id, aggregate_id, device_id, name, status, created_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_id, device_id) DO NOTHING",
+        (
+            user_id,
+            str(e.originator_id),
+            e.device_id,
+            e.name,
+            TotpStatus.PENDING.value,
+            iso(e.timestamp),
+        ),
     )
 
 
@@ -109,7 +120,7 @@ def list_totp_devices(
         where += " AND (created_at > %s OR (created_at = %s AND device_id > %s))"
         params += [created_at, created_at, device_id]
     cur.execute(
-        f"SELECT {COLUMNS} FROM mfa_totp_devices WHERE {where} "  # noqa: S608 - constants only
+        f"SELECT {COLUMNS} FROM mfa_totp_devices WHERE {where} "
         "ORDER BY created_at, device_id LIMIT %s",
         (*params, limit + 1),
     )
@@ -126,8 +137,7 @@ def list_totp_devices(
 def get_totp_device(cur: Cursor, user_id: str, device_id: str) -> dict[str, Any] | None:
     """One device of a user, or None."""
     cur.execute(
-        f"SELECT {COLUMNS} FROM mfa_totp_devices "  # noqa: S608 - constants only
-        "WHERE user_id = %s AND device_id = %s",
+        f"SELECT {COLUMNS} FROM mfa_totp_devices WHERE user_id = %s AND device_id = %s",
         (user_id, device_id),
     )
     row = cur.fetchone()

@@ -20,8 +20,8 @@ from nats.js.errors import NotFoundError
 from commands.app import MfaApplication
 from domain.user_mfa import UserMfa
 from infra.lease import Lease
-from infra.sql import Database, DatabaseUnavailableError
-from projections.base import TRACKING_DDL, user_of
+from infra.sql import Database, DatabaseUnavailableError, compact_log
+from projections.base import TRACKING_DDL
 from projections.public_events import PUBLIC_EVENTS, encode, to_public
 from projections.runner import lock_position, set_position
 
@@ -31,10 +31,11 @@ SUBJECTS = ["mfa.events.>"]
 DUPLICATE_WINDOW_SECONDS = 24 * 3600
 TRACKING_NAME = "nats_relay"
 BATCH_SIZE = 100
-
-
-class UserNotYetKnownError(Exception):
-    """The users projection has not yet seen the aggregate; try again shortly."""
+UNKNOWN_SUBJECT = "urn:mfa:erased-user"
+SUBJECTS_DDL = (
+    "CREATE TABLE IF NOT EXISTS mfa_relay_subjects ("
+    "aggregate_id TEXT PRIMARY KEY, user_id TEXT NOT NULL)"
+)
 
 
 class NatsRelay:
@@ -62,6 +63,7 @@ class NatsRelay:
         self._thread: threading.Thread | None = None
         with db.transaction() as cur:
             cur.execute(TRACKING_DDL)
+            cur.execute(SUBJECTS_DDL)
 
     def wake(self) -> None:
         self._wake.set()
@@ -144,56 +146,87 @@ class NatsRelay:
         if not notifications:
             return False
         published = position
+        subjects = SubjectChanges()
         try:
             for notification in notifications:
                 event = self.app.mapper.to_domain_event(notification)
-                if type(event) not in PUBLIC_EVENTS:
-                    published = notification.id
-                    continue
-                message = to_public(event, self._subject_of(event))
-                await js.publish(
-                    message.nats_subject,
-                    encode(message),
-                    timeout=5,
-                    stream=STREAM,
-                    headers={"Nats-Msg-Id": message.id},
-                )
+                if type(event) in PUBLIC_EVENTS:
+                    message = to_public(event, self._subject_of(event, subjects))
+                    await js.publish(
+                        message.nats_subject,
+                        encode(message),
+                        timeout=5,
+                        stream=STREAM,
+                        headers={"Nats-Msg-Id": message.id},
+                    )
+                    self.published += 1
+                if type(event) is UserMfa.UserErased:
+                    subjects.forget(str(event.originator_id))
                 published = notification.id
-                self.published += 1
-        except UserNotYetKnownError:
-            pass
         finally:
             if published > position:
-                self._save(published)
-        return published > position
+                self._save(published, subjects)
+        return True
 
-    def _save(self, position: int) -> None:
+    def _save(self, position: int, subjects: SubjectChanges) -> None:
+        """Store the position and the subjects learnt, together, after the acks."""
         try:
             with self.db.transaction() as cur:
                 lock_position(cur, self.db.dialect, TRACKING_NAME)
+                for aggregate_id, user_id in subjects.learnt.items():
+                    cur.execute(
+                        "INSERT INTO mfa_relay_subjects (aggregate_id, user_id) VALUES (%s, %s) "
+                        "ON CONFLICT (aggregate_id) DO NOTHING",
+                        (aggregate_id, user_id),
+                    )
+                for aggregate_id in subjects.forgotten:
+                    cur.execute(
+                        "DELETE FROM mfa_relay_subjects WHERE aggregate_id = %s", (aggregate_id,)
+                    )
                 set_position(cur, TRACKING_NAME, position)
         except DatabaseUnavailableError:
             log.warning("could not store the relay position; the next run re-sends (deduplicated)")
             raise
+        for aggregate_id in subjects.forgotten:
+            self._users.pop(aggregate_id, None)
+        if subjects.forgotten:
+            compact_log(self.db)
 
-    def _subject_of(self, event: Any) -> str:
+    def _subject_of(self, event: Any, subjects: SubjectChanges) -> str:
+        """The user id of the event's aggregate: learnt from its Created event, kept by the
+        relay itself (so it never waits for another projection), forgotten on erasure."""
         key = str(event.originator_id)
         if type(event) is UserMfa.Created:
+            subjects.learnt[key] = event.user_id
             self._remember(key, event.user_id)
-        known = self._users.get(key)
+            return str(event.user_id)
+        known = self._users.get(key) or subjects.learnt.get(key)
         if known is not None:
             return known
         with self.db.transaction() as cur:
-            user_id = user_of(cur, event.originator_id)
-        if user_id is None:
-            raise UserNotYetKnownError(key)
-        self._remember(key, user_id)
-        return user_id
+            cur.execute("SELECT user_id FROM mfa_relay_subjects WHERE aggregate_id = %s", (key,))
+            row = cur.fetchone()
+        if row is None:
+            return UNKNOWN_SUBJECT  # the Created event was already shredded when we got here
+        self._remember(key, str(row[0]))
+        return str(row[0])
 
     def _remember(self, key: str, user_id: str) -> None:
         if len(self._users) > 100_000:
             self._users.clear()
         self._users[key] = user_id
+
+
+class SubjectChanges:
+    """Subjects learnt and forgotten during one batch (stored with its position)."""
+
+    def __init__(self) -> None:
+        self.learnt: dict[str, str] = {}
+        self.forgotten: list[str] = []
+
+    def forget(self, aggregate_id: str) -> None:
+        self.learnt.pop(aggregate_id, None)
+        self.forgotten.append(aggregate_id)
 
 
 async def ensure_stream(js: Any) -> None:

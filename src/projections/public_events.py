@@ -87,6 +87,8 @@ PUBLIC_EVENTS: dict[type[Any], tuple[str, int, Callable[[Any], dict[str, Any]]]]
         1,
         lambda e: {"method": e.method, "credential_id": e.credential_id},
     ),
+    UserMfa.UserMfaReset: ("mfa.user.reset", 1, lambda e: {"methods": list(e.methods)}),
+    UserMfa.UserErased: ("mfa.user.erased", 1, lambda e: {}),
     RedactedEvent: ("mfa.event.redacted", 1, lambda e: {}),
 }
 

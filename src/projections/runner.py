@@ -19,12 +19,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from commands.app import MfaApplication
+from domain.user_mfa import UserMfa
 from infra.lease import Lease
-from infra.sql import Cursor, Database, DatabaseUnavailableError
+from infra.sql import Cursor, Database, DatabaseUnavailableError, compact_log
+from projections.audit_log import ConfigAuditLogProjection
 from projections.backup_codes import BackupCodeProjection
 from projections.base import TRACKING_DDL, Projection
 from projections.devices import TotpDeviceProjection
+from projections.trusted_devices import TrustedDeviceProjection
 from projections.users import UserProjection
+from projections.webauthn import WebAuthnCredentialProjection
 
 log = logging.getLogger("mfa.projections")
 BATCH_SIZE = 500
@@ -33,7 +37,14 @@ LEASE_CHECK_SECONDS = 1.0
 
 def default_projections() -> list[Projection]:
     """Every read model, the users table first (the others join on it)."""
-    return [UserProjection(), TotpDeviceProjection(), BackupCodeProjection()]
+    return [
+        UserProjection(),
+        ConfigAuditLogProjection(),
+        TotpDeviceProjection(),
+        BackupCodeProjection(),
+        WebAuthnCredentialProjection(),
+        TrustedDeviceProjection(),
+    ]
 
 
 def lock_position(cur: Cursor, dialect: str, name: str) -> int:
@@ -247,6 +258,8 @@ class ProjectionRunner:
                     self._positions[projection.name] = apply_batch(
                         cur, projection, projection.name, events, done
                     )
+        if any(type(event) is UserMfa.UserErased for _, event in events):
+            compact_log(db)
         self.read_models.advanced()
         return True
 

@@ -19,6 +19,11 @@ class UserProjection:
         cur.execute(USERS_DDL)
 
     def process(self, cur: Cursor, event: Any) -> None:
+        if type(event) is UserMfa.UserErased:
+            cur.execute(
+                "DELETE FROM mfa_users WHERE aggregate_id = %s", (str(event.originator_id),)
+            )
+            return
         if type(event) is UserMfa.Created:
             cur.execute(
                 "INSERT INTO mfa_users (aggregate_id, user_id, created_at) VALUES (%s, %s, %s) "

@@ -55,9 +55,9 @@ def test_every_required_endpoint_answers_and_none_is_a_server_error(server: Live
 
 
 def test_planned_endpoints_answer_501_not_implemented_after_auth(server: LiveServer) -> None:
-    anonymous = httpx.post(server.url + "/mfa/step-up", json={})
+    anonymous = httpx.post(server.url + "/mfa/sms/send", json={})
     assert anonymous.status_code == 401
-    planned = server.client("someone").post("/mfa/step-up", json={})
+    planned = server.client("someone").post("/mfa/sms/send", json={})
     assert planned.status_code == 501
     assert planned.json()["code"] == "not_implemented"
     assert server.client("someone").get("/admin/mfa/risk-policy").status_code == 403

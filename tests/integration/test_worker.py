@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,10 +38,15 @@ def test_the_api_reads_its_writes_when_projections_run_in_a_worker_process(
 ) -> None:
     server = start_server(Settings.from_env(worker_env))
     assert server.runtime.runner is None
+    log = Path(worker_env["MFA_DATA_DIR"] + ".worker.log")
     worker = subprocess.Popen(
-        [str(MFA), "worker"], env={**os.environ, **worker_env}, stderr=subprocess.PIPE
+        [str(MFA), "worker"], env={**os.environ, **worker_env}, stderr=log.open("wb")
     )
     try:
+        deadline = time.monotonic() + 30
+        while "projection lease acquired" not in log.read_text():
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.05)
         client = server.client(new_user())
         for name in ("phone", "tablet", "watch"):
             created = client.post("/mfa/totp/setup", json={"name": name})

@@ -150,3 +150,24 @@ def test_concurrent_commits_from_many_threads_are_all_seen_by_a_follower(
     finally:
         runner.stop()
         close_runtime(runtime)
+
+
+def test_a_rebuild_in_a_fresh_process_reads_keys_it_has_not_cached(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url)
+    writer = build_runtime(settings, clock=MutableClock(), run_projections=False)
+    try:
+        _activity(writer, users=2)
+        ProjectionRunner(writer.services.app, writer.read_models).catch_up()
+    finally:
+        close_runtime(writer)
+    fresh = build_runtime(settings, clock=MutableClock(), run_projections=False)
+    try:
+        report = rebuild_projection(
+            fresh.services.app, fresh.read_models, "totp_devices", compare=True
+        )
+        assert report.matched_live is True
+        assert report.rows == 2
+    finally:
+        close_runtime(fresh)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
@@ -11,7 +11,7 @@ from litestar.params import PathParameter, QueryParameter
 from api.auth import admin_only
 from api.deps import Runtime, problems
 from api.schemas.audit import AuditEventListResponse, AuditEventResponse
-from commands.app import aggregate_id
+from commands.app import user_aggregate_ids
 from projections.audit import user_history
 from projections.base import InvalidCursorError, decode_cursor, encode_cursor
 
@@ -36,15 +36,25 @@ class AuditController(Controller):
         cursor: Cursor = None,
     ) -> AuditEventListResponse:
         """The user's events in order: type, time, version, position, data with secrets masked."""
-        after = 0
+        epoch, after = 0, 0
         if cursor:
-            (after,) = decode_cursor(cursor, 1)
-            if not isinstance(after, int) or after < 0:
+            epoch, after = decode_cursor(cursor, 2)
+            if not all(isinstance(v, int) and v >= 0 for v in (epoch, after)):
                 raise InvalidCursorError("malformed cursor")
-        agg = aggregate_id(runtime.services, user_id)
-        entries = user_history(runtime.services.app, agg, after_version=after, limit=limit + 1)
+        ids = user_aggregate_ids(runtime.services, user_id)
+        entries: list[tuple[int, dict[str, Any]]] = []
+        for index in range(epoch, len(ids)):
+            start = after if index == epoch else 0
+            history = user_history(
+                runtime.services.app, ids[index], after_version=start, limit=limit + 1
+            )
+            entries += [(index, entry) for entry in history]
+            if len(entries) > limit:
+                break
         page = entries[:limit]
-        next_cursor = encode_cursor([page[-1]["version"]]) if len(entries) > limit else None
+        next_cursor = (
+            encode_cursor([page[-1][0], page[-1][1]["version"]]) if len(entries) > limit else None
+        )
         return AuditEventListResponse(
-            items=[AuditEventResponse(**entry) for entry in page], next_cursor=next_cursor
+            items=[AuditEventResponse(**entry) for _, entry in page], next_cursor=next_cursor
         )

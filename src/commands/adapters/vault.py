@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from infra.sql import Database
+from infra.sql import Database, compact_log
 
 _DDL = {
     "sqlite": "CREATE TABLE IF NOT EXISTS mfa_data_keys ("
@@ -92,5 +92,6 @@ class SqlKeyVault:
         """Delete the key for good: everything encrypted with it becomes unreadable."""
         with self._db.transaction() as cur:
             cur.execute("DELETE FROM mfa_data_keys WHERE key_id = %s", (key_id,))
+        compact_log(self._db)
         with self._lock:
             self._cache.pop(key_id, None)

@@ -1,0 +1,71 @@
+"""Reset (admin) and erasure (internal) of a user's MFA state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Response, delete, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter, QueryParameter
+
+from api.auth import Principal, admin_only, internal_only
+from api.deps import Runtime, problems, written
+from api.schemas.common import Request, UserId
+from commands.erase import erase_user, reset_user
+
+UserIdPath = Annotated[str, PathParameter(min_length=1, max_length=256)]
+Reason = Annotated[
+    str, QueryParameter(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+class EraseRequest(Request):
+    user_id: UserId
+
+
+class ErasedResponse(msgspec.Struct, kw_only=True):
+    erased: bool
+
+
+class ResetResponse(msgspec.Struct, kw_only=True):
+    user_id: str
+    reset: bool
+    removed_methods: list[str]
+
+
+class AdminResetController(Controller):
+    """`DELETE /admin/mfa/reset/{user_id}?reason=...`."""
+
+    path = "/admin/mfa/reset"
+    guards = [admin_only]
+    tags = ["admin"]
+
+    @delete("/{user_id:str}", status_code=200, sync_to_thread=True, responses=problems(403, 409))
+    def reset(
+        self,
+        user_id: UserIdPath,
+        reason: Reason,
+        user: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+    ) -> Response[ResetResponse]:
+        """Remove every factor of a user; the admin and the reason are recorded."""
+        outcome = reset_user(runtime.services, user_id, user.sub, reason)
+        body = ResetResponse(user_id=user_id, reset=True, removed_methods=outcome.value)
+        return written(body, outcome)
+
+
+class EraseController(Controller):
+    """`POST /internal/mfa/erase`."""
+
+    path = "/internal/mfa/erase"
+    guards = [internal_only]
+    tags = ["internal"]
+
+    @post("/", status_code=200, sync_to_thread=True, responses=problems(403))
+    def erase(
+        self, data: JSONBody[EraseRequest], runtime: NamedDependency[Runtime]
+    ) -> Response[ErasedResponse]:
+        """Crypto-shred the user's MFA data (idempotent): past events read as redacted."""
+        outcome = erase_user(runtime.services, data.user_id)
+        return written(ErasedResponse(erased=outcome.value), outcome)

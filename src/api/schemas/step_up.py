@@ -1,0 +1,37 @@
+"""Generic challenge and step-up bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from api.schemas.common import Identifier, Request
+
+Method = Literal["totp", "backup_code", "sms", "email", "push", "webauthn"]
+
+
+class CreateChallengeRequest(Request):
+    method: Method
+
+
+class ChallengeResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
+    challenge_id: str
+    method: str
+    expires_at: datetime
+    options: dict[str, Any] | None = None
+
+
+class StepUpRequest(Request):
+    challenge_id: Identifier
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    credential: dict[str, Any] | None = None
+
+
+class StepUpResponse(msgspec.Struct, kw_only=True):
+    step_up_token: str
+    acr: str
+    amr: list[str]
+    expires_at: datetime
+    method: str

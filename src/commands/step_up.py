@@ -1,0 +1,191 @@
+"""The generic challenge and step-up: one flow for every method, ending in a signed token."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from commands.app import Outcome, Services, execute
+from commands.verifiers import (
+    RelyingParty,
+    VerifiedAssertion,
+    WebAuthnVerificationError,
+    authentication_options,
+    b64url,
+    presented_credential_id,
+    totp_timecode,
+    verify_assertion,
+)
+from commands.webauthn import CHALLENGE_BYTES
+from domain.challenge import Assurance, MfaChallenge, assurance
+from domain.errors import DomainError, NotFoundError
+from domain.user_mfa import BACKUP_CODE, TOTP, WEBAUTHN, UserMfa
+
+STEP_UP_ISSUER = "urn:mfa:service"
+
+
+class MissingProofError(DomainError):
+    """The step-up request lacks the proof its challenge's method needs."""
+
+    code = "validation_error"
+
+
+@dataclass(frozen=True)
+class IssuedChallenge:
+    challenge: MfaChallenge
+    options: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepUpResult:
+    token: str
+    acr: str
+    amr: list[str]
+    expires_at: datetime
+    method: str
+    credential_id: str | None
+
+
+def _rp(services: Services) -> RelyingParty:
+    assert services.relying_party is not None
+    return services.relying_party
+
+
+def create_challenge(services: Services, user_id: str, method: str) -> Outcome[IssuedChallenge]:
+    """Open a challenge for one of the user's enrolled methods."""
+    challenge_id = str(uuid.UUID(bytes=services.random.token_bytes(16), version=4))
+    webauthn_challenge = services.random.token_bytes(CHALLENGE_BYTES)
+
+    def decide(mfa: UserMfa, now: datetime) -> IssuedChallenge:
+        if method == WEBAUTHN:
+            credentials = list(mfa.webauthn_credentials.values())
+            issued = mfa.issue_challenge(
+                challenge_id,
+                method,
+                now,
+                webauthn_challenge=b64url(webauthn_challenge),
+                allowed_credentials=[c.credential_id for c in credentials],
+            )
+            options = authentication_options(_rp(services), webauthn_challenge, credentials)
+            return IssuedChallenge(issued, options)
+        return IssuedChallenge(mfa.issue_challenge(challenge_id, method, now))
+
+    return execute(services, user_id, decide, create=False)
+
+
+def step_up(
+    services: Services,
+    user_id: str,
+    challenge_id: str,
+    code: str | None,
+    credential: dict[str, Any] | None,
+) -> Outcome[StepUpResult]:
+    """Complete a challenge with its method's proof; a signed step-up token on success."""
+
+    def decide(mfa: UserMfa, now: datetime) -> StepUpResult:
+        challenge = mfa.open_challenge(challenge_id, now)
+        credential_id, earned = _prove(services, mfa, challenge, code, credential, now)
+        mfa.complete_challenge(challenge_id, credential_id, earned, now)
+        return _token(services, user_id, challenge, credential_id, earned, now)
+
+    return execute(services, user_id, decide, create=False, missing=_no_challenge)
+
+
+def _no_challenge() -> Exception:
+    return NotFoundError("no such challenge")
+
+
+def _prove(
+    services: Services,
+    mfa: UserMfa,
+    challenge: MfaChallenge,
+    code: str | None,
+    credential: dict[str, Any] | None,
+    now: datetime,
+) -> tuple[str | None, Assurance]:
+    if challenge.method == TOTP:
+        if not code:
+            raise MissingProofError("code: a TOTP challenge needs `code`")
+        matches = {}
+        for device in mfa.active_totp_devices():
+            timecode = totp_timecode(device, code, now)
+            if timecode is not None:
+                matches[device.device_id] = timecode
+        return mfa.accept_totp(matches, now), assurance(TOTP)
+    if challenge.method == BACKUP_CODE:
+        if not code:
+            raise MissingProofError("code: a backup-code challenge needs `code`")
+        mfa.use_backup_code(code, now)
+        return None, assurance(BACKUP_CODE)
+    if challenge.method == WEBAUTHN:
+        if credential is None:
+            raise MissingProofError("credential: a WebAuthn challenge needs `credential`")
+        verified = _verify_webauthn(services, mfa, challenge, credential, now)
+        stored = mfa.accept_webauthn_assertion(
+            verified.credential_id,
+            verified.sign_count,
+            verified.user_verified,
+            verified.backed_up,
+            now,
+        )
+        return stored.credential_id, assurance(
+            WEBAUTHN, user_verified=verified.user_verified, synced=stored.backup_eligible
+        )
+    raise MissingProofError(f"method: {challenge.method} cannot complete a challenge yet")
+
+
+def _verify_webauthn(
+    services: Services,
+    mfa: UserMfa,
+    challenge: MfaChallenge,
+    credential: dict[str, Any],
+    now: datetime,
+) -> VerifiedAssertion:
+    presented = presented_credential_id(credential)
+    stored = mfa.webauthn_credentials.get(presented or "")
+    if stored is None or presented not in challenge.allowed_credentials:
+        raise mfa.reject_webauthn_assertion(presented, "unknown_credential", now)
+    assert challenge.webauthn_challenge is not None
+    try:
+        return verify_assertion(_rp(services), credential, challenge.webauthn_challenge, stored)
+    except WebAuthnVerificationError as exc:
+        raise mfa.reject_webauthn_assertion(presented, _short(exc.reason), now) from None
+
+
+def _short(reason: str) -> str:
+    return reason.split(",")[0][:80]
+
+
+def _token(
+    services: Services,
+    user_id: str,
+    challenge: MfaChallenge,
+    credential_id: str | None,
+    earned: Assurance,
+    auth_time: datetime,
+) -> StepUpResult:
+    """The signed step-up token (pure computation: signing is deterministic input → output)."""
+    assert services.signer is not None
+    expires_at = auth_time + timedelta(seconds=services.step_up_ttl_seconds)
+    claims = {
+        "iss": STEP_UP_ISSUER,
+        "sub": user_id,
+        "iat": int(auth_time.timestamp()),
+        "auth_time": int(auth_time.timestamp()),
+        "exp": int(expires_at.timestamp()),
+        "jti": challenge.challenge_id,
+        "acr": earned.acr,
+        "amr": list(earned.amr),
+        "mfa_method": challenge.method,
+    }
+    return StepUpResult(
+        token=services.signer.sign(claims),
+        acr=earned.acr,
+        amr=list(earned.amr),
+        expires_at=expires_at,
+        method=challenge.method,
+        credential_id=credential_id,
+    )

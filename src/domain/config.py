@@ -1,0 +1,406 @@
+"""The MfaConfig aggregate: the installation's risk policies and IP allowlist.
+
+There is one, under a fixed id. Every change records who made it (`actor`, the admin's
+token subject) and the request it came from, and carries the state before and after it, so
+the audit log is a plain projection of these events. A change that changes nothing records
+nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import ConflictError, LimitExceededError, NotFoundError
+from domain.risk import (
+    DEFAULT_LEVEL_POLICIES,
+    RISK_LEVELS,
+    InvalidValueError,
+    LevelPolicy,
+    RiskPolicy,
+    default_risk_policy,
+    risk_level,
+)
+
+CONFIG_ID: UUID = uuid5(NAMESPACE_URL, "urn:mfa:config:installation")
+MAX_ALLOWLIST_ENTRIES = 1000
+MAX_DESCRIPTION = 256
+
+RISK_POLICY = "risk_policy"
+LEVEL_POLICY = "level_policy"
+ALLOWLIST_ENTRY = "ip_allowlist_entry"
+GLOBAL = "global"
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class ChangedBy:
+    """Who asked for a change (the admin's token subject) and in which request."""
+
+    actor: str
+    request_id: str
+
+
+def parse_network(cidr: str) -> IpNetwork:
+    """An IPv4 or IPv6 network in CIDR notation; host bits must be zero (`10.0.0.0/8`, not
+    `10.0.0.1/8`). A bare address is a one-address network."""
+    try:
+        return ipaddress.ip_network(cidr.strip(), strict=True)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            raise InvalidValueError(
+                "cidr", "host bits set: the address must be the network's first address"
+            ) from None
+        raise InvalidValueError("cidr", "not an IPv4 or IPv6 network in CIDR notation") from None
+
+
+def parse_ip(ip: str) -> IpAddress:
+    """An IPv4 or IPv6 address; an IPv4-mapped IPv6 address counts as its IPv4 address."""
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        raise InvalidValueError("ip", "not an IPv4 or IPv6 address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True)
+class AllowlistEntry:
+    """A network whose logins count as lower risk, until it expires (if it does)."""
+
+    entry_id: str
+    cidr: str
+    description: str
+    expires_at: datetime | None
+    created_by: str
+    created_at: datetime
+    updated_by: str
+    updated_at: datetime
+
+    def network(self) -> IpNetwork:
+        return ipaddress.ip_network(self.cidr)
+
+    def is_active(self, at: datetime) -> bool:
+        """An entry counts until its expiry (exclusive)."""
+        return self.expires_at is None or at < self.expires_at
+
+    def contains(self, address: IpAddress, at: datetime) -> bool:
+        """The address is inside this entry's network and the entry has not expired."""
+        network = self.network()
+        return self.is_active(at) and address.version == network.version and address in network
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape stored in events and shown in the audit log."""
+        return {
+            "id": self.entry_id,
+            "cidr": self.cidr,
+            "description": self.description,
+            "expires_at": None if self.expires_at is None else self.expires_at.isoformat(),
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "updated_by": self.updated_by,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AllowlistEntry:
+        expires = data["expires_at"]
+        return cls(
+            entry_id=str(data["id"]),
+            cidr=str(data["cidr"]),
+            description=str(data["description"]),
+            expires_at=None if expires is None else datetime.fromisoformat(expires),
+            created_by=str(data["created_by"]),
+            created_at=datetime.fromisoformat(data["created_at"]),
+            updated_by=str(data["updated_by"]),
+            updated_at=datetime.fromisoformat(data["updated_at"]),
+        )
+
+
+def _checked_entry_fields(
+    cidr: str, description: str, expires_at: datetime | None, at: datetime
+) -> tuple[str, str, datetime | None]:
+    network = parse_network(cidr)
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidValueError("description", f"at most {MAX_DESCRIPTION} characters")
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidValueError("expires_at", "must include a time zone")
+        if expires_at <= at:
+            raise InvalidValueError("expires_at", "must be in the future")
+        expires_at = expires_at.astimezone(UTC)
+    return str(network), description, expires_at
+
+
+class MfaConfig(Aggregate):
+    """The installation's MFA configuration: global risk policy, level policies, allowlist."""
+
+    TOPIC = "mfa.config.v1"
+
+    class Event(Aggregate.Event):
+        pass
+
+    class Created(Event, Aggregate.Created):
+        TOPIC = "mfa.config.created.v1"
+
+    def __init__(self) -> None:
+        self.risk_policy: RiskPolicy | None = None
+        self.risk_policy_updated: tuple[str, datetime] | None = None
+        self.level_policies: dict[str, LevelPolicy] = {}
+        self.level_policies_updated: dict[str, tuple[str, datetime]] = {}
+        self.allowlist: dict[str, AllowlistEntry] = {}
+
+    @classmethod
+    def start(cls, at: datetime) -> MfaConfig:
+        """The configuration of a fresh installation: every default in force."""
+        return cls._create(cls.Created, id=CONFIG_ID, timestamp=at)
+
+    # ---------------------------------------------------------------- global risk policy
+
+    def risk_policy_in_force(self) -> RiskPolicy:
+        """The admin's policy, or the default one."""
+        return self.risk_policy or default_risk_policy()
+
+    def update_risk_policy(self, policy: RiskPolicy, by: ChangedBy, at: datetime) -> None:
+        """Replace the global policy (validated by `draft_risk_policy`)."""
+        before = self.risk_policy_in_force().as_dict()
+        after = policy.as_dict()
+        if before == after:
+            return
+        self.trigger_event(
+            self.RiskPolicyUpdated,
+            actor=by.actor,
+            request_id=by.request_id,
+            before=before,
+            after=after,
+            timestamp=at,
+        )
+
+    class RiskPolicyUpdated(Event):
+        TOPIC = "mfa.config.risk_policy_updated.v1"
+        actor: str
+        request_id: str
+        before: dict[str, Any]
+        after: dict[str, Any]
+
+        def apply(self, aggregate: MfaConfig) -> None:
+            policy = RiskPolicy.from_dict(self.after)
+            aggregate.risk_policy = None if policy == default_risk_policy() else policy
+            aggregate.risk_policy_updated = (self.actor, self.timestamp)
+
+    # ---------------------------------------------------------------- level policies
+
+    def level_policy(self, level: str) -> LevelPolicy:
+        """The policy of one level: the admin's, or the default for that level."""
+        return self.level_policies.get(risk_level(level)) or DEFAULT_LEVEL_POLICIES[level]
+
+    def level_policies_in_force(self) -> dict[str, LevelPolicy]:
+        """Every level's policy, from low to critical."""
+        return {level: self.level_policy(level) for level in RISK_LEVELS}
+
+    def set_level_policy(
+        self, level: str, policy: LevelPolicy, by: ChangedBy, at: datetime
+    ) -> None:
+        """Replace one level's policy (validated by `draft_level_policy`)."""
+        before = self.level_policy(level).as_dict()
+        after = policy.as_dict()
+        if before == after:
+            return
+        self.trigger_event(
+            self.LevelPolicyUpdated,
+            level=level,
+            actor=by.actor,
+            request_id=by.request_id,
+            before=before,
+            after=after,
+            timestamp=at,
+        )
+
+    def reset_level_policy(self, level: str, by: ChangedBy, at: datetime) -> None:
+        """Put one level back to its default policy."""
+        if risk_level(level) not in self.level_policies:
+            return
+        self.trigger_event(
+            self.LevelPolicyReset,
+            level=level,
+            actor=by.actor,
+            request_id=by.request_id,
+            before=self.level_policy(level).as_dict(),
+            after=DEFAULT_LEVEL_POLICIES[level].as_dict(),
+            timestamp=at,
+        )
+
+    class LevelPolicyUpdated(Event):
+        TOPIC = "mfa.config.level_policy_updated.v1"
+        level: str
+        actor: str
+        request_id: str
+        before: dict[str, Any]
+        after: dict[str, Any]
+
+        def apply(self, aggregate: MfaConfig) -> None:
+            policy = LevelPolicy.from_dict(self.after)
+            if policy == DEFAULT_LEVEL_POLICIES[self.level]:
+                aggregate.level_policies.pop(self.level, None)
+            else:
+                aggregate.level_policies[self.level] = policy
+            aggregate.level_policies_updated[self.level] = (self.actor, self.timestamp)
+
+    class LevelPolicyReset(Event):
+        TOPIC = "mfa.config.level_policy_reset.v1"
+        level: str
+        actor: str
+        request_id: str
+        before: dict[str, Any]
+        after: dict[str, Any]
+
+        def apply(self, aggregate: MfaConfig) -> None:
+            aggregate.level_policies.pop(self.level, None)
+            aggregate.level_policies_updated[self.level] = (self.actor, self.timestamp)
+
+    # ---------------------------------------------------------------- IP allowlist
+
+    def allowlist_entry(self, entry_id: str) -> AllowlistEntry:
+        """One allowlist entry, or NotFoundError."""
+        try:
+            return self.allowlist[entry_id]
+        except KeyError:
+            raise NotFoundError(f"no IP allowlist entry {entry_id[:128]!r}") from None
+
+    def allowlist_entries(self) -> list[AllowlistEntry]:
+        """Every entry, expired ones included, oldest first."""
+        return sorted(self.allowlist.values(), key=lambda e: (e.created_at, e.entry_id))
+
+    def allowlisted(self, address: IpAddress, at: datetime) -> AllowlistEntry | None:
+        """The first unexpired entry (oldest first) whose network holds the address."""
+        return next((e for e in self.allowlist_entries() if e.contains(address, at)), None)
+
+    def _refuse_duplicate(self, cidr: str, except_id: str | None = None) -> None:
+        for entry in self.allowlist.values():
+            if entry.cidr == cidr and entry.entry_id != except_id:
+                raise ConflictError(
+                    f"entry {entry.entry_id} already lists {cidr}; update that entry instead"
+                )
+
+    def add_allowlist_entry(
+        self,
+        entry_id: str,
+        *,
+        cidr: str,
+        description: str,
+        expires_at: datetime | None,
+        by: ChangedBy,
+        at: datetime,
+    ) -> AllowlistEntry:
+        """Add a network; host bits must be zero, an expiry must lie in the future, and a
+        network is listed once."""
+        cidr, description, expires_at = _checked_entry_fields(cidr, description, expires_at, at)
+        if len(self.allowlist) >= MAX_ALLOWLIST_ENTRIES:
+            raise LimitExceededError(f"at most {MAX_ALLOWLIST_ENTRIES} allowlist entries")
+        self._refuse_duplicate(cidr)
+        if entry_id in self.allowlist:
+            raise ConflictError(f"entry {entry_id} exists already")
+        entry = AllowlistEntry(entry_id, cidr, description, expires_at, by.actor, at, by.actor, at)
+        self.trigger_event(
+            self.AllowlistEntryAdded,
+            entry_id=entry_id,
+            actor=by.actor,
+            request_id=by.request_id,
+            after=entry.as_dict(),
+            timestamp=at,
+        )
+        return self.allowlist[entry_id]
+
+    class AllowlistEntryAdded(Event):
+        TOPIC = "mfa.config.allowlist_entry_added.v1"
+        entry_id: str
+        actor: str
+        request_id: str
+        after: dict[str, Any]
+
+        def apply(self, aggregate: MfaConfig) -> None:
+            aggregate.allowlist[self.entry_id] = AllowlistEntry.from_dict(self.after)
+
+    def update_allowlist_entry(
+        self,
+        entry_id: str,
+        *,
+        cidr: str,
+        description: str,
+        expires_at: datetime | None,
+        by: ChangedBy,
+        at: datetime,
+    ) -> AllowlistEntry:
+        """Replace an entry's network, description and expiry (same rules as adding)."""
+        current = self.allowlist_entry(entry_id)
+        cidr, description, expires_at = _checked_entry_fields(cidr, description, expires_at, at)
+        self._refuse_duplicate(cidr, except_id=entry_id)
+        if (cidr, description, expires_at) == (
+            current.cidr,
+            current.description,
+            current.expires_at,
+        ):
+            return current
+        updated = AllowlistEntry(
+            entry_id,
+            cidr,
+            description,
+            expires_at,
+            current.created_by,
+            current.created_at,
+            by.actor,
+            at,
+        )
+        self.trigger_event(
+            self.AllowlistEntryUpdated,
+            entry_id=entry_id,
+            actor=by.actor,
+            request_id=by.request_id,
+            before=current.as_dict(),
+            after=updated.as_dict(),
+            timestamp=at,
+        )
+        return self.allowlist[entry_id]
+
+    class AllowlistEntryUpdated(Event):
+        TOPIC = "mfa.config.allowlist_entry_updated.v1"
+        entry_id: str
+        actor: str
+        request_id: str
+        before: dict[str, Any]
+        after: dict[str, Any]
+
+        def apply(self, aggregate: MfaConfig) -> None:
+            aggregate.allowlist[self.entry_id] = AllowlistEntry.from_dict(self.after)
+
+    def remove_allowlist_entry(self, entry_id: str, by: ChangedBy, at: datetime) -> AllowlistEntry:
+        """Remove an entry; returns it as it was."""
+        current = self.allowlist_entry(entry_id)
+        self.trigger_event(
+            self.AllowlistEntryRemoved,
+            entry_id=entry_id,
+            actor=by.actor,
+            request_id=by.request_id,
+            before=current.as_dict(),
+            timestamp=at,
+        )
+        return current
+
+    class AllowlistEntryRemoved(Event):
+        TOPIC = "mfa.config.allowlist_entry_removed.v1"
+        entry_id: str
+        actor: str
+        request_id: str
+        before: dict[str, Any]
+
+        def apply(self, aggregate: MfaConfig) -> None:
+            aggregate.allowlist.pop(self.entry_id, None)

@@ -1,0 +1,145 @@
+"""Reset and erasure: factors removed, data crypto-shredded, nothing linkable left behind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.settings import Settings
+from commands.app import MfaApplication
+from projections.audit import export_log
+from projections.rebuild import rebuild_projection
+from tests.api.test_persistence import _stored_text
+from tests.api.test_totp import enrol
+from tests.conftest import NATS_URL, LiveServer, make_settings, new_user, require_service
+from tests.integration.nats_support import PrivateNats, nats_problem, stream_messages
+
+
+@pytest.fixture
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateNats]:
+    """A private NATS whose store lies outside the folder scanned for the service's data."""
+    require_service("NATS with JetStream", nats_problem(NATS_URL))
+    server = PrivateNats(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
+
+
+def _caught_up(server: LiveServer) -> None:
+    runtime = server.runtime
+    head = runtime.services.app.max_position()
+    assert runtime.read_models.wait_for(head, timeout=30)
+    relay = runtime.relay
+    if relay is not None:
+        import time
+
+        deadline = time.monotonic() + 30
+        while relay.position() < head:
+            assert time.monotonic() < deadline, "relay did not catch up"
+            time.sleep(0.05)
+
+
+def test_erasure_shreds_every_secret_and_the_user_id_and_the_log_still_replays(
+    tmp_path: Path,
+    database_url: str,
+    nats: PrivateNats,
+    start_server: Callable[[Settings], LiveServer],
+) -> None:
+    settings = make_settings(tmp_path, database_url, MFA_NATS_URL=nats.url)
+    server = start_server(settings)
+    user = f"erase-me-{new_user()}"
+    client = server.client(user)
+    device_id, secret = enrol(client, server)
+    codes = client.post("/mfa/backup-codes/generate").json()["codes"]
+    token = client.post("/mfa/trusted-devices", json={"name": "laptop"}).json()["device_token"]
+    _caught_up(server)
+    assert user in _stored_text(settings)
+
+    internal = server.client("svc", "mfa:internal")
+    erased = internal.post("/internal/mfa/erase", json={"user_id": user})
+    assert erased.status_code == 200
+    assert erased.json() == {"erased": True}
+    assert internal.post("/internal/mfa/erase", json={"user_id": user}).json() == {"erased": True}
+
+    status = internal.get(f"/internal/mfa/status/{user}").json()
+    assert status["mfa_enabled"] is False
+    assert not any(m["enabled"] or m["credentials"] for m in status["methods"])
+    assert client.get("/mfa/totp/devices").json()["items"] == []
+    assert client.get("/mfa/backup-codes/count").json() == {"remaining": 0, "total": 0}
+    check = client.get("/mfa/trusted-devices/check", headers={"X-MFA-Device-Token": token})
+    assert check.json() == {"trusted": False}
+
+    _caught_up(server)
+    stored = _stored_text(settings)
+    for value in (user, secret, token, *codes, *(c.replace("-", "") for c in codes)):
+        assert value not in stored
+    on_nats = str([m["event"] for m in stream_messages(nats.url)])
+    for value in (secret, token, *codes):
+        assert value not in on_nats
+    erased_messages = [
+        m["event"] for m in stream_messages(nats.url) if m["event"]["type"] == "mfa.user.erased"
+    ]
+    assert [m["subject"] for m in erased_messages] == [user]
+
+    app: MfaApplication = server.runtime.services.app
+    exported = list(export_log(app))
+    assert len(exported) == app.max_position()
+    mine = [e for e in exported if e["type"] == "mfa.user.erased.v1"]
+    assert len(mine) == 1
+    for projection in server.runtime.read_models.projections:
+        report = rebuild_projection(app, server.runtime.read_models, projection.name, compare=True)
+        assert report.matched_live is True, projection.name
+
+    history = server.client("root", "mfa:admin").get(f"/admin/mfa/users/{user}/events").json()
+    types = [(e["type"], e["redacted"]) for e in history["items"]]
+    assert types[-1] == ("mfa.user.erased.v1", False)
+    assert all(redacted for _, redacted in types[:-1])
+    assert all(e["data"] is None for e in history["items"][:-1])
+    assert device_id not in str(history)
+
+    again = client.post("/mfa/totp/setup", json={"name": "new phone"})
+    assert again.status_code == 201
+    assert [d["name"] for d in client.get("/mfa/totp/devices").json()["items"]] == ["new phone"]
+
+
+def test_an_admin_reset_removes_every_factor_and_records_who_and_why(server: LiveServer) -> None:
+    user = new_user()
+    client = server.client(user)
+    enrol(client, server)
+    client.post("/mfa/backup-codes/generate")
+    admin = server.client("root-admin", "mfa:admin")
+
+    assert admin.delete(f"/admin/mfa/reset/{user}").status_code == 400
+    assert (
+        client.delete(f"/admin/mfa/reset/{user}", params={"reason": "lost phone"}).status_code
+        == 403
+    )
+    reset = admin.delete(f"/admin/mfa/reset/{user}", params={"reason": "lost phone"})
+    assert reset.status_code == 200
+    assert reset.json() == {
+        "user_id": user,
+        "reset": True,
+        "removed_methods": ["totp", "backup_code"],
+    }
+
+    assert client.get("/mfa/totp/devices").json()["items"] == []
+    assert client.get("/mfa/backup-codes/count").json()["remaining"] == 0
+    assert client.get(f"/mfa/status/{user}").json()["mfa_enabled"] is False
+    history = admin.get(f"/admin/mfa/users/{user}/events").json()["items"]
+    assert history[-1]["type"] == "mfa.user.reset.v1"
+    assert history[-1]["data"]["actor"] == "root-admin"
+    assert history[-1]["data"]["reason"] == "lost phone"
+    unknown = admin.delete("/admin/mfa/reset/nobody-here", params={"reason": "cleanup"})
+    assert unknown.status_code == 409
+
+
+def test_erasure_needs_the_internal_scope(server: LiveServer) -> None:
+    user = new_user()
+    assert (
+        server.client(user).post("/internal/mfa/erase", json={"user_id": user}).status_code == 403
+    )
+    admin = server.client("root", "mfa:admin")
+    assert admin.post("/internal/mfa/erase", json={"user_id": user}).status_code == 403
+    assert httpx.post(server.url + "/internal/mfa/erase", json={"user_id": user}).status_code == 401

@@ -1,0 +1,1 @@
+"""Test doubles that behave like real clients (a software WebAuthn authenticator, ...)."""
