@@ -22,6 +22,8 @@ T = TypeVar("T")
 
 class ReadModelBehindError(Exception):
     """The projections did not reach the caller's last write in time (answered as 503)."""
+
+
 POSITION_HEADER = "X-MFA-Position"
 READ_WAIT_SECONDS = 10.0
 

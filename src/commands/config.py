@@ -24,7 +24,6 @@ from commands.app import (
     _backoff,
     load_user,
 )
-from commands.ports import NoTrustedDevices, TrustedDeviceCheck
 from domain.config import CONFIG_ID, AllowlistEntry, ChangedBy, MfaConfig, parse_ip
 from domain.risk import (
     InvalidValueError,
@@ -38,6 +37,7 @@ from domain.risk import (
     draft_risk_policy,
     risk_level,
 )
+from domain.trusted_devices import hash_device_token
 
 R = TypeVar("R")
 WRITER = str(CONFIG_ID)  # the key config writes are tracked under (read-your-writes)
@@ -232,11 +232,7 @@ class EvaluateRisk:
     dry_run_levels: Mapping[str, LevelPolicyDraft] = field(default_factory=dict)
 
 
-def evaluate_risk(
-    services: Services,
-    request: EvaluateRisk,
-    trusted_devices: TrustedDeviceCheck | None = None,
-) -> RiskAssessment:
+def evaluate_risk(services: Services, request: EvaluateRisk) -> RiskAssessment:
     """Score a login attempt against the saved policy (or a draft one); saves nothing.
 
     Decisions come from aggregates: the allowlist from MfaConfig, failures and lockouts from
@@ -250,9 +246,10 @@ def evaluate_risk(
     mfa = load_user(services, request.user_id)
     locks = list(mfa.locks.values()) if mfa is not None else []
     entry = config.allowlisted(address, now)
-    checker = trusted_devices or NoTrustedDevices()
-    trusted = bool(request.device_token) and checker.is_trusted(
-        request.user_id, request.device_token or "", now
+    trusted = (
+        mfa is not None
+        and bool(request.device_token)
+        and mfa.find_trusted_device(hash_device_token(request.device_token or ""), now) is not None
     )
     signals = RiskSignals(
         allowlisted_network=entry is not None,

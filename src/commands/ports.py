@@ -55,16 +55,3 @@ class KeyVault(Protocol):
     def get_or_create(self, key_id: str) -> bytes: ...
     def get(self, key_id: str) -> bytes | None: ...
     def destroy(self, key_id: str) -> None: ...
-
-
-class TrustedDeviceCheck(Protocol):
-    """Whether a device token belongs to an unexpired trusted device of the user (risk input)."""
-
-    def is_trusted(self, user_id: str, device_token: str, at: datetime) -> bool: ...
-
-
-class NoTrustedDevices:
-    """Trusts no device: the default until trusted devices feed risk evaluation."""
-
-    def is_trusted(self, user_id: str, device_token: str, at: datetime) -> bool:
-        return False

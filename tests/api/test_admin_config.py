@@ -536,3 +536,21 @@ def test_a_dry_run_evaluates_a_draft_policy_without_saving_anything(server: Live
     assert all(p["is_default"] for p in client.get("/admin/mfa/risk-policies").json()["items"])
     assert audit_log(client) == []
     assert evaluate(client, user_id=new_user(), ip="192.0.2.1") == saved
+
+
+def test_a_trusted_device_token_of_the_user_lowers_the_score_and_others_do_not(
+    server: LiveServer,
+) -> None:
+    client = admin(server)
+    user = new_user()
+    token = server.client(user).post("/mfa/trusted-devices").json()["device_token"]
+    other_token = server.client(new_user()).post("/mfa/trusted-devices").json()["device_token"]
+    trusted = evaluate(client, user_id=user, ip="203.0.113.9", device_token=token)
+    foreign = evaluate(client, user_id=user, ip="203.0.113.9", device_token=other_token)
+    unknown = evaluate(client, user_id=user, ip="203.0.113.9", device_token="made-up")
+    assert deltas(trusted)["trusted_device"] < 0
+    assert "trusted_device" not in deltas(foreign)
+    assert "trusted_device" not in deltas(unknown)
+    server.client(user).delete("/mfa/trusted-devices")
+    revoked = evaluate(client, user_id=user, ip="203.0.113.9", device_token=token)
+    assert "trusted_device" not in deltas(revoked)
