@@ -27,6 +27,12 @@ from api.controllers.health import health, ready
 from api.controllers.internal import InternalController
 from api.controllers.methods import MethodController
 from api.controllers.planned import planned_handlers
+from api.controllers.push import (
+    AdminPushController,
+    InternalPushController,
+    PushController,
+    PushDeviceController,
+)
 from api.controllers.step_up import StepUpController, jwks
 from api.controllers.totp import TotpController
 from api.controllers.trusted_devices import TrustedDeviceController
@@ -36,6 +42,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.settings import Settings
 from commands.adapters.epochs import SqlUserEpochs
 from commands.adapters.keys import derive_key
+from commands.adapters.push import HttpPushSender
 from commands.adapters.signing import Es256Signer
 from commands.adapters.vault import SqlKeyVault
 from commands.app import MfaApplication, Services, event_store_env
@@ -76,6 +83,9 @@ def build_runtime(
         step_up_ttl_seconds=settings.step_up_ttl_seconds,
         trusted_device_days=settings.trusted_device_days,
         epochs=epochs,
+        push_sender=HttpPushSender(
+            settings.push_webhook_url, allow_private=settings.push_allow_private
+        ),
     )
     in_process = settings.projections_in_process if run_projections is None else run_projections
     runner = None
@@ -149,6 +159,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         DemoController,
         AdminResetController,
         EraseController,
+        PushDeviceController,
+        PushController,
+        InternalPushController,
+        AdminPushController,
         *planned_handlers(),
     ]
     app = Litestar(

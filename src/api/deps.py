@@ -95,6 +95,7 @@ _DESCRIPTIONS = {
     410: "The challenge expired (`challenge_expired`)",
     429: "Locked out or rate limited (`locked`, `rate_limited`), with Retry-After",
     501: "Not implemented yet (`not_implemented`)",
+    502: "A code or push could not be delivered (`delivery_failed`)",
     503: "A backing store is unavailable (`unavailable`)",
 }
 

@@ -22,14 +22,17 @@ from commands.app import ConcurrencyConflictError, StoreUnavailableError
 from domain.errors import (
     AlreadyEnrolledError,
     ChallengeExpiredError,
+    ChallengePendingError,
     ChallengeUsedError,
     ConflictError,
+    DeliveryFailedError,
     DomainError,
     FactorLockedError,
     InvalidCodeError,
     LimitExceededError,
     NotEnrolledError,
     NotFoundError,
+    RateLimitedError,
 )
 from infra.sql import DatabaseUnavailableError
 from projections.base import InvalidCursorError
@@ -40,6 +43,7 @@ PROBLEM_JSON = "application/problem+json"
 _DOMAIN_STATUS: dict[type[DomainError], int] = {
     InvalidCodeError: 403,
     FactorLockedError: 429,
+    RateLimitedError: 429,
     NotEnrolledError: 409,
     AlreadyEnrolledError: 409,
     NotFoundError: 404,
@@ -47,6 +51,8 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     LimitExceededError: 409,
     ChallengeExpiredError: 410,
     ChallengeUsedError: 409,
+    ChallengePendingError: 409,
+    DeliveryFailedError: 502,
 }
 
 _HTTP_CODES = {
@@ -56,6 +62,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    502: "delivery_failed",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
@@ -112,6 +119,14 @@ def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Respons
             exc.code,
             exc.detail,
             extra={"retry_after": exc.retry_after_s, "locked_until": exc.until.isoformat()},
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+    if isinstance(exc, RateLimitedError):
+        return problem(
+            status,
+            exc.code,
+            exc.detail,
+            extra={"retry_after": exc.retry_after_s},
             headers={"Retry-After": str(exc.retry_after_s)},
         )
     if isinstance(exc, InvalidCodeError):

@@ -35,6 +35,7 @@ ENVIRONMENT: dict[str, str] = {
     "MFA_PUSH_WEBHOOK_URL": "push gateway endpoint",
     "MFA_STEP_UP_TTL_SECONDS": "lifetime of step-up tokens (default 300)",
     "MFA_TRUSTED_DEVICE_DAYS": "default lifetime of a trusted device (default 30, at most 90)",
+    "MFA_PUSH_ALLOW_PRIVATE": "allow plain-HTTP and private-network push endpoints (tests, labs)",
     "MFA_PROJECTIONS": "`inprocess` (default) or `worker` (projections run in `mfa worker`)",
     "MFA_DB_POOL_SIZE": "PostgreSQL connections per process for the event store (default 10)",
     "MFA_LOG_LEVEL": "log level (default INFO)",
@@ -84,6 +85,7 @@ class Settings:
     push_webhook_url: str | None = None
     projections_in_process: bool = True
     step_up_ttl_seconds: int = 300
+    push_allow_private: bool = False
     trusted_device_days: int = 30
     db_pool_size: int = 10
     log_level: str = "INFO"
@@ -142,6 +144,8 @@ class Settings:
             push_webhook_url=env.get("MFA_PUSH_WEBHOOK_URL") or None,
             projections_in_process=(env.get("MFA_PROJECTIONS") or "inprocess") != "worker",
             step_up_ttl_seconds=int(env.get("MFA_STEP_UP_TTL_SECONDS") or "300"),
+            push_allow_private=(env.get("MFA_PUSH_ALLOW_PRIVATE") or "").lower()
+            in ("1", "true", "yes"),
             trusted_device_days=int(env.get("MFA_TRUSTED_DEVICE_DAYS") or "30"),
             db_pool_size=int(env.get("MFA_DB_POOL_SIZE") or "10"),
             log_level=env.get("MFA_LOG_LEVEL") or "INFO",

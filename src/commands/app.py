@@ -16,7 +16,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, OperationalError
 
-from commands.ports import Clock, KeyVault, Random, TokenSigner, UserEpochs
+from commands.ports import Clock, KeyVault, PushSender, Random, TokenSigner, UserEpochs
 from commands.store import EncryptingMapper, build_transcoder
 from commands.verifiers import RelyingParty
 from domain.backup_codes import BackupCode, BackupCodeSet
@@ -24,6 +24,7 @@ from domain.challenge import MfaChallenge
 from domain.errors import DomainError
 from domain.ids import user_mfa_id
 from domain.lockout import FactorLock
+from domain.push import PushDevice, PushRequest
 from domain.totp import TotpDevice
 from domain.trusted_devices import TrustedDevice
 from domain.user_mfa import UserMfa
@@ -38,6 +39,8 @@ ENTITY_TYPES: list[type[Any]] = [
     PendingRegistration,
     TrustedDevice,
     MfaChallenge,
+    PushDevice,
+    PushRequest,
 ]
 SNAPSHOT_INTERVAL = 100
 MAX_ATTEMPTS = 8
@@ -147,6 +150,7 @@ class Services:
     step_up_ttl_seconds: int = 300
     trusted_device_days: int = 30
     epochs: UserEpochs | None = None
+    push_sender: PushSender | None = None
 
     def __post_init__(self) -> None:
         if self.writes is None:
@@ -213,28 +217,34 @@ def execute(
     *,
     create: bool = True,
     missing: Callable[[], Exception] | None = None,
+    extra: list[Any] | None = None,
 ) -> Outcome[R]:
     """Load → decide → save, retried on a concurrent write; refusals' events are saved too.
 
     `decide` calls one domain method. A DomainError it raises is re-raised after the events
     it recorded (failed attempts, lockouts) are saved. With `create=False` an unknown user
-    raises `missing()` and nothing is written.
+    raises `missing()` and nothing is written. Other aggregates that `decide` appends to
+    `extra` are saved in the same atomic append (the list is emptied before each attempt).
     """
     for attempt in range(MAX_ATTEMPTS):
+        if extra is not None:
+            extra.clear()
         now = services.clock.now()
         mfa = load_user(services, user_id)
         if mfa is None:
             if not create:
                 raise (missing or _not_enrolled)()
             mfa = UserMfa.start(user_id, aggregate_id(services, user_id), now)
+        others = extra if extra is not None else []
         try:
             value = decide(mfa, now)
         except DomainError:
-            if mfa.pending_events and not _save(services, user_id, mfa):
+            pending = mfa.pending_events or any(o.pending_events for o in others)
+            if pending and not _save(services, user_id, mfa, *others):
                 _backoff(attempt)
                 continue
             raise
-        position = _save(services, user_id, mfa)
+        position = _save(services, user_id, mfa, *others)
         if position is None:
             _backoff(attempt)
             continue
@@ -248,10 +258,10 @@ def _not_enrolled() -> Exception:
     return NotEnrolledError("no MFA enrolment for this user")
 
 
-def _save(services: Services, user_id: str, mfa: UserMfa) -> int | None:
-    """Save pending events; the new log position, or None on a concurrency conflict."""
+def _save(services: Services, user_id: str, mfa: UserMfa, *others: Any) -> int | None:
+    """Save pending events atomically; the new log position, or None on a conflict."""
     try:
-        recordings = services.app.save(mfa)
+        recordings = services.app.save(mfa, *others)
     except IntegrityError:
         return None
     except OperationalError as exc:

@@ -259,7 +259,7 @@ def evaluate_risk(services: Services, request: EvaluateRisk) -> RiskAssessment:
         recent_failures=sum(lock.failures for lock in locks),
         lockouts=sum(lock.level for lock in locks),
         locked=any(lock.is_locked(now) for lock in locks),
-        fraud_reports=said.fraud_reports,
+        fraud_reports=said.fraud_reports + (mfa.recent_fraud_reports(now) if mfa else 0),
         user_agent_changed=said.user_agent_changed,
         extra=said.extra,
     )

@@ -49,6 +49,12 @@ class UserEpochs(Protocol):
     def advance(self, user_id: str, from_epoch: int) -> int: ...
 
 
+class PushSender(Protocol):
+    """Delivers a push payload to one device; True when the push service accepted it."""
+
+    def send(self, device: Any, payload: dict[str, Any]) -> bool: ...
+
+
 class KeyVault(Protocol):
     """Per-owner data keys, stored wrapped by the master key; destroying one shreds the data."""
 

@@ -6,8 +6,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
-from commands.app import Outcome, Services, execute
+from commands.app import Outcome, Services, execute, load_user
+from commands.push import deliver, load_challenge, open_push_challenge
 from commands.verifiers import (
     RelyingParty,
     VerifiedAssertion,
@@ -20,7 +22,15 @@ from commands.verifiers import (
 )
 from commands.webauthn import CHALLENGE_BYTES
 from domain.challenge import Assurance, MfaChallenge, assurance
-from domain.errors import DomainError, NotFoundError
+from domain.errors import (
+    ChallengeExpiredError,
+    ChallengePendingError,
+    DomainError,
+    InvalidCodeError,
+    NotFoundError,
+)
+from domain.push import PUSH
+from domain.push_challenge import APPROVED, EXPIRED, PENDING
 from domain.user_mfa import BACKUP_CODE, TOTP, WEBAUTHN, UserMfa
 
 STEP_UP_ISSUER = "urn:mfa:service"
@@ -54,12 +64,20 @@ def _rp(services: Services) -> RelyingParty:
     return services.relying_party
 
 
-def create_challenge(services: Services, user_id: str, method: str) -> Outcome[IssuedChallenge]:
+def create_challenge(
+    services: Services, user_id: str, method: str, context: dict[str, str] | None = None
+) -> Outcome[IssuedChallenge]:
     """Open a challenge for one of the user's enrolled methods."""
     challenge_id = str(uuid.UUID(bytes=services.random.token_bytes(16), version=4))
     webauthn_challenge = services.random.token_bytes(CHALLENGE_BYTES)
+    extra: list[Any] = []
 
     def decide(mfa: UserMfa, now: datetime) -> IssuedChallenge:
+        if method == PUSH:
+            issued = mfa.issue_challenge(challenge_id, method, now)
+            push = open_push_challenge(services, mfa, UUID(challenge_id), context or {}, now)
+            extra.append(push)
+            return IssuedChallenge(issued, extra={"number": push.number})
         if method == WEBAUTHN:
             credentials = list(mfa.webauthn_credentials.values())
             issued = mfa.issue_challenge(
@@ -73,7 +91,12 @@ def create_challenge(services: Services, user_id: str, method: str) -> Outcome[I
             return IssuedChallenge(issued, options)
         return IssuedChallenge(mfa.issue_challenge(challenge_id, method, now))
 
-    return execute(services, user_id, decide, create=False)
+    outcome = execute(services, user_id, decide, create=False, extra=extra)
+    if method == PUSH:
+        mfa = load_user(services, user_id)
+        if mfa is not None:
+            deliver(services, mfa, load_challenge(services, challenge_id))
+    return outcome
 
 
 def step_up(
@@ -134,7 +157,24 @@ def _prove(
         return stored.credential_id, assurance(
             WEBAUTHN, user_verified=verified.user_verified, synced=stored.backup_eligible
         )
+    if challenge.method == PUSH:
+        return _push_answer(services, challenge, now)
     raise MissingProofError(f"method: {challenge.method} cannot complete a challenge yet")
+
+
+def _push_answer(
+    services: Services, challenge: MfaChallenge, now: datetime
+) -> tuple[str | None, Assurance]:
+    """A push challenge completes once a device approved it (the caller polls until then)."""
+    push = load_challenge(services, challenge.challenge_id)
+    status = push.status_at(now)
+    if status == APPROVED:
+        return push.responding_device, assurance(PUSH)
+    if status == PENDING:
+        raise ChallengePendingError("the push has not been answered yet")
+    if status == EXPIRED:
+        raise ChallengeExpiredError("the push expired unanswered")
+    raise InvalidCodeError("the push was denied", 0)
 
 
 def _verify_webauthn(

@@ -40,6 +40,23 @@ class FactorLockedError(DomainError):
         self.retry_after_s = max(1, int((until - now).total_seconds() + 0.999))
 
 
+class RateLimitedError(DomainError):
+    """Too many requests of this kind for now (sends, challenges); retry after `retry_after_s`."""
+
+    code = "rate_limited"
+
+    def __init__(self, detail: str, until: datetime, now: datetime) -> None:
+        super().__init__(detail)
+        self.until = until
+        self.retry_after_s = max(1, int((until - now).total_seconds() + 0.999))
+
+
+class DeliveryFailedError(DomainError):
+    """A code or push could not be delivered; nothing usable was left behind (502)."""
+
+    code = "delivery_failed"
+
+
 class NotEnrolledError(DomainError):
     """The user has no usable credential of the factor asked for."""
 
@@ -74,6 +91,12 @@ class ChallengeExpiredError(DomainError):
     """The challenge (or registration ceremony) is past its expiry."""
 
     code = "challenge_expired"
+
+
+class ChallengePendingError(DomainError):
+    """The challenge waits for an answer elsewhere (a push not yet approved): ask again."""
+
+    code = "challenge_pending"
 
 
 class ChallengeUsedError(DomainError):

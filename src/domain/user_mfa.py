@@ -19,6 +19,7 @@ from domain import backup_codes as _backup_codes
 from domain import base as _base
 from domain import challenge as _challenge
 from domain import erasure as _erasure
+from domain import push as _push
 from domain import totp as _totp
 from domain import trusted_devices as _trusted
 from domain import webauthn as _webauthn
@@ -28,6 +29,7 @@ from domain.challenge import ChallengeMixin, MfaChallenge
 from domain.erasure import ErasureMixin
 from domain.errors import ConflictError, NotEnrolledError, NotFoundError
 from domain.lockout import FactorLock
+from domain.push import PUSH, PushDevice, PushMixin, PushRequest
 from domain.totp import OTP, TotpDevice, TotpMixin
 from domain.trusted_devices import TrustedDevice, TrustedDeviceMixin
 from domain.webauthn import (
@@ -64,6 +66,8 @@ class MethodRemoved(UserMfaEvent):
             aggregate.backup_codes = None
         elif self.method == WEBAUTHN:
             aggregate.webauthn_credentials.clear()
+        elif self.method == PUSH:
+            aggregate.push_devices.clear()
         if aggregate.primary_method == self.method:
             aggregate.primary_method = None
             aggregate.primary_credential = None
@@ -85,6 +89,7 @@ class UserMfa(
     WebAuthnMixin,
     TrustedDeviceMixin,
     ChallengeMixin,
+    PushMixin,
     ErasureMixin,
     Aggregate,
 ):
@@ -125,6 +130,11 @@ class UserMfa(
     TrustedDevicesRevoked = _trusted.TrustedDevicesRevoked
     ChallengeIssued = _challenge.ChallengeIssued
     ChallengeCompleted = _challenge.ChallengeCompleted
+    PushDeviceSynced = _push.PushDeviceSynced
+    PushDeviceRevoked = _push.PushDeviceRevoked
+    PushChallengeRequested = _push.PushChallengeRequested
+    PushChallengeResolved = _push.PushChallengeResolved
+    PushFraudReported = _push.PushFraudReported
     UserMfaReset = _erasure.UserMfaReset
     UserErased = _erasure.UserErased
     MethodRemoved = MethodRemoved
@@ -142,6 +152,9 @@ class UserMfa(
         self.locks: dict[str, FactorLock] = {}
         self.primary_credential: str | None = None
         self.primary_method: str | None = None
+        self.push_devices: dict[str, PushDevice] = {}
+        self.push_requests: list[PushRequest] = []
+        self.fraud_reports: list[datetime] = []
         self.erased = False
 
     @classmethod
@@ -165,6 +178,8 @@ class UserMfa(
         self.webauthn_registrations.clear()
         self.trusted_devices.clear()
         self.challenges.clear()
+        self.push_devices.clear()
+        self.push_requests.clear()
         self.locks.clear()
         self.primary_credential = None
         self.primary_method = None
@@ -181,6 +196,8 @@ class UserMfa(
             return self.backup_codes is not None and self.backup_codes.remaining() > 0
         if method == WEBAUTHN:
             return bool(self.webauthn_credentials)
+        if method == PUSH:
+            return bool(self.push_devices)
         return False
 
     def remove_method(self, method: str, at: datetime) -> None:
@@ -189,6 +206,7 @@ class UserMfa(
             TOTP: bool(self.totp_devices),
             BACKUP_CODE: self.backup_codes is not None,
             WEBAUTHN: bool(self.webauthn_credentials),
+            PUSH: bool(self.push_devices),
         }
         if not enrolled.get(method, False):
             raise NotEnrolledError(f"{method} is not enrolled")
@@ -210,6 +228,8 @@ class UserMfa(
             return TOTP
         if credential_id in self.webauthn_credentials:
             return WEBAUTHN
+        if credential_id in self.push_devices:
+            return PUSH
         if credential_id == BACKUP_CODE:
             raise ConflictError("backup codes are for recovery and cannot be primary")
         raise NotFoundError(f"no credential {credential_id!r}")
@@ -245,6 +265,13 @@ class UserMfa(
                 },
             ),
         }
+        known[PUSH] = MethodSummary(
+            PUSH,
+            bool(self.push_devices),
+            len(self.push_devices),
+            self.primary_method == PUSH,
+            {"number_matching": True},
+        )
         return [known.get(m) or MethodSummary(m, False, 0, False, {}) for m in KNOWN_METHODS]
 
     def mfa_enabled(self) -> bool:

@@ -195,7 +195,8 @@ class NatsRelay:
     def _subject_of(self, event: Any, subjects: SubjectChanges) -> str:
         """The user id of the event's aggregate: learnt from its Created event, kept by the
         relay itself (so it never waits for another projection), forgotten on erasure."""
-        key = str(event.originator_id)
+        # Push challenges are their own aggregates, owned (and keyed) by the user's aggregate.
+        key = str(getattr(event, "key_owner", None) or event.originator_id)
         if type(event) is UserMfa.Created:
             subjects.learnt[key] = event.user_id
             self._remember(key, event.user_id)

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from commands.store import RedactedEvent
+from domain.push_challenge import PushChallenge
 from domain.user_mfa import UserMfa
 
 SOURCE = "urn:mfa:service"
@@ -86,6 +87,71 @@ PUBLIC_EVENTS: dict[type[Any], tuple[str, int, Callable[[Any], dict[str, Any]]]]
         "mfa.method.primary_set",
         1,
         lambda e: {"method": e.method, "credential_id": e.credential_id},
+    ),
+    UserMfa.WebAuthnCredentialRegistered: (
+        "mfa.webauthn.credential_registered",
+        1,
+        lambda e: {"credential_id": e.credential_id, "backup_eligible": e.backup_eligible},
+    ),
+    UserMfa.WebAuthnCredentialDeleted: (
+        "mfa.webauthn.credential_deleted",
+        1,
+        lambda e: {"credential_id": e.credential_id},
+    ),
+    UserMfa.WebAuthnCloneSuspected: (
+        "mfa.webauthn.clone_suspected",
+        1,
+        lambda e: {"credential_id": e.credential_id},
+    ),
+    UserMfa.TrustedDeviceRemembered: (
+        "mfa.trusted_device.remembered",
+        1,
+        lambda e: {"device_id": e.device_id, "expires_at": e.expires_at.isoformat()},
+    ),
+    UserMfa.TrustedDevicesRevoked: (
+        "mfa.trusted_device.revoked",
+        1,
+        lambda e: {"device_ids": list(e.device_ids), "reason": e.reason},
+    ),
+    UserMfa.ChallengeCompleted: (
+        "mfa.challenge.completed",
+        1,
+        lambda e: {"challenge_id": e.challenge_id, "method": e.method, "acr": e.acr},
+    ),
+    UserMfa.PushDeviceSynced: (
+        "mfa.push.device_synced",
+        1,
+        lambda e: {"device_id": e.device_id, "platform": e.platform, "key_rotated": e.key_rotated},
+    ),
+    UserMfa.PushDeviceRevoked: ("mfa.push.device_revoked", 1, _device),
+    UserMfa.PushFraudReported: (
+        "mfa.push.fraud_reported",
+        1,
+        lambda e: {"challenge_id": e.challenge_id, "device_id": e.device_id},
+    ),
+    PushChallenge.Created: (
+        "mfa.push.challenge_created",
+        1,
+        lambda e: {
+            "challenge_id": str(e.originator_id),
+            "devices": len(e.device_ids),
+            "expires_at": e.expires_at.isoformat(),
+        },
+    ),
+    PushChallenge.Approved: (
+        "mfa.push.challenge_approved",
+        1,
+        lambda e: {"challenge_id": str(e.originator_id), "device_id": e.device_id},
+    ),
+    PushChallenge.Denied: (
+        "mfa.push.challenge_denied",
+        1,
+        lambda e: {
+            "challenge_id": str(e.originator_id),
+            "device_id": e.device_id,
+            "reason": e.reason,
+            "fraud": e.fraud,
+        },
     ),
     UserMfa.UserMfaReset: ("mfa.user.reset", 1, lambda e: {"methods": list(e.methods)}),
     UserMfa.UserErased: ("mfa.user.erased", 1, lambda e: {}),

@@ -26,6 +26,7 @@ from projections.audit_log import ConfigAuditLogProjection
 from projections.backup_codes import BackupCodeProjection
 from projections.base import TRACKING_DDL, Projection
 from projections.devices import TotpDeviceProjection
+from projections.push import PushChallengeProjection, PushDeviceProjection
 from projections.trusted_devices import TrustedDeviceProjection
 from projections.users import UserProjection
 from projections.webauthn import WebAuthnCredentialProjection
@@ -44,6 +45,8 @@ def default_projections() -> list[Projection]:
         BackupCodeProjection(),
         WebAuthnCredentialProjection(),
         TrustedDeviceProjection(),
+        PushDeviceProjection(),
+        PushChallengeProjection(),
     ]
 
 

@@ -16,20 +16,10 @@ from api.deps import problems
 from api.errors import problem
 
 PLANNED: list[tuple[str, str, str]] = [
-    ("GET", "/admin/mfa/push/challenges", "Admin view push challenge list"),
-    ("GET", "/admin/mfa/push/stats", "Get Push MFA challenge statistics"),
-    ("GET", "/internal/mfa/push/challenge/{credential_id:str}", "Internal get Push challenge"),
-    ("GET", "/mfa/devices/sync", "List synced devices"),
-    ("POST", "/mfa/devices/sync", "Sync device data"),
     ("POST", "/mfa/email/disable", "Disable email MFA"),
     ("PUT", "/mfa/email/enroll", "Email MFA registration"),
     ("POST", "/mfa/email/send", "Send email verification code"),
     ("POST", "/mfa/email/verify", "Verify email verification"),
-    ("POST", "/mfa/push/approve", "Approve Push MFA challenge"),
-    ("POST", "/mfa/push/challenge", "Create Push MFA challenge"),
-    ("GET", "/mfa/push/challenge/{credential_id:str}", "Get Push challenge status"),
-    ("POST", "/mfa/push/deny", "Deny Push MFA challenge"),
-    ("GET", "/mfa/push/history", "Get Push MFA challenge history"),
     ("POST", "/mfa/sms/disable", "Disable SMS MFA"),
     ("PUT", "/mfa/sms/enroll", "SMS MFA Registration"),
     ("POST", "/mfa/sms/send", "Send SMS Verification Code"),

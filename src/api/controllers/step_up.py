@@ -41,6 +41,7 @@ class StepUpController(Controller):
             method=issued.challenge.method,
             expires_at=issued.challenge.expires_at,
             options=issued.options,
+            number=issued.extra.get("number"),
         )
         return written(body, outcome, 201)
 

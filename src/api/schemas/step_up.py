@@ -21,6 +21,7 @@ class ChallengeResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     method: str
     expires_at: datetime
     options: dict[str, Any] | None = None
+    number: str | None = None
 
 
 class StepUpRequest(Request):

@@ -1,0 +1,199 @@
+"""Push commands: device sync, challenges with number matching, signed approve/deny."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from eventsourcing.application import AggregateNotFoundError
+
+from commands.app import Outcome, Services, aggregate_id, execute, load_user
+from domain.errors import DeliveryFailedError, DomainError, NotFoundError
+from domain.push import PushDevice
+from domain.push_challenge import PushChallenge
+from domain.user_mfa import UserMfa
+
+
+class InvalidPublicKeyError(DomainError):
+    """The device's public key is not a raw 32-byte Ed25519 key in base64url."""
+
+    code = "validation_error"
+
+
+@dataclass(frozen=True)
+class PushDeviceSync:
+    device_id: str
+    name: str
+    platform: str
+    push_token: str
+    public_key: str
+    app_version: str
+
+
+def _decode_b64url(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidPublicKeyError("public_key: not base64url") from None
+
+
+def parse_public_key(text: str) -> Ed25519PublicKey:
+    """A device key: exactly 32 raw bytes, base64url."""
+    raw = _decode_b64url(text)
+    if len(raw) != 32:
+        raise InvalidPublicKeyError("public_key: an Ed25519 public key is 32 raw bytes")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def signature_valid(device: PushDevice, challenge_id: str, verb: str, signature: str) -> bool:
+    """Whether `signature` is the device's Ed25519 signature of `mfa-push:{id}:{verb}`."""
+    try:
+        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        parse_public_key(device.public_key).verify(raw, f"mfa-push:{challenge_id}:{verb}".encode())
+    except (InvalidSignature, binascii.Error, ValueError, InvalidPublicKeyError):
+        return False
+    return True
+
+
+def sync_device(
+    services: Services, user_id: str, sync: PushDeviceSync
+) -> Outcome[tuple[PushDevice, bool]]:
+    """Register or update an authenticator app; a new key rotates the device's key."""
+    parse_public_key(sync.public_key)
+
+    def decide(mfa: UserMfa, now: datetime) -> tuple[PushDevice, bool]:
+        return mfa.sync_push_device(
+            device_id=sync.device_id,
+            name=sync.name,
+            platform=sync.platform,
+            push_token=sync.push_token,
+            public_key=sync.public_key,
+            app_version=sync.app_version,
+            at=now,
+        )
+
+    return execute(services, user_id, decide)
+
+
+def revoke_device(services: Services, user_id: str, device_id: str) -> Outcome[None]:
+    return execute(
+        services,
+        user_id,
+        lambda mfa, now: mfa.revoke_push_device(device_id, now),
+        create=False,
+        missing=lambda: NotFoundError("no such push device"),
+    )
+
+
+def open_push_challenge(
+    services: Services,
+    mfa: UserMfa,
+    challenge_id: UUID,
+    context: dict[str, str],
+    now: datetime,
+) -> PushChallenge:
+    """Throttle-check on the user's aggregate, then a new PushChallenge (both saved together)."""
+    expires_at = mfa.request_push(str(challenge_id), now)
+    number = f"{int.from_bytes(services.random.token_bytes(2), 'big') % 90 + 10}"
+    return PushChallenge.open(
+        challenge_id,
+        user_aggregate_id=mfa.id,
+        user_id=mfa.user_id,
+        number=number,
+        device_ids=sorted(mfa.push_devices),
+        context=context,
+        expires_at=expires_at,
+        at=now,
+    )
+
+
+def deliver(services: Services, mfa: UserMfa, challenge: PushChallenge) -> None:
+    """Push to every device of the user; DeliveryFailedError when none accepted it."""
+    sender = services.push_sender
+    if sender is None:
+        return
+    payload: dict[str, Any] = {
+        "type": "mfa.push.challenge",
+        "challenge_id": str(challenge.id),
+        "expires_at": challenge.expires_at.isoformat(),
+        "context": challenge.context,
+    }
+    delivered = [sender.send(device, payload) for device in mfa.push_devices.values()]
+    if not any(delivered):
+        raise DeliveryFailedError("the push could not be delivered to any device")
+
+
+def create_challenge(
+    services: Services, user_id: str, context: dict[str, str]
+) -> Outcome[PushChallenge]:
+    """A push challenge with a 2-digit number for the login screen, delivered to the apps."""
+    challenge_id = uuid.UUID(bytes=services.random.token_bytes(16), version=4)
+    extra: list[Any] = []
+
+    def decide(mfa: UserMfa, now: datetime) -> PushChallenge:
+        challenge = open_push_challenge(services, mfa, challenge_id, context, now)
+        extra.append(challenge)
+        return challenge
+
+    outcome = execute(services, user_id, decide, create=False, extra=extra)
+    mfa = load_user(services, user_id)
+    if mfa is not None:
+        deliver(services, mfa, outcome.value)
+    return outcome
+
+
+def load_challenge(services: Services, challenge_id: str) -> PushChallenge:
+    """A push challenge by id (any user); NotFoundError when unknown or malformed."""
+    try:
+        key = UUID(challenge_id)
+        challenge: PushChallenge = services.app.repository.get(key)
+    except (ValueError, AggregateNotFoundError):
+        raise NotFoundError("no such push challenge") from None
+    if not isinstance(challenge, PushChallenge):
+        raise NotFoundError("no such push challenge")
+    return challenge
+
+
+def own_challenge(services: Services, user_id: str, challenge_id: str) -> PushChallenge:
+    """A push challenge of this user; another user's is not found."""
+    challenge = load_challenge(services, challenge_id)
+    if not challenge.belongs_to(aggregate_id(services, user_id)):
+        raise NotFoundError("no such push challenge")
+    return challenge
+
+
+def respond(
+    services: Services,
+    user_id: str,
+    challenge_id: str,
+    device_id: str,
+    *,
+    approve: bool,
+    signature: str,
+    number: str = "",
+    reason: str = "",
+) -> Outcome[PushChallenge]:
+    """Approve (with the number) or deny (optionally `not_me`) a push, signed by the device."""
+    extra: list[Any] = []
+
+    def decide(mfa: UserMfa, now: datetime) -> PushChallenge:
+        challenge = own_challenge(services, user_id, challenge_id)
+        extra.append(challenge)
+        device = mfa.push_devices.get(device_id)
+        verb = "approve" if approve else "deny"
+        valid = device is not None and signature_valid(device, challenge_id, verb, signature)
+        if approve:
+            challenge.approve(device_id, number, valid, now)
+        elif challenge.deny(device_id, reason or "denied", valid, now):
+            mfa.report_fraud(challenge_id, device_id, now)
+        mfa.resolve_push(challenge_id, challenge.status, now)
+        return challenge
+
+    return execute(services, user_id, decide, create=False, extra=extra)

@@ -1,0 +1,184 @@
+"""The PushChallenge aggregate: one per push, pending → approved | denied | expired.
+
+Expiry is computed from time, not from a timer. Every event is encrypted under the user's key
+(`key_owner`), so erasing the user shreds their push history too.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Snapshot as AggregateSnapshot
+from eventsourcing.utils import register_topic
+
+from domain.errors import ChallengeExpiredError, ChallengeUsedError, InvalidCodeError
+
+PENDING = "pending"
+APPROVED = "approved"
+DENIED = "denied"
+EXPIRED = "expired"
+MAX_REJECTED_RESPONSES = 3
+
+
+class PushChallenge(Aggregate):
+    """A push sent to the user's devices, answered once by one of them."""
+
+    TOPIC = "mfa.push_challenge.v1"
+
+    class Event(Aggregate.Event):
+        key_owner: str
+
+    class Created(Event, Aggregate.Created):
+        TOPIC = "mfa.push.challenge_created.v1"
+        user_id: str
+        number: str
+        device_ids: list[str]
+        context: dict[str, str]
+        expires_at: datetime
+
+    class Snapshot(AggregateSnapshot):
+        TOPIC = "mfa.push_challenge.snapshot.v1"
+
+    def __init__(
+        self,
+        key_owner: str,
+        user_id: str,
+        number: str,
+        device_ids: list[str],
+        context: dict[str, str],
+        expires_at: datetime,
+    ) -> None:
+        self.key_owner = key_owner
+        self.user_id = user_id
+        self.number = number
+        self.device_ids = list(device_ids)
+        self.context = dict(context)
+        self.expires_at = expires_at
+        self.status = PENDING
+        self.responded_at: datetime | None = None
+        self.responding_device: str | None = None
+        self.reason: str | None = None
+        self.rejected_responses = 0
+
+    @classmethod
+    def open(
+        cls,
+        challenge_id: UUID,
+        *,
+        user_aggregate_id: UUID,
+        user_id: str,
+        number: str,
+        device_ids: list[str],
+        context: dict[str, str],
+        expires_at: datetime,
+        at: datetime,
+    ) -> PushChallenge:
+        return cls._create(
+            cls.Created,
+            id=challenge_id,
+            key_owner=str(user_aggregate_id),
+            user_id=user_id,
+            number=number,
+            device_ids=device_ids,
+            context=context,
+            expires_at=expires_at,
+            timestamp=at,
+        )
+
+    def status_at(self, at: datetime) -> str:
+        """pending, approved, denied — or expired once a pending push outlives its 2 minutes."""
+        if self.status == PENDING and at >= self.expires_at:
+            return EXPIRED
+        return self.status
+
+    def belongs_to(self, user_aggregate_id: UUID) -> bool:
+        return self.key_owner == str(user_aggregate_id)
+
+    def _ensure_pending(self, at: datetime) -> None:
+        status = self.status_at(at)
+        if status == EXPIRED:
+            raise ChallengeExpiredError("the push challenge expired")
+        if status != PENDING:
+            raise ChallengeUsedError(f"the push challenge was already {status}")
+
+    def _reject(self, device_id: str, reason: str, at: datetime) -> InvalidCodeError:
+        self.trigger_event(
+            self.ResponseRejected,
+            key_owner=self.key_owner,
+            device_id=device_id,
+            reason=reason,
+            timestamp=at,
+        )
+        remaining = MAX_REJECTED_RESPONSES - self.rejected_responses
+        if remaining <= 0:
+            self.trigger_event(
+                self.Denied,
+                key_owner=self.key_owner,
+                device_id=device_id,
+                reason="too_many_rejected_responses",
+                fraud=False,
+                timestamp=at,
+            )
+        return InvalidCodeError("the push response was not accepted", max(0, remaining))
+
+    def approve(self, device_id: str, number: str, signature_valid: bool, at: datetime) -> None:
+        """The device signed an approval and typed the number shown on the login screen."""
+        self._ensure_pending(at)
+        if device_id not in self.device_ids or not signature_valid:
+            raise self._reject(device_id, "bad_signature", at)
+        if not hmac.compare_digest(number.encode(), self.number.encode()):
+            raise self._reject(device_id, "wrong_number", at)
+        self.trigger_event(
+            self.Approved, key_owner=self.key_owner, device_id=device_id, timestamp=at
+        )
+
+    def deny(self, device_id: str, reason: str, signature_valid: bool, at: datetime) -> bool:
+        """The device signed a denial; `not_me` is a fraud report. Returns whether it is one."""
+        self._ensure_pending(at)
+        if device_id not in self.device_ids or not signature_valid:
+            raise self._reject(device_id, "bad_signature", at)
+        fraud = reason == "not_me"
+        self.trigger_event(
+            self.Denied,
+            key_owner=self.key_owner,
+            device_id=device_id,
+            reason=reason,
+            fraud=fraud,
+            timestamp=at,
+        )
+        return fraud
+
+    class Approved(Event):
+        TOPIC = "mfa.push.challenge_approved.v1"
+        device_id: str
+
+        def apply(self, aggregate: PushChallenge) -> None:
+            aggregate.status = APPROVED
+            aggregate.responded_at = self.timestamp
+            aggregate.responding_device = self.device_id
+
+    class Denied(Event):
+        TOPIC = "mfa.push.challenge_denied.v1"
+        device_id: str
+        reason: str
+        fraud: bool
+
+        def apply(self, aggregate: PushChallenge) -> None:
+            aggregate.status = DENIED
+            aggregate.responded_at = self.timestamp
+            aggregate.responding_device = self.device_id
+            aggregate.reason = self.reason
+
+    class ResponseRejected(Event):
+        TOPIC = "mfa.push.response_rejected.v1"
+        device_id: str
+        reason: str
+
+        def apply(self, aggregate: PushChallenge) -> None:
+            aggregate.rejected_responses += 1
+
+
+register_topic(PushChallenge.Snapshot.TOPIC, PushChallenge.Snapshot)

@@ -1,0 +1,327 @@
+"""Push MFA over HTTP with real Ed25519 keys and a real HTTP server as the push endpoint."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from api.settings import Settings
+from tests.conftest import LiveServer, make_settings, new_user
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+class App:
+    """An authenticator app: a device id and its Ed25519 key."""
+
+    def __init__(self, device_id: str, endpoint: str) -> None:
+        self.device_id = device_id
+        self.endpoint = endpoint
+        self.key = Ed25519PrivateKey.generate()
+
+    @property
+    def public_key(self) -> str:
+        return b64url(self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+    def sign(self, challenge_id: str, verb: str) -> str:
+        return b64url(self.key.sign(f"mfa-push:{challenge_id}:{verb}".encode()))
+
+    def sync(self, client: httpx.Client, **extra: Any) -> httpx.Response:
+        body = {
+            "device_id": self.device_id,
+            "name": "My phone",
+            "platform": "android",
+            "push_token": self.endpoint,
+            "public_key": self.public_key,
+            "app_version": "1.4.0",
+            **extra,
+        }
+        return client.post("/mfa/devices/sync", json=body)
+
+    def approve(self, client: httpx.Client, challenge_id: str, number: str) -> httpx.Response:
+        return client.post(
+            "/mfa/push/approve",
+            json={
+                "challenge_id": challenge_id,
+                "device_id": self.device_id,
+                "number": number,
+                "signature": self.sign(challenge_id, "approve"),
+            },
+        )
+
+    def deny(
+        self, client: httpx.Client, challenge_id: str, reason: str | None = None
+    ) -> httpx.Response:
+        body = {
+            "challenge_id": challenge_id,
+            "device_id": self.device_id,
+            "signature": self.sign(challenge_id, "deny"),
+        }
+        if reason:
+            body["reason"] = reason
+        return client.post("/mfa/push/deny", json=body)
+
+
+@pytest.fixture
+def push_endpoint() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A real HTTP server standing in for the device's UnifiedPush endpoint."""
+    received: list[dict[str, Any]] = []
+
+    class Endpoint(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(201)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/push/device-1", received
+    server.shutdown()
+
+
+@pytest.fixture
+def push_server(
+    tmp_path: Path, database_url: str, start_server: Callable[[Settings], LiveServer]
+) -> LiveServer:
+    return start_server(make_settings(tmp_path, database_url, MFA_PUSH_ALLOW_PRIVATE="1"))
+
+
+def test_a_signed_approval_with_the_right_number_approves_and_nothing_else_does(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = push_endpoint
+    client = push_server.client(new_user())
+    app = App("device-1", url)
+    assert app.sync(client).json()["created"] is True
+
+    created = client.post(
+        "/mfa/push/challenge", json={"context": {"ip": "203.0.113.7", "app": "webmail"}}
+    )
+    assert created.status_code == 201
+    challenge = created.json()
+    assert challenge["status"] == "pending"
+    assert len(challenge["number"]) == 2
+    assert challenge["number"].isdigit()
+    assert received[-1]["challenge_id"] == challenge["challenge_id"]
+    assert challenge["number"] not in json.dumps(received[-1]).replace(
+        challenge["challenge_id"], ""
+    )
+
+    cid, number = challenge["challenge_id"], challenge["number"]
+    wrong = f"{(int(number) + 1 - 10) % 90 + 10:02d}"
+    assert app.approve(client, cid, wrong).status_code == 403
+    forger = App("device-1", url)
+    assert forger.approve(client, cid, number).status_code == 403
+    ok = app.approve(client, cid, number)
+    assert ok.status_code == 200
+    assert ok.json()["status"] == "approved"
+    again = app.approve(client, cid, number)
+    assert again.status_code == 409
+    assert client.get(f"/mfa/push/challenge/{cid}").json()["status"] == "approved"
+
+
+def test_another_users_device_or_challenge_cannot_answer(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    alice, mallory = push_server.client(new_user()), push_server.client(new_user())
+    alice_app, mallory_app = App("alice-phone", url), App("mallory-phone", url)
+    alice_app.sync(alice)
+    mallory_app.sync(mallory)
+    challenge = alice.post("/mfa/push/challenge").json()
+    cid, number = challenge["challenge_id"], challenge["number"]
+
+    assert mallory_app.approve(mallory, cid, number).status_code == 404
+    assert mallory.get(f"/mfa/push/challenge/{cid}").status_code == 404
+    stolen = App("mallory-phone", url)
+    stolen.key = mallory_app.key
+    assert stolen.approve(alice, cid, number).status_code == 403
+    assert alice.get(f"/mfa/push/challenge/{cid}").json()["status"] == "pending"
+
+
+def test_an_unanswered_push_expires_after_two_minutes(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    app = App("phone", url)
+    app.sync(client)
+    challenge = client.post("/mfa/push/challenge").json()
+    push_server.clock.advance(121)
+    assert (
+        client.get(f"/mfa/push/challenge/{challenge['challenge_id']}").json()["status"] == "expired"
+    )
+    late = app.approve(client, challenge["challenge_id"], challenge["number"])
+    assert late.status_code == 410
+    assert late.json()["code"] == "challenge_expired"
+
+
+def test_push_bombing_is_throttled(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    App("phone", url).sync(client)
+    for _ in range(3):
+        assert client.post("/mfa/push/challenge").status_code == 201
+    fourth = client.post("/mfa/push/challenge")
+    assert fourth.status_code == 429
+    assert fourth.json()["code"] == "rate_limited"
+    assert 1 <= int(fourth.headers["Retry-After"]) <= 120
+
+    push_server.clock.advance(121)
+    assert client.post("/mfa/push/challenge").status_code == 201
+    assert client.post("/mfa/push/challenge").status_code == 201
+    sixth = client.post("/mfa/push/challenge")
+    assert sixth.status_code == 429
+    assert int(sixth.headers["Retry-After"]) > 120
+    push_server.clock.advance(600)
+    assert client.post("/mfa/push/challenge").status_code == 201
+
+
+def test_a_not_me_denial_is_a_fraud_report_that_raises_the_risk(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    user = new_user()
+    client = push_server.client(user)
+    app = App("phone", url)
+    app.sync(client)
+    admin = push_server.client("root", "mfa:admin")
+    evaluate = {"user_id": user, "ip": "198.51.100.20"}
+    before = admin.post("/admin/mfa/risk-policies/evaluate", json=evaluate).json()["score"]
+
+    challenge = client.post("/mfa/push/challenge").json()
+    denied = app.deny(client, challenge["challenge_id"], "not_me")
+    assert denied.status_code == 200
+    assert denied.json()["status"] == "denied"
+    assert denied.json()["reason"] == "not_me"
+    after = admin.post("/admin/mfa/risk-policies/evaluate", json=evaluate).json()
+    assert after["score"] > before
+    assert "fraud_reports" in {r["signal"] for r in after["reasons"]}
+
+    history = client.get("/mfa/push/history").json()["items"]
+    assert history[0]["fraud"] is True
+    stats = admin.get("/admin/mfa/push/stats").json()
+    assert stats["fraud_reports"] >= 1
+    assert stats["by_status"]["denied"] >= 1
+
+
+def test_history_stats_and_status_views(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    user = new_user()
+    client = push_server.client(user)
+    app = App("phone", url)
+    app.sync(client)
+    first = client.post("/mfa/push/challenge").json()
+    push_server.clock.advance(4)
+    assert app.approve(client, first["challenge_id"], first["number"]).status_code == 200
+    second = client.post("/mfa/push/challenge").json()
+    push_server.clock.advance(200)
+
+    items = client.get("/mfa/push/history").json()["items"]
+    assert [(i["challenge_id"], i["status"]) for i in items] == [
+        (second["challenge_id"], "expired"),
+        (first["challenge_id"], "approved"),
+    ]
+    internal = push_server.client("svc", "mfa:internal")
+    seen = internal.get(f"/internal/mfa/push/challenge/{first['challenge_id']}").json()
+    assert seen["status"] == "approved"
+    assert seen["device_id"] == "phone"
+    admin = push_server.client("root", "mfa:admin")
+    listed = admin.get("/admin/mfa/push/challenges", params={"limit": 200}).json()["items"]
+    assert {first["challenge_id"], second["challenge_id"]} <= {i["challenge_id"] for i in listed}
+    stats = admin.get("/admin/mfa/push/stats").json()
+    assert stats["median_response_s"] == 4.0
+    assert 0 < stats["approval_rate"] <= 1
+    assert "number" not in json.dumps(items)
+    assert client.get("/admin/mfa/push/stats").status_code == 403
+
+
+def test_resync_rotates_the_key_and_revocation_stops_approvals(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    app = App("phone", url)
+    app.sync(client)
+    old_key = app.key
+    app.key = Ed25519PrivateKey.generate()
+    assert app.sync(client).json()["created"] is False
+    challenge = client.post("/mfa/push/challenge").json()
+    rotated = App("phone", url)
+    rotated.key = old_key
+    assert (
+        rotated.approve(client, challenge["challenge_id"], challenge["number"]).status_code == 403
+    )
+
+    listed = client.get("/mfa/devices/sync").json()["items"]
+    assert [d["device_id"] for d in listed] == ["phone"]
+    assert "public_key" not in listed[0]
+    assert "push_token" not in listed[0]
+    assert app.sync(client, revoke=True).json()["revoked"] is True
+    assert client.get("/mfa/devices/sync").json()["items"] == []
+    assert app.approve(client, challenge["challenge_id"], challenge["number"]).status_code == 403
+
+
+def test_push_works_through_the_generic_challenge_and_step_up(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    app = App("phone", url)
+    app.sync(client)
+    challenge = client.post("/mfa/challenge", json={"method": "push"})
+    assert challenge.status_code == 201
+    body = challenge.json()
+    cid = body["challenge_id"]
+    pending = client.post("/mfa/step-up", json={"challenge_id": cid})
+    assert pending.status_code == 409
+    assert pending.json()["code"] == "challenge_pending"
+    number = body["number"]
+    assert app.approve(client, cid, number).status_code == 200
+    stepped = client.post("/mfa/step-up", json={"challenge_id": cid})
+    assert stepped.status_code == 200
+    assert stepped.json()["amr"] == ["swk", "mfa"]
+    assert client.post("/mfa/step-up", json={"challenge_id": cid}).status_code == 409
+
+
+def test_bad_keys_and_signatures_are_validation_errors(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    app = App("phone", url)
+    for key in ("short", b64url(b"x" * 31), "!" * 43):
+        assert app.sync(client, public_key=key).status_code == 400
+    app.sync(client)
+    challenge = client.post("/mfa/push/challenge").json()
+    garbage = client.post(
+        "/mfa/push/approve",
+        json={
+            "challenge_id": challenge["challenge_id"],
+            "device_id": "phone",
+            "number": challenge["number"],
+            "signature": "A" * 86,
+        },
+    )
+    assert garbage.status_code == 403
+    assert client.post("/mfa/push/approve", json={"challenge_id": "x"}).status_code == 400
