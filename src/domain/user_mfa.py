@@ -19,6 +19,7 @@ from domain import backup_codes as _backup_codes
 from domain import base as _base
 from domain import challenge as _challenge
 from domain import erasure as _erasure
+from domain import oob as _oob
 from domain import push as _push
 from domain import totp as _totp
 from domain import trusted_devices as _trusted
@@ -29,6 +30,7 @@ from domain.challenge import ChallengeMixin, MfaChallenge
 from domain.erasure import ErasureMixin
 from domain.errors import ConflictError, NotEnrolledError, NotFoundError
 from domain.lockout import FactorLock
+from domain.oob import EMAIL, OOB_METHODS, SMS, OobMixin
 from domain.push import PUSH, PushDevice, PushMixin, PushRequest
 from domain.totp import OTP, TotpDevice, TotpMixin
 from domain.trusted_devices import TrustedDevice, TrustedDeviceMixin
@@ -68,6 +70,8 @@ class MethodRemoved(UserMfaEvent):
             aggregate.webauthn_credentials.clear()
         elif self.method == PUSH:
             aggregate.push_devices.clear()
+        elif self.method in OOB_METHODS:
+            aggregate.oob_factors.pop(self.method, None)
         if aggregate.primary_method == self.method:
             aggregate.primary_method = None
             aggregate.primary_credential = None
@@ -87,6 +91,7 @@ class UserMfa(
     TotpMixin,
     BackupCodeMixin,
     WebAuthnMixin,
+    OobMixin,
     TrustedDeviceMixin,
     ChallengeMixin,
     PushMixin,
@@ -128,6 +133,20 @@ class UserMfa(
     WebAuthnCloneSuspected = _webauthn.WebAuthnCloneSuspected
     TrustedDeviceRemembered = _trusted.TrustedDeviceRemembered
     TrustedDevicesRevoked = _trusted.TrustedDevicesRevoked
+    SmsEnrolmentStarted = _oob.SmsEnrolmentStarted
+    SmsCodeIssued = _oob.SmsCodeIssued
+    SmsCodeSent = _oob.SmsCodeSent
+    SmsCodeVoided = _oob.SmsCodeVoided
+    SmsCodeRejected = _oob.SmsCodeRejected
+    SmsCodeAccepted = _oob.SmsCodeAccepted
+    SmsEnrolled = _oob.SmsEnrolled
+    EmailEnrolmentStarted = _oob.EmailEnrolmentStarted
+    EmailCodeIssued = _oob.EmailCodeIssued
+    EmailCodeSent = _oob.EmailCodeSent
+    EmailCodeVoided = _oob.EmailCodeVoided
+    EmailCodeRejected = _oob.EmailCodeRejected
+    EmailCodeAccepted = _oob.EmailCodeAccepted
+    EmailEnrolled = _oob.EmailEnrolled
     ChallengeIssued = _challenge.ChallengeIssued
     ChallengeCompleted = _challenge.ChallengeCompleted
     PushDeviceSynced = _push.PushDeviceSynced
@@ -176,6 +195,7 @@ class UserMfa(
         self.backup_codes = None
         self.webauthn_credentials.clear()
         self.webauthn_registrations.clear()
+        self.oob_factors.clear()
         self.trusted_devices.clear()
         self.challenges.clear()
         self.push_devices.clear()
@@ -198,6 +218,9 @@ class UserMfa(
             return bool(self.webauthn_credentials)
         if method == PUSH:
             return bool(self.push_devices)
+        if method in OOB_METHODS:
+            factor = self.oob_factor(method)
+            return factor is not None and factor.is_active()
         return False
 
     def remove_method(self, method: str, at: datetime) -> None:
@@ -207,6 +230,8 @@ class UserMfa(
             BACKUP_CODE: self.backup_codes is not None,
             WEBAUTHN: bool(self.webauthn_credentials),
             PUSH: bool(self.push_devices),
+            SMS: self.oob_factor(SMS) is not None,
+            EMAIL: self.oob_factor(EMAIL) is not None,
         }
         if not enrolled.get(method, False):
             raise NotEnrolledError(f"{method} is not enrolled")
@@ -232,6 +257,11 @@ class UserMfa(
             return PUSH
         if credential_id == BACKUP_CODE:
             raise ConflictError("backup codes are for recovery and cannot be primary")
+        if credential_id in OOB_METHODS:  # the SMS or email factor's credential id is its method
+            if self.is_enrolled(credential_id):
+                return credential_id
+            if self.oob_factor(credential_id) is not None:
+                raise ConflictError("only an active credential can be primary")
         raise NotFoundError(f"no credential {credential_id!r}")
 
     def methods(self) -> list[MethodSummary]:
@@ -272,11 +302,24 @@ class UserMfa(
             self.primary_method == PUSH,
             {"number_matching": True},
         )
+        known[SMS] = self._oob_summary(SMS)
+        known[EMAIL] = self._oob_summary(EMAIL)
         return [known.get(m) or MethodSummary(m, False, 0, False, {}) for m in KNOWN_METHODS]
 
+    def _oob_summary(self, method: str) -> MethodSummary:
+        return MethodSummary(
+            method,
+            self.is_enrolled(method),
+            0 if self.oob_factor(method) is None else 1,
+            self.primary_method == method,
+            self.oob_details(method),
+        )
+
     def mfa_enabled(self) -> bool:
-        """MFA is on when any method other than recovery codes is usable."""
-        return any(m.enabled for m in self.methods() if m.method != BACKUP_CODE)
+        """MFA is on when any method other than recovery codes is usable. Email codes are a
+        weaker factor (a mailbox is often reachable with the same password): alone they do
+        not turn MFA on."""
+        return any(m.enabled for m in self.methods() if m.method not in (BACKUP_CODE, EMAIL))
 
 
 # Nested event classes are registered by the aggregate's metaclass; the snapshot class must be

@@ -62,6 +62,34 @@ class InvalidCursorError(ValueError):
     """A pagination cursor that this service did not produce."""
 
 
+def oldest_first_page(
+    cur: Cursor,
+    *,
+    table: str,
+    columns: str,
+    id_column: str,
+    user_id: str,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[tuple[Any, ...]], str | None]:
+    """One page of a user's rows ordered by (created_at, id), with a keyset cursor."""
+    params: list[Any] = [user_id]
+    where = "user_id = %s"
+    if cursor:
+        created_at, last_id = decode_cursor(cursor, 2)
+        where += f" AND (created_at > %s OR (created_at = %s AND {id_column} > %s))"
+        params += [created_at, created_at, last_id]
+    cur.execute(
+        f"SELECT {columns}, created_at, {id_column} FROM {table} WHERE {where} "
+        f"ORDER BY created_at, {id_column} LIMIT %s",
+        (*params, limit + 1),
+    )
+    rows = cur.fetchall()
+    page = [tuple(r[:-2]) for r in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return page, encode_cursor([last[-2], last[-1]]) if last is not None else None
+
+
 def decode_cursor(cursor: str, arity: int) -> list[Any]:
     """The values inside a cursor; InvalidCursorError when it is malformed."""
     try:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from domain.totp import TotpStatus
 from domain.user_mfa import TOTP, UserMfa
 from infra.sql import Cursor
-from projections.base import decode_cursor, encode_cursor, forget_rows, iso, user_of
+from projections.base import forget_rows, iso, oldest_first_page, user_of
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_totp_devices ("
@@ -113,25 +113,16 @@ def list_totp_devices(
     cur: Cursor, user_id: str, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of a user's devices, oldest first."""
-    params: list[Any] = [user_id]
-    where = "user_id = %s"
-    if cursor:
-        created_at, device_id = decode_cursor(cursor, 2)
-        where += " AND (created_at > %s OR (created_at = %s AND device_id > %s))"
-        params += [created_at, created_at, device_id]
-    cur.execute(
-        f"SELECT {COLUMNS} FROM mfa_totp_devices WHERE {where} "
-        "ORDER BY created_at, device_id LIMIT %s",
-        (*params, limit + 1),
+    rows, next_cursor = oldest_first_page(
+        cur,
+        table="mfa_totp_devices",
+        columns=COLUMNS,
+        id_column="device_id",
+        user_id=user_id,
+        limit=limit,
+        cursor=cursor,
     )
-    rows = [_row(r) for r in cur.fetchall()]
-    page = rows[:limit]
-    next_cursor = (
-        encode_cursor([page[-1]["created_at"], page[-1]["device_id"]])
-        if len(rows) > limit
-        else None
-    )
-    return page, next_cursor
+    return [_row(r) for r in rows], next_cursor
 
 
 def get_totp_device(cur: Cursor, user_id: str, device_id: str) -> dict[str, Any] | None:

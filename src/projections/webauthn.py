@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from domain.user_mfa import WEBAUTHN, UserMfa
 from infra.sql import Cursor
-from projections.base import decode_cursor, encode_cursor, forget_rows, iso, user_of
+from projections.base import forget_rows, iso, oldest_first_page, user_of
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_webauthn_credentials ("
@@ -114,25 +114,16 @@ def list_webauthn_credentials(
     cur: Cursor, user_id: str, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of a user's credentials, oldest first."""
-    params: list[Any] = [user_id]
-    where = "user_id = %s"
-    if cursor:
-        created_at, credential_id = decode_cursor(cursor, 2)
-        where += " AND (created_at > %s OR (created_at = %s AND credential_id > %s))"
-        params += [created_at, created_at, credential_id]
-    cur.execute(
-        f"SELECT {COLUMNS} FROM mfa_webauthn_credentials WHERE {where} "
-        "ORDER BY created_at, credential_id LIMIT %s",
-        (*params, limit + 1),
+    rows, next_cursor = oldest_first_page(
+        cur,
+        table="mfa_webauthn_credentials",
+        columns=COLUMNS,
+        id_column="credential_id",
+        user_id=user_id,
+        limit=limit,
+        cursor=cursor,
     )
-    rows = [_row(r) for r in cur.fetchall()]
-    page = rows[:limit]
-    next_cursor = (
-        encode_cursor([page[-1]["created_at"], page[-1]["credential_id"]])
-        if len(rows) > limit
-        else None
-    )
-    return page, next_cursor
+    return [_row(r) for r in rows], next_cursor
 
 
 def get_webauthn_credential(cur: Cursor, user_id: str, credential_id: str) -> dict[str, Any] | None:
