@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from litestar import Request, Response
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import PathParameter, QueryParameter
 
 from api.schemas.common import Problem
 from api.settings import Settings
@@ -25,6 +26,11 @@ class ReadModelBehindError(Exception):
 
 
 POSITION_HEADER = "X-MFA-Position"
+
+# Query parameters every paginated list takes (API.md: default 50, at most 200).
+Limit = Annotated[int, QueryParameter(ge=1, le=200)]
+PageCursor = Annotated[str | None, QueryParameter(max_length=512)]
+UserIdPath = Annotated[str, PathParameter(min_length=1, max_length=256)]
 READ_WAIT_SECONDS = 10.0
 
 

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.params import PathParameter, QueryParameter
 
 from api.auth import admin_only
 from api.controllers.backup_codes import overview_response
 from api.controllers.totp import device_response
-from api.deps import Runtime, problems
+from api.deps import Limit, PageCursor, Runtime, UserIdPath, problems
 from api.schemas.backup_codes import BackupCodeOverviewListResponse, BackupCodeOverviewResponse
 from api.schemas.totp import AdminTotpStatusResponse
 from commands.totp import get_totp_devices
 from projections.backup_codes import get_backup_codes, list_backup_codes
-
-UserIdPath = Annotated[str, PathParameter(min_length=1, max_length=256)]
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=512)]
 
 
 class AdminTotpController(Controller):
@@ -47,7 +42,7 @@ class AdminTotpController(Controller):
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         limit: Limit = 50,
-        cursor: Cursor = None,
+        cursor: PageCursor = None,
     ) -> BackupCodeOverviewListResponse:
         """Every user's backup-code overview."""
         with runtime.read(None, request) as cur:

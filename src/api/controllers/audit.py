@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import PathParameter, QueryParameter
 
 from api.auth import admin_only
-from api.deps import Runtime, problems
+from api.deps import Limit, PageCursor, Runtime, UserIdPath, problems
 from api.schemas.audit import AuditEventListResponse, AuditEventResponse
 from commands.app import user_aggregate_ids
 from projections.audit import user_history
 from projections.base import InvalidCursorError, decode_cursor, encode_cursor
-
-UserIdPath = Annotated[str, PathParameter(min_length=1, max_length=256)]
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=512)]
 
 
 class AuditController(Controller):
@@ -33,7 +28,7 @@ class AuditController(Controller):
         user_id: UserIdPath,
         runtime: NamedDependency[Runtime],
         limit: Limit = 50,
-        cursor: Cursor = None,
+        cursor: PageCursor = None,
     ) -> AuditEventListResponse:
         """The user's events in order: type, time, version, position, data with secrets masked."""
         epoch, after = 0, 0

@@ -16,7 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api.auth import Principal, admin_only
-from api.deps import POSITION_HEADER, Runtime, problems
+from api.deps import POSITION_HEADER, Limit, PageCursor, Runtime, problems
 from api.errors import problem
 from api.schemas.config import (
     AllowlistEntryBody,
@@ -54,8 +54,6 @@ SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}$")
 
 LevelPath = Annotated[str, PathParameter(min_length=1, max_length=32)]
 EntryIdPath = Annotated[str, PathParameter(min_length=1, max_length=128)]
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=512)]
 ResourceType = Annotated[str | None, QueryParameter(max_length=32)]
 Actor = Annotated[str | None, QueryParameter(min_length=1, max_length=256)]
 Since = Annotated[datetime | None, QueryParameter()]
@@ -276,7 +274,7 @@ class IpAllowlistController(Controller):
 
     @get("/", sync_to_thread=True, responses=problems(403))
     def list_entries(
-        self, runtime: NamedDependency[Runtime], limit: Limit = 50, cursor: Cursor = None
+        self, runtime: NamedDependency[Runtime], limit: Limit = 50, cursor: PageCursor = None
     ) -> AllowlistEntryListResponse:
         """Every entry (expired ones too), oldest first."""
         after = None
@@ -370,7 +368,7 @@ class ConfigAuditLogController(Controller):
         since: Since = None,
         until: Since = None,
         limit: Limit = 50,
-        cursor: Cursor = None,
+        cursor: PageCursor = None,
     ) -> ConfigAuditLogListResponse:
         """Changes newest first, with who made them and the state before and after; filter by
         resource type, actor and time (`since` inclusive, `until` exclusive)."""

@@ -7,14 +7,13 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Response, delete, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from api.auth import Principal, admin_only, internal_only
-from api.deps import Runtime, problems, written
+from api.deps import Runtime, UserIdPath, problems, written
 from api.schemas.common import Request, UserId
 from commands.erase import erase_user, reset_user
 
-UserIdPath = Annotated[str, PathParameter(min_length=1, max_length=256)]
 Reason = Annotated[
     str, QueryParameter(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]

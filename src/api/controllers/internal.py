@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from api.auth import internal_only
 from api.controllers.methods import status_of
 from api.controllers.totp import device_response
-from api.deps import Runtime, problems, written
+from api.deps import Limit, PageCursor, Runtime, UserIdPath, problems, written
 from api.schemas.methods import StatusResponse
 from api.schemas.totp import (
     InternalUserRequest,
@@ -23,10 +23,7 @@ from api.schemas.totp import (
 from commands import totp
 from projections.devices import list_totp_devices
 
-UserIdPath = Annotated[str, PathParameter(min_length=1, max_length=256)]
 UserIdQuery = Annotated[str, QueryParameter(min_length=1, max_length=256)]
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=512)]
 
 
 class InternalController(Controller):
@@ -56,7 +53,7 @@ class InternalController(Controller):
         user_id: UserIdQuery,
         runtime: NamedDependency[Runtime],
         limit: Limit = 50,
-        cursor: Cursor = None,
+        cursor: PageCursor = None,
     ) -> TotpDeviceListResponse:
         """A user's TOTP devices."""
         with runtime.read(user_id, request) as cur:

@@ -10,7 +10,7 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.params import PathParameter
 
 from api.auth import Principal, authenticated
-from api.deps import Runtime, problems, written
+from api.deps import Runtime, UserIdPath, problems, written
 from api.schemas.methods import (
     LockResponse,
     MethodListResponse,
@@ -26,7 +26,6 @@ from domain.user_mfa import KNOWN_METHODS, method_summaries
 
 MethodType = Annotated[str, PathParameter(max_length=32)]
 CredentialId = Annotated[str, PathParameter(max_length=128)]
-UserIdPath = Annotated[str, PathParameter(min_length=1, max_length=256)]
 
 
 def method_list(services: Services, user_id: str) -> MethodListResponse:

@@ -15,16 +15,7 @@ from api.auth import admin_only, authenticated, internal_only
 from api.deps import problems
 from api.errors import problem
 
-PLANNED: list[tuple[str, str, str]] = [
-    ("POST", "/mfa/email/disable", "Disable email MFA"),
-    ("PUT", "/mfa/email/enroll", "Email MFA registration"),
-    ("POST", "/mfa/email/send", "Send email verification code"),
-    ("POST", "/mfa/email/verify", "Verify email verification"),
-    ("POST", "/mfa/sms/disable", "Disable SMS MFA"),
-    ("PUT", "/mfa/sms/enroll", "SMS MFA Registration"),
-    ("POST", "/mfa/sms/send", "Send SMS Verification Code"),
-    ("POST", "/mfa/sms/verify", "Verify SMS Verification"),
-]
+PLANNED: list[tuple[str, str, str]] = []
 
 
 def _guard_for(path: str) -> Any:

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api.auth import Principal, admin_only, authenticated, internal_only
-from api.deps import Runtime, problems, written
+from api.deps import Limit, PageCursor, Runtime, problems, written
 from api.schemas.push import (
     ApprovePushRequest,
     CreatePushChallengeRequest,
@@ -30,8 +30,6 @@ from domain.push_challenge import PushChallenge
 from projections.push import list_push_challenges, list_push_devices, push_stats
 
 ChallengeId = Annotated[str, PathParameter(min_length=1, max_length=64)]
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=512)]
 Since = Annotated[datetime | None, QueryParameter()]
 
 
@@ -211,7 +209,7 @@ class PushController(Controller):
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
         limit: Limit = 50,
-        cursor: Cursor = None,
+        cursor: PageCursor = None,
     ) -> PushHistoryResponse:
         """The caller's push challenges, newest first."""
         now = runtime.services.clock.now()
@@ -251,7 +249,7 @@ class AdminPushController(Controller):
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         limit: Limit = 50,
-        cursor: Cursor = None,
+        cursor: PageCursor = None,
     ) -> PushHistoryResponse:
         """Every user's push challenges, newest first."""
         now = runtime.services.clock.now()

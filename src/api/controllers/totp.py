@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter
 
 from api.auth import Principal, authenticated
-from api.deps import Runtime, problems, written
+from api.deps import Limit, PageCursor, Runtime, problems, written
 from api.schemas.totp import (
     SetUpTotpRequest,
     TotpDeviceListResponse,
@@ -28,8 +28,6 @@ from domain.totp import TotpDevice
 from projections.devices import get_totp_device, list_totp_devices
 
 DeviceId = Annotated[str, PathParameter(max_length=128)]
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=512)]
 
 
 def device_response(device: TotpDevice | dict[str, Any]) -> TotpDeviceResponse:
@@ -121,7 +119,7 @@ class TotpController(Controller):
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
         limit: Limit = 50,
-        cursor: Cursor = None,
+        cursor: PageCursor = None,
     ) -> TotpDeviceListResponse:
         """The caller's devices (read model), oldest first."""
         with runtime.read(user.sub, request) as cur:

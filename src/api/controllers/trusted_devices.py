@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, PathParameter
 
 from api.auth import Principal, authenticated
-from api.deps import Runtime, problems, written
+from api.deps import Limit, PageCursor, Runtime, problems, written
 from api.schemas.trusted_devices import (
     RememberDeviceRequest,
     RememberedDeviceResponse,
@@ -27,8 +27,6 @@ DeviceId = Annotated[str, PathParameter(min_length=1, max_length=128)]
 DeviceToken = Annotated[
     str | None, HeaderParameter(name="X-MFA-Device-Token", required=False, max_length=256)
 ]
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=512)]
 
 
 class TrustedDeviceController(Controller):
@@ -96,7 +94,7 @@ class TrustedDeviceController(Controller):
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
         limit: Limit = 50,
-        cursor: Cursor = None,
+        cursor: PageCursor = None,
     ) -> TrustedDeviceListResponse:
         with runtime.read(user.sub, request) as cur:
             rows, next_cursor = list_trusted_devices(cur, user.sub, limit, cursor)

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter
 
 from api.auth import Principal, authenticated
-from api.deps import Runtime, problems, written
+from api.deps import Limit, PageCursor, Runtime, problems, written
 from api.schemas.webauthn import (
     FinishRegistrationRequest,
     RegistrationOptionsResponse,
@@ -24,8 +24,6 @@ from domain.webauthn import WebAuthnCredential
 from projections.webauthn import get_webauthn_credential, list_webauthn_credentials
 
 CredentialId = Annotated[str, PathParameter(min_length=1, max_length=1024)]
-Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-Cursor = Annotated[str | None, QueryParameter(max_length=512)]
 
 
 def credential_response(
@@ -94,7 +92,7 @@ class WebAuthnController(Controller):
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
         limit: Limit = 50,
-        cursor: Cursor = None,
+        cursor: PageCursor = None,
     ) -> WebAuthnCredentialListResponse:
         """The caller's credentials, oldest first."""
         with runtime.read(user.sub, request) as cur:
