@@ -30,7 +30,7 @@ class TotpSetup:
 
 def _qr_svg(data: str) -> str:
     buffer = io.BytesIO()
-    segno.make(data, error="m").save(buffer, kind="svg", scale=4, xmldecl=False, svgns=True)
+    segno.make(data, error="m", mask=0).save(buffer, kind="svg", scale=4, xmldecl=False, svgns=True)
     return buffer.getvalue().decode()
 
 

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+
 from commands.app import MfaApplication
 from domain.user_mfa import UserMfa
 from infra.lease import Lease
@@ -63,6 +66,21 @@ def lock_position(cur: Cursor, dialect: str, name: str) -> int:
     return int(row[0]) if row else 0
 
 
+def lock_positions(cur: Cursor, dialect: str, names: list[str]) -> dict[str, int]:
+    """Several projections' positions, their tracking rows locked (in a fixed order)."""
+    marks = ", ".join(["%s"] * len(names))
+    select = (
+        f"SELECT projection, position FROM mfa_tracking WHERE projection IN ({marks}) "
+        "ORDER BY projection"
+    )
+    cur.execute(select + (" FOR UPDATE" if dialect == "postgres" else ""), names)
+    found = {str(name): int(position) for name, position in cur.fetchall()}
+    missing = [name for name in names if name not in found]
+    for name in missing:
+        found[name] = lock_position(cur, dialect, name)
+    return found
+
+
 def set_position(cur: Cursor, name: str, position: int) -> None:
     cur.execute(
         "UPDATE mfa_tracking SET position = %s, updated_at = %s WHERE projection = %s",
@@ -82,6 +100,11 @@ class ReadModels:
             cur.execute(TRACKING_DDL)
             for projection in self.projections:
                 projection.create_tables(cur)
+                cur.execute(
+                    "INSERT INTO mfa_tracking (projection, position, updated_at) "
+                    "VALUES (%s, 0, NULL) ON CONFLICT (projection) DO NOTHING",
+                    (projection.name,),
+                )
 
     def projection(self, name: str) -> Projection:
         for projection in self.projections:
@@ -118,6 +141,8 @@ class ReadModels:
                 reached = min(self.positions().values(), default=0)
             if reached >= position:
                 return True
+            if runner is not None and runner.active and runner.failing:
+                return False  # it cannot move on now (the database is down): do not wait
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -182,6 +207,7 @@ class ProjectionRunner:
         self.lease = lease
         self.poll_interval = poll_interval
         self.active = lease is None
+        self.failing = False  # the last batch failed; readers stop waiting for progress
         self._lease_checked = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -232,13 +258,16 @@ class ProjectionRunner:
                 if self._hold_lease():
                     progressed = self.run_once()
                     failures = 0
+                    self.failing = False
                 else:
                     self._wake.wait(LEASE_CHECK_SECONDS)
-            except DatabaseUnavailableError as exc:
+            except (DatabaseUnavailableError, StoreOperationalError, StoreInterfaceError) as exc:
                 failures += 1
-                log.warning("read database unavailable: %s", type(exc).__name__)
+                self.failing = True
+                log.warning("database unavailable: %s", type(exc).__name__)
             except Exception:
                 failures += 1
+                self.failing = True
                 log.exception("projection failed; retrying from its last position")
             if not progressed:
                 delay = self.poll_interval if failures == 0 else min(5.0, 0.1 * 2**failures)
@@ -254,13 +283,18 @@ class ProjectionRunner:
             return False
         events = [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
         db = self.read_models.db
-        for projection in self.read_models.projections:
-            if any(pos > self._positions.get(projection.name, 0) for pos, _ in events):
-                with db.transaction() as cur:
-                    done = lock_position(cur, db.dialect, projection.name)
-                    self._positions[projection.name] = apply_batch(
-                        cur, projection, projection.name, events, done
-                    )
+        projections = self.read_models.projections
+        reached: dict[str, int] = {}
+        # One transaction for the whole batch: every projection's rows and tracking row commit
+        # together (the tracking rows are locked first, in name order, so a rebuild's swap or a
+        # second runner waits instead of double-applying).
+        with db.transaction() as cur:
+            done = lock_positions(cur, db.dialect, [p.name for p in projections])
+            for projection in projections:
+                reached[projection.name] = apply_batch(
+                    cur, projection, projection.name, events, done[projection.name]
+                )
+        self._positions.update(reached)
         if any(type(event) is UserMfa.UserErased for _, event in events):
             compact_log(db)
         self.read_models.advanced()

@@ -84,9 +84,11 @@ class SqlKeyVault:
                 "ON CONFLICT (key_id) DO NOTHING",
                 (key_id, wrapped, datetime.now(UTC).isoformat()),
             )
-        created = self._load(key_id)
-        assert created is not None
-        return created
+            # Another creator may have won the race: read whichever key is stored now.
+            cur.execute("SELECT wrapped FROM mfa_data_keys WHERE key_id = %s", (key_id,))
+            row = cur.fetchone()
+        assert row is not None
+        return self._remember(key_id, self._unwrap(key_id, bytes(row[0])))
 
     def destroy(self, key_id: str) -> None:
         """Delete the key for good: everything encrypted with it becomes unreadable."""
