@@ -26,6 +26,7 @@ from api.controllers.erasure import AdminResetController, EraseController
 from api.controllers.health import health, ready
 from api.controllers.internal import InternalController
 from api.controllers.methods import MethodController
+from api.controllers.oob import EmailController, SmsController
 from api.controllers.planned import planned_handlers
 from api.controllers.push import (
     AdminPushController,
@@ -40,10 +41,13 @@ from api.controllers.webauthn import WebAuthnController
 from api.deps import Runtime, provide_runtime
 from api.errors import EXCEPTION_HANDLERS
 from api.settings import Settings
+from commands.adapters.dev_log import LogSender
 from commands.adapters.epochs import SqlUserEpochs
 from commands.adapters.keys import derive_key
 from commands.adapters.push import HttpPushSender
 from commands.adapters.signing import Es256Signer
+from commands.adapters.sms_http import HttpSmsSender
+from commands.adapters.smtp import SmtpEmailSender
 from commands.adapters.vault import SqlKeyVault
 from commands.app import MfaApplication, Services, event_store_env
 from commands.ports import Clock, Random, SystemClock, SystemRandom
@@ -86,7 +90,20 @@ def build_runtime(
         push_sender=HttpPushSender(
             settings.push_webhook_url, allow_private=settings.push_allow_private
         ),
+        sms_sender=HttpSmsSender(settings.sms_webhook_url)
+        if settings.sms_webhook_url
+        else LogSender(),
+        email_sender=SmtpEmailSender(settings.smtp_url, settings.email_from)
+        if settings.smtp_url
+        else LogSender(),
     )
+    providers = {"MFA_SMS_WEBHOOK_URL": settings.sms_webhook_url, "MFA_SMTP_URL": settings.smtp_url}
+    unset = [name for name, value in providers.items() if not value]
+    if unset:
+        log.warning(
+            "%s unset: those codes are written to the log, not sent (development only)",
+            " and ".join(unset),
+        )
     in_process = settings.projections_in_process if run_projections is None else run_projections
     runner = None
     relay = None
@@ -163,6 +180,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         PushController,
         InternalPushController,
         AdminPushController,
+        SmsController,
+        EmailController,
         *planned_handlers(),
     ]
     app = Litestar(

@@ -16,14 +16,25 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, OperationalError
 
-from commands.ports import Clock, KeyVault, PushSender, Random, TokenSigner, UserEpochs
+from commands.ports import (
+    Clock,
+    EmailSender,
+    KeyVault,
+    PushSender,
+    Random,
+    SmsSender,
+    TokenSigner,
+    UserEpochs,
+)
 from commands.store import EncryptingMapper, build_transcoder
 from commands.verifiers import RelyingParty
 from domain.backup_codes import BackupCode, BackupCodeSet
 from domain.challenge import MfaChallenge
+from domain.delivery_throttle import DeliveryThrottle
 from domain.errors import DomainError
 from domain.ids import user_mfa_id
 from domain.lockout import FactorLock
+from domain.oob import OobCode, OobFactor
 from domain.push import PushDevice, PushRequest
 from domain.totp import TotpDevice
 from domain.trusted_devices import TrustedDevice
@@ -41,6 +52,8 @@ ENTITY_TYPES: list[type[Any]] = [
     MfaChallenge,
     PushDevice,
     PushRequest,
+    OobFactor,
+    OobCode,
 ]
 SNAPSHOT_INTERVAL = 100
 MAX_ATTEMPTS = 8
@@ -68,17 +81,18 @@ def event_store_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
         }
     parts = urlsplit(database_url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        # The library's PostgreSQL recorders, minus the retries that made an outage hang.
+        "PERSISTENCE_MODULE": "infra.event_store:FailFastPostgresFactory",
         "POSTGRES_DBNAME": parts.path.lstrip("/") or "postgres",
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        # Also how long a call waits for a pooled connection (there is no POOL_TIMEOUT).
         "POSTGRES_CONNECT_TIMEOUT": "3",
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
         "POSTGRES_MAX_WAITING": str(pool_size * 8),
-        "POSTGRES_POOL_TIMEOUT": "5",
         "POSTGRES_LOCK_TIMEOUT": "5",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "5",
         "POSTGRES_PRE_PING": "y",
@@ -89,7 +103,7 @@ class MfaApplication(Application[UUID]):
     """The event store of every UserMfa; events encrypted per user, snapshots every 100."""
 
     name = "mfa"
-    snapshotting_intervals = {UserMfa: SNAPSHOT_INTERVAL}
+    snapshotting_intervals = {UserMfa: SNAPSHOT_INTERVAL, DeliveryThrottle: SNAPSHOT_INTERVAL}
 
     def __init__(self, env: dict[str, str], vault: KeyVault) -> None:
         self.vault = vault
@@ -151,6 +165,8 @@ class Services:
     trusted_device_days: int = 30
     epochs: UserEpochs | None = None
     push_sender: PushSender | None = None
+    sms_sender: SmsSender | None = None
+    email_sender: EmailSender | None = None
 
     def __post_init__(self) -> None:
         if self.writes is None:

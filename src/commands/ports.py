@@ -55,6 +55,22 @@ class PushSender(Protocol):
     def send(self, device: Any, payload: dict[str, Any]) -> bool: ...
 
 
+class DeliveryError(Exception):
+    """A message could not be handed to its provider (the caller voids the code, then 502)."""
+
+
+class SmsSender(Protocol):
+    """Sends a text message to an E.164 number; raises DeliveryError when it cannot."""
+
+    def send_sms(self, to: str, body: str) -> None: ...
+
+
+class EmailSender(Protocol):
+    """Sends a plain-text email; raises DeliveryError when it cannot."""
+
+    def send_email(self, to: str, subject: str, body: str) -> None: ...
+
+
 class KeyVault(Protocol):
     """Per-owner data keys, stored wrapped by the master key; destroying one shreds the data."""
 

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from commands import oob
 from commands.app import Outcome, Services, execute, load_user
 from commands.push import deliver, load_challenge, open_push_challenge
 from commands.verifiers import (
@@ -29,6 +30,7 @@ from domain.errors import (
     InvalidCodeError,
     NotFoundError,
 )
+from domain.oob import OOB_METHODS
 from domain.push import PUSH
 from domain.push_challenge import APPROVED, EXPIRED, PENDING
 from domain.user_mfa import BACKUP_CODE, TOTP, WEBAUTHN, UserMfa
@@ -69,6 +71,9 @@ def create_challenge(
 ) -> Outcome[IssuedChallenge]:
     """Open a challenge for one of the user's enrolled methods."""
     challenge_id = str(uuid.UUID(bytes=services.random.token_bytes(16), version=4))
+    if method in OOB_METHODS:  # the code is sent to the verified phone number or address
+        sent = oob.open_challenge(services, user_id, method, challenge_id)
+        return Outcome(IssuedChallenge(sent.value), sent.position)
     webauthn_challenge = services.random.token_bytes(CHALLENGE_BYTES)
     extra: list[Any] = []
 
@@ -157,6 +162,10 @@ def _prove(
         return stored.credential_id, assurance(
             WEBAUTHN, user_verified=verified.user_verified, synced=stored.backup_eligible
         )
+    if challenge.method in OOB_METHODS:
+        if not code:
+            raise MissingProofError(f"code: an {challenge.method} challenge needs `code`")
+        return oob.prove_challenge(services, mfa, challenge, code, now)
     if challenge.method == PUSH:
         return _push_answer(services, challenge, now)
     raise MissingProofError(f"method: {challenge.method} cannot complete a challenge yet")

@@ -18,7 +18,12 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as AggregateSnapshot
 from eventsourcing.utils import register_topic
 
-from domain.oob import MAX_SENDS_PER_DESTINATION, recent_sends, send_wait
+from domain.oob import (
+    MAX_ENROLMENT_SENDS_PER_DESTINATION,
+    MAX_SENDS_PER_DESTINATION,
+    next_send_at,
+    recent_sends,
+)
 
 
 def delivery_throttle_id(method: str, destination_key: str, key: bytes) -> UUID:
@@ -37,7 +42,7 @@ class DeliveryThrottleEvent(Aggregate.Event):
 
 
 class DeliveryThrottle(Aggregate):
-    """The sends to one destination in the last hour."""
+    """The sends to one destination in the last hour, and which of them were enrolments."""
 
     TOPIC = "mfa.delivery_throttle.v1"
 
@@ -48,9 +53,13 @@ class DeliveryThrottle(Aggregate):
 
     class SendRecorded(DeliveryThrottleEvent):
         TOPIC = "mfa.delivery_throttle.send_recorded.v1"
+        enrolment: bool
 
         def apply(self, aggregate: DeliveryThrottle) -> None:
             aggregate.sends = recent_sends(aggregate.sends, self.timestamp)
+            if self.enrolment:
+                enrolments = recent_sends(aggregate.enrolment_sends, self.timestamp)
+                aggregate.enrolment_sends = enrolments
 
     class Snapshot(AggregateSnapshot):
         TOPIC = "mfa.delivery_throttle.snapshot.v1"
@@ -58,19 +67,26 @@ class DeliveryThrottle(Aggregate):
 
     def __init__(self) -> None:
         self.sends: list[datetime] = []
+        self.enrolment_sends: list[datetime] = []
 
     @classmethod
     def start(cls, throttle_id: UUID, at: datetime) -> DeliveryThrottle:
         """A throttle for a destination that nothing was sent to yet."""
         return cls._create(cls.Created, id=throttle_id, timestamp=at)
 
-    def send_wait(self, at: datetime) -> int | None:
-        """Seconds until this destination may be sent another code (None: now)."""
-        return send_wait(self.sends, at, MAX_SENDS_PER_DESTINATION)
+    def next_send_at(self, at: datetime, *, enrolment: bool = False) -> datetime | None:
+        """When this destination may be sent another code (None: now). Enrolment codes also
+        have a smaller budget of their own."""
+        times = [next_send_at(self.sends, at, MAX_SENDS_PER_DESTINATION)]
+        if enrolment:
+            enrolments = self.enrolment_sends
+            times.append(next_send_at(enrolments, at, MAX_ENROLMENT_SENDS_PER_DESTINATION))
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
 
-    def record_send(self, at: datetime) -> None:
+    def record_send(self, at: datetime, *, enrolment: bool = False) -> None:
         """Count one message to this destination."""
-        self.trigger_event(self.SendRecorded, timestamp=at)
+        self.trigger_event(self.SendRecorded, enrolment=enrolment, timestamp=at)
 
 
 register_topic(DeliveryThrottle.Snapshot.TOPIC, DeliveryThrottle.Snapshot)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +33,9 @@ RESEND_COOLDOWN = timedelta(seconds=60)
 SEND_WINDOW = timedelta(hours=1)
 MAX_SENDS_PER_USER = 5  # per method, per SEND_WINDOW
 MAX_SENDS_PER_DESTINATION = 8  # across every user, per SEND_WINDOW
+# Of those, codes to a destination nobody has verified yet (enrolments): so that enrolling a
+# victim's number on accounts of one's own cannot use up what its real owners' logins need.
+MAX_ENROLMENT_SENDS_PER_DESTINATION = 3
 
 STRENGTH = {SMS: "standard", EMAIL: "weak"}
 
@@ -44,17 +46,16 @@ def hash_oob_code(code: str, salt: str, key: bytes) -> str:
     return hmac.new(key, bytes.fromhex(salt) + code.encode(), hashlib.sha256).hexdigest()
 
 
-def send_wait(sends: Sequence[datetime], at: datetime, limit: int) -> int | None:
-    """Seconds until one more send is allowed (cooldown and hourly cap), or None if now."""
+def next_send_at(sends: Sequence[datetime], at: datetime, limit: int) -> datetime | None:
+    """When one more send is allowed (the cooldown after the last send, and at most `limit`
+    sends per window); None when it is allowed now."""
     recent = sorted(s for s in sends if s <= at and at - s < SEND_WINDOW)
-    waits: list[timedelta] = []
+    times: list[datetime] = []
     if recent and at - recent[-1] < RESEND_COOLDOWN:
-        waits.append(recent[-1] + RESEND_COOLDOWN - at)
+        times.append(recent[-1] + RESEND_COOLDOWN)
     if len(recent) >= limit:
-        waits.append(recent[len(recent) - limit] + SEND_WINDOW - at)
-    if not waits:
-        return None
-    return max(1, math.ceil(max(waits).total_seconds()))
+        times.append(recent[len(recent) - limit] + SEND_WINDOW)
+    return max(times) if times else None
 
 
 def recent_sends(sends: Sequence[datetime], at: datetime) -> list[datetime]:
@@ -395,21 +396,20 @@ class OobMixin(UserMfaState):
             raise NotEnrolledError(f"{method} is not enrolled")
         return factor.destination
 
-    def oob_send_wait(self, method: str, at: datetime) -> int | None:
-        """Seconds until this user may be sent another code of `method` (None: now)."""
-        return send_wait(self.oob_sends.get(method, []), at, MAX_SENDS_PER_USER)
+    def oob_next_send_at(self, method: str, at: datetime) -> datetime | None:
+        """When this user may be sent another code of `method` (None: now)."""
+        return next_send_at(self.oob_sends.get(method, []), at, MAX_SENDS_PER_USER)
 
     def ensure_oob_send_allowed(
-        self, method: str, at: datetime, destination_wait: int | None = None
+        self, method: str, at: datetime, destination_next: datetime | None = None
     ) -> None:
         """A code may be sent unless the factor is locked, or the user's or the destination's
-        cooldown or hourly cap applies (`destination_wait` comes from its DeliveryThrottle)."""
+        cooldown or hourly cap applies (`destination_next` comes from its DeliveryThrottle).
+        Refused sends are not recorded: they would turn requests into unbounded writes."""
         self._ensure_unlocked(method, at)
-        waits = [w for w in (self.oob_send_wait(method, at), destination_wait) if w]
-        if waits:
-            raise RateLimitedError(
-                f"too many {method} codes sent; try again in {max(waits)} s", max(waits)
-            )
+        times = [t for t in (self.oob_next_send_at(method, at), destination_next) if t]
+        if times:
+            raise RateLimitedError(f"too many {method} codes were sent; wait", max(times), at)
 
     def start_oob_enrolment(
         self,
@@ -417,14 +417,14 @@ class OobMixin(UserMfaState):
         destination: str,
         code: NewOobCode,
         at: datetime,
-        destination_wait: int | None = None,
+        destination_next: datetime | None = None,
     ) -> OobCode:
         """Record a new destination awaiting its code and issue that code. An active factor
         must be removed first: changing where codes go is not a side effect of enrolling."""
         factor = self.oob_factor(method)
         if factor is not None and factor.is_active():
             raise AlreadyEnrolledError(f"{method} is already enrolled; disable it first")
-        self.ensure_oob_send_allowed(method, at, destination_wait)
+        self.ensure_oob_send_allowed(method, at, destination_next)
         events = OOB_EVENTS[method]
         self.trigger_event(events.enrolment_started, destination=destination, timestamp=at)
         return self._issue(method, ENROLL, None, code, at + CODE_TTL, at)
@@ -438,13 +438,13 @@ class OobMixin(UserMfaState):
         *,
         challenge_id: str | None = None,
         expires_at: datetime | None = None,
-        destination_wait: int | None = None,
+        destination_next: datetime | None = None,
     ) -> OobCode:
         """Issue a login code, or the code of one challenge (expiring with it at the latest)."""
         if purpose not in (LOGIN, CHALLENGE) or (purpose == CHALLENGE) != bool(challenge_id):
             raise ValueError("a login code has no challenge; a challenge code needs one")
         self.oob_destination(method)
-        self.ensure_oob_send_allowed(method, at, destination_wait)
+        self.ensure_oob_send_allowed(method, at, destination_next)
         until = min(at + CODE_TTL, expires_at or at + CODE_TTL)
         return self._issue(method, purpose, challenge_id, code, until, at)
 

@@ -30,7 +30,7 @@ from domain.challenge import ChallengeMixin, MfaChallenge
 from domain.erasure import ErasureMixin
 from domain.errors import ConflictError, NotEnrolledError, NotFoundError
 from domain.lockout import FactorLock
-from domain.oob import EMAIL, OOB_METHODS, SMS, OobMixin
+from domain.oob import EMAIL, OOB_METHODS, SMS, STRENGTH, OobMixin
 from domain.push import PUSH, PushDevice, PushMixin, PushRequest
 from domain.totp import OTP, TotpDevice, TotpMixin
 from domain.trusted_devices import TrustedDevice, TrustedDeviceMixin
@@ -331,4 +331,9 @@ def method_summaries(mfa: UserMfa | None) -> list[MethodSummary]:
     """The methods of a user, or of someone who never enrolled anything."""
     if mfa is not None:
         return mfa.methods()
-    return [MethodSummary(method, False, 0, False, {}) for method in KNOWN_METHODS]
+    return [
+        MethodSummary(method, False, 0, False, {"strength": STRENGTH[method]})
+        if method in OOB_METHODS
+        else MethodSummary(method, False, 0, False, {})
+        for method in KNOWN_METHODS
+    ]

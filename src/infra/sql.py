@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,6 +131,37 @@ class SqliteDatabase:
             self._conn.close()
 
 
+POOL_TIMEOUT_SECONDS = 3.0
+RECONNECT_SECONDS = 5.0
+OUTAGE_WAIT_SECONDS = 0.5
+OUTAGE_HOLD_SECONDS = 2.0
+
+
+def connection_lost(exc: BaseException | None) -> bool:
+    """Whether a psycopg (pool) error says the server is gone, not that one statement failed."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate  # None: raised by the client (no connection, pool timeout)
+    return state is None or state.startswith(("08", "57P"))  # connection, server shutdown
+
+
+class ConnectionWait:
+    """How long to wait for a pooled connection: the pool timeout normally, but only briefly
+    for a while after a connection was lost or the pool had none to give (the database is
+    down). Otherwise, during an outage every request holds a worker thread for the whole
+    timeout, and the requests queued behind them for longer still."""
+
+    def __init__(self, timeout: float) -> None:
+        self.normal = timeout
+        self._brief_until = 0.0
+
+    def timeout(self) -> float:
+        return OUTAGE_WAIT_SECONDS if time.monotonic() < self._brief_until else self.normal
+
+    def outage_seen(self) -> None:
+        self._brief_until = time.monotonic() + OUTAGE_HOLD_SECONDS
+
+
 class PostgresDatabase:
     """A psycopg 3 connection pool with short timeouts so that an outage fails fast."""
 
@@ -140,19 +172,29 @@ class PostgresDatabase:
             conninfo,
             min_size=min_size,
             max_size=max_size,
-            timeout=5.0,
+            # A request waits this long for a connection, then answers 503.
+            timeout=POOL_TIMEOUT_SECONDS,
             kwargs={"connect_timeout": 3, "autocommit": False},
             open=False,
             check=psycopg_pool.ConnectionPool.check_connection,
+            # Give up a failing reconnection soon: the pool then reconnects on demand, instead
+            # of after a backoff that doubles for as long as the server stays down.
+            reconnect_timeout=RECONNECT_SECONDS,
         )
         self._pool.open(wait=False)
+        self._wait = ConnectionWait(POOL_TIMEOUT_SECONDS)
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
         try:
-            with self._pool.connection() as conn, conn.cursor() as cursor:
+            with (
+                self._pool.connection(timeout=self._wait.timeout()) as conn,
+                conn.cursor() as cursor,
+            ):
                 yield cursor
         except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
+            if connection_lost(exc):
+                self._wait.outage_seen()
             raise DatabaseUnavailableError(str(exc)) from exc
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from commands.store import RedactedEvent
 from domain.user_mfa import UserMfa
 
 MASK = "***"
-SENSITIVE_FIELDS = frozenset({"secret", "codes", "salt", "hash", "timecode"})
+SENSITIVE_FIELDS = frozenset({"secret", "codes", "salt", "hash", "timecode", "destination"})
 _ENVELOPE_FIELDS = ("originator_id", "originator_version", "timestamp")
 
 

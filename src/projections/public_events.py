@@ -50,6 +50,15 @@ def _device(e: Any) -> dict[str, Any]:
     return {"device_id": e.device_id}
 
 
+def _purpose(e: Any) -> dict[str, Any]:
+    """SMS and email code events: what the code was for, never the code, hash or destination."""
+    return {"purpose": e.purpose}
+
+
+def _voided(e: Any) -> dict[str, Any]:
+    return {"purpose": e.purpose, "reason": e.reason}
+
+
 # internal event class -> (public type, schema version, data)
 PUBLIC_EVENTS: dict[type[Any], tuple[str, int, Callable[[Any], dict[str, Any]]]] = {
     UserMfa.Created: ("mfa.user.created", 1, lambda e: {}),
@@ -153,6 +162,16 @@ PUBLIC_EVENTS: dict[type[Any], tuple[str, int, Callable[[Any], dict[str, Any]]]]
             "fraud": e.fraud,
         },
     ),
+    UserMfa.SmsEnrolmentStarted: ("mfa.sms.enrolment_started", 1, lambda e: {}),
+    UserMfa.SmsEnrolled: ("mfa.sms.enrolled", 1, lambda e: {}),
+    UserMfa.SmsCodeSent: ("mfa.sms.code_sent", 1, _purpose),
+    UserMfa.SmsCodeVoided: ("mfa.sms.code_voided", 1, _voided),
+    UserMfa.SmsCodeAccepted: ("mfa.sms.code_accepted", 1, _purpose),
+    UserMfa.EmailEnrolmentStarted: ("mfa.email.enrolment_started", 1, lambda e: {}),
+    UserMfa.EmailEnrolled: ("mfa.email.enrolled", 1, lambda e: {}),
+    UserMfa.EmailCodeSent: ("mfa.email.code_sent", 1, _purpose),
+    UserMfa.EmailCodeVoided: ("mfa.email.code_voided", 1, _voided),
+    UserMfa.EmailCodeAccepted: ("mfa.email.code_accepted", 1, _purpose),
     UserMfa.UserMfaReset: ("mfa.user.reset", 1, lambda e: {"methods": list(e.methods)}),
     UserMfa.UserErased: ("mfa.user.erased", 1, lambda e: {}),
     RedactedEvent: ("mfa.event.redacted", 1, lambda e: {}),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from api.controllers.planned import PLANNED
 from tests.conftest import LiveServer
 
 HERE = Path(__file__).parent
@@ -57,9 +58,17 @@ def test_every_required_endpoint_answers_and_none_is_a_server_error(server: Live
 def test_planned_endpoints_answer_501_not_implemented_after_auth(server: LiveServer) -> None:
     anonymous = httpx.post(server.url + "/mfa/sms/send", json={})
     assert anonymous.status_code == 401
-    planned = server.client("someone").post("/mfa/sms/send", json={})
-    assert planned.status_code == 501
-    assert planned.json()["code"] == "not_implemented"
+    for method, path, _ in PLANNED:
+        client = (
+            server.client("root", "mfa:admin")
+            if path.startswith("/admin/")
+            else server.client("svc", "mfa:internal")
+            if path.startswith("/internal/")
+            else server.client("someone")
+        )
+        planned = client.request(method, re.sub(r"\{[^}]+\}", "x", path), json={})
+        assert planned.status_code == 501, (method, path)
+        assert planned.json()["code"] == "not_implemented"
     assert server.client("someone").get("/admin/mfa/risk-policy").status_code == 403
 
 

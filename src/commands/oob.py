@@ -1,0 +1,332 @@
+"""SMS and email commands: enrol a destination, send a login code, verify it, disable, and the
+codes of generic challenges.
+
+Every send is three steps: issue the code (saved together with the destination's
+DeliveryThrottle, so the per-user and per-destination limits hold under concurrency), hand
+the message to the provider (outside any transaction), record what happened. A failed
+delivery voids the code and answers 502. The only module that parses phone numbers and
+email addresses (phonenumbers, email-validator).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import OperationalError
+
+from commands.app import Outcome, Services, StoreUnavailableError, execute
+from commands.ports import DeliveryError, Random
+from domain.challenge import Assurance, MfaChallenge, assurance
+from domain.delivery_throttle import DeliveryThrottle, delivery_throttle_id
+from domain.errors import DeliveryFailedError, DomainError, NotEnrolledError
+from domain.oob import (
+    CHALLENGE,
+    EMAIL,
+    LOGIN,
+    OOB_METHODS,
+    SMS,
+    NewOobCode,
+    OobCode,
+    destination_hint,
+    hash_oob_code,
+)
+from domain.user_mfa import UserMfa
+
+log = logging.getLogger("mfa.oob")
+R = TypeVar("R")
+EMAIL_SUBJECT = "Your verification code"
+
+
+class InvalidDestinationError(DomainError):
+    """A phone number or email address that cannot receive codes (names the field)."""
+
+    code = "validation_error"
+
+
+@dataclass(frozen=True)
+class CodeDelivery:
+    """What a send tells the caller: which code went where (masked), valid until when."""
+
+    method: str
+    purpose: str
+    expires_at: datetime
+    destination_hint: str
+
+
+# ---------------------------------------------------------------- destinations
+
+
+def normalise_phone_number(raw: str) -> str:
+    """An international number (`+` and country code) in E.164, or InvalidDestinationError."""
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        raise InvalidDestinationError(
+            "phone_number: not a phone number in international format (like +14155550123)"
+        ) from None
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidDestinationError("phone_number: not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_email(raw: str) -> str:
+    """A syntactically valid address (no DNS lookups), domain normalised; an international
+    domain in its ASCII form when the local part allows (any mail server can take it)."""
+    try:
+        valid = validate_email(raw, check_deliverability=False)
+    except (EmailNotValidError, UnicodeError, ValueError):
+        raise InvalidDestinationError("email: not a valid email address") from None
+    return valid.ascii_email or valid.normalized
+
+
+def normalise_destination(method: str, raw: str) -> str:
+    return normalise_phone_number(raw) if method == SMS else normalise_email(raw)
+
+
+def throttle_key(method: str, destination: str) -> str:
+    """The form the per-destination limit counts under: for email, case and `+tag` ignored
+    (one mailbox, however it is spelled)."""
+    if method != EMAIL:
+        return destination
+    local, _, domain = destination.lower().rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
+# ---------------------------------------------------------------- keys and codes
+
+
+def _subkey(services: Services, purpose: bytes) -> bytes:
+    return hmac.new(services.id_key, purpose, hashlib.sha256).digest()
+
+
+def code_key(services: Services) -> bytes:
+    """The key that code hashes are computed under (derived from the service key)."""
+    return _subkey(services, b"mfa-oob-code-hash")
+
+
+def throttle_id(services: Services, method: str, destination: str) -> UUID:
+    """The DeliveryThrottle id of a destination: a keyed hash, never the destination."""
+    key = _subkey(services, b"mfa-delivery-throttle")
+    return delivery_throttle_id(method, throttle_key(method, destination), key)
+
+
+def six_digits(random: Random) -> str:
+    """A uniformly random 6-digit code from the CSPRNG (rejection sampling, no modulo bias)."""
+    limit = 2**32 - 2**32 % 10**6
+    while True:
+        value = int.from_bytes(random.token_bytes(4), "big")
+        if value < limit:
+            return f"{value % 10**6:06d}"
+
+
+def _new_code(services: Services) -> tuple[str, NewOobCode]:
+    digits = six_digits(services.random)
+    salt = services.random.token_bytes(16).hex()
+    code_id = str(uuid.UUID(bytes=services.random.token_bytes(16), version=4))
+    return digits, NewOobCode(code_id, salt, hash_oob_code(digits, salt, code_key(services)))
+
+
+def message_text(issuer: str, digits: str, minutes: int) -> str:
+    """The message: the 6 digits first, then what they are for and how long they last."""
+    return (
+        f"{digits} is your {issuer} verification code. It expires in {minutes} minutes. "
+        f"Do not share it with anyone."
+    )
+
+
+# ---------------------------------------------------------------- sending
+
+
+def _load_throttle(services: Services, method: str, destination: str, at: datetime) -> Any:
+    throttle_uuid = throttle_id(services, method, destination)
+    try:
+        return services.app.repository.get(throttle_uuid)
+    except AggregateNotFoundError:
+        return DeliveryThrottle.start(throttle_uuid, at)
+    except OperationalError as exc:
+        raise StoreUnavailableError(str(exc)) from exc
+
+
+Issue = Callable[[UserMfa, NewOobCode, datetime | None, datetime], tuple[R, OobCode]]
+
+
+def _send(
+    services: Services,
+    user_id: str,
+    method: str,
+    issue: Issue[R],
+    *,
+    destination: str | None = None,
+    create: bool = False,
+) -> tuple[Outcome[R], OobCode, str]:
+    """Issue a code (with the destination's throttle, atomically), then deliver it. With a
+    `destination` it is an enrolment's code; otherwise it goes to the verified one."""
+    enrolment = destination is not None
+    digits, new = _new_code(services)
+    throttles: list[Any] = []
+
+    def decide(mfa: UserMfa, now: datetime) -> tuple[R, OobCode, str]:
+        target = destination or mfa.oob_destination(method)
+        throttle: DeliveryThrottle = _load_throttle(services, method, target, now)
+        value, code = issue(mfa, new, throttle.next_send_at(now, enrolment=enrolment), now)
+        throttle.record_send(now, enrolment=enrolment)
+        throttles.append(throttle)  # only now: a refused send writes nothing to the throttle
+        return value, code, target
+
+    outcome = execute(
+        services, user_id, decide, create=create, missing=_not_enrolled(method), extra=throttles
+    )
+    value, code, target = outcome.value
+    position = _deliver(services, user_id, method, target, digits, code)
+    return Outcome(value, max(outcome.position, position)), code, target
+
+
+def _deliver(
+    services: Services, user_id: str, method: str, destination: str, digits: str, code: OobCode
+) -> int:
+    minutes = max(1, math.ceil((code.expires_at - code.issued_at).total_seconds() / 60))
+    body = message_text(services.totp_issuer, digits, minutes)
+    try:
+        if method == SMS:
+            if services.sms_sender is None:
+                raise DeliveryError("no SMS sender is configured")
+            services.sms_sender.send_sms(destination, body)
+        else:
+            if services.email_sender is None:
+                raise DeliveryError("no email sender is configured")
+            services.email_sender.send_email(destination, EMAIL_SUBJECT, body)
+    except DeliveryError:
+        log.warning("%s %s code not delivered; it was voided", method, code.purpose)
+        _record_delivery(services, user_id, method, code, "delivery_failed")
+        raise DeliveryFailedError(
+            f"the {method} code could not be delivered; try again later"
+        ) from None
+    return _record_delivery(services, user_id, method, code, None)
+
+
+def _record_delivery(
+    services: Services, user_id: str, method: str, code: OobCode, failure: str | None
+) -> int:
+    def decide(mfa: UserMfa, now: datetime) -> None:
+        mfa.record_oob_delivery(method, code.code_id, code.purpose, now, failure)
+
+    try:
+        return execute(services, user_id, decide, create=False).position
+    except DomainError:  # the user was erased meanwhile: nothing left to record it on
+        return 0
+
+
+def _not_enrolled(method: str) -> Callable[[], Exception]:
+    return lambda: NotEnrolledError(f"{method} is not enrolled")
+
+
+def _delivery(method: str, code: OobCode, destination: str) -> CodeDelivery:
+    hint = destination_hint(method, destination)
+    return CodeDelivery(method, code.purpose, code.expires_at, hint)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def enrol(services: Services, user_id: str, method: str, raw: str) -> Outcome[CodeDelivery]:
+    """Start enrolling a phone number (E.164) or email address: a code is sent to it."""
+    destination = normalise_destination(_checked(method), raw)
+
+    def issue(
+        mfa: UserMfa, new: NewOobCode, destination_next: datetime | None, now: datetime
+    ) -> tuple[None, OobCode]:
+        return None, mfa.start_oob_enrolment(method, destination, new, now, destination_next)
+
+    outcome, code, target = _send(
+        services, user_id, method, issue, destination=destination, create=True
+    )
+    return Outcome(_delivery(method, code, target), outcome.position)
+
+
+def send_login_code(services: Services, user_id: str, method: str) -> Outcome[CodeDelivery]:
+    """Send a login code to the verified destination."""
+
+    def issue(
+        mfa: UserMfa, new: NewOobCode, destination_next: datetime | None, now: datetime
+    ) -> tuple[None, OobCode]:
+        code = mfa.issue_oob_code(method, LOGIN, new, now, destination_next=destination_next)
+        return None, code
+
+    outcome, code, target = _send(services, user_id, _checked(method), issue)
+    return Outcome(_delivery(method, code, target), outcome.position)
+
+
+def verify(services: Services, user_id: str, method: str, code: str) -> Outcome[str]:
+    """Check a code: it confirms the enrolment or passes a login; the value is which."""
+    key = code_key(services)
+    return execute(
+        services,
+        user_id,
+        lambda mfa, now: mfa.verify_oob_code(_checked(method), code, key, now),
+        create=False,
+        missing=_not_enrolled(method),
+    )
+
+
+def disable(services: Services, user_id: str, method: str) -> Outcome[None]:
+    """Remove the factor: its destination and open codes are forgotten."""
+    return execute(
+        services,
+        user_id,
+        lambda mfa, now: mfa.remove_method(_checked(method), now),
+        create=False,
+        missing=_not_enrolled(method),
+    )
+
+
+def open_challenge(
+    services: Services, user_id: str, method: str, challenge_id: str
+) -> Outcome[MfaChallenge]:
+    """Open a generic challenge and send its code (bound to that challenge alone)."""
+
+    def issue(
+        mfa: UserMfa, new: NewOobCode, destination_next: datetime | None, now: datetime
+    ) -> tuple[MfaChallenge, OobCode]:
+        mfa.ensure_oob_send_allowed(method, now, destination_next)  # before opening anything
+        challenge = mfa.issue_challenge(challenge_id, method, now)
+        code = mfa.issue_oob_code(
+            method,
+            CHALLENGE,
+            new,
+            now,
+            challenge_id=challenge_id,
+            expires_at=challenge.expires_at,
+            destination_next=destination_next,
+        )
+        return challenge, code
+
+    outcome, _, _ = _send(services, user_id, _checked(method), issue)
+    return outcome
+
+
+def prove_challenge(
+    services: Services, mfa: UserMfa, challenge: MfaChallenge, code: str, now: datetime
+) -> tuple[str, Assurance]:
+    """Check the code of an SMS or email challenge; its credential id is the method."""
+    mfa.accept_oob_challenge_code(
+        challenge.method, challenge.challenge_id, code, code_key(services), now
+    )
+    return challenge.method, assurance(challenge.method)
+
+
+def _checked(method: str) -> str:
+    if method not in OOB_METHODS:
+        raise ValueError(f"not an SMS or email method: {method!r}")
+    return method

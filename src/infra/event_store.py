@@ -1,0 +1,133 @@
+"""The eventsourcing PostgreSQL persistence, made to fail fast while the database is down.
+
+The library retries every recorder call on InterfaceError/OperationalError up to 10 times,
+0.2 s apart, and a pool that hands out no connection within its timeout raises one of those:
+with the server down a single call took 10 x (pool timeout + 0.2 s), over 30 s, and a request
+hung for as long. Selected with `PERSISTENCE_MODULE=infra.event_store:FailFastPostgresFactory`:
+
+- reads are tried at most `READ_ATTEMPTS` times (a connection that broke under us is worth one
+  more go), never again once the pool itself gave up, which already waited its timeout;
+- appends are tried once: an append whose connection broke may have committed, so trying it
+  again could apply a command twice; the caller answers 503 and the client decides;
+- the pool's own connection attempts get the connect timeout (the library leaves it out), and
+  a reconnection that keeps failing gives up after `RECONNECT_SECONDS`, so the pool reconnects
+  on demand soon after the server is back rather than after an exponential backoff that grows
+  with the length of the outage; a pool that had no connection to give is nudged to start one
+  (`_ensure_reconnecting`), or it could refuse every call forever after a long outage;
+- once a connection was lost or the pool had none to give, calls wait for one only briefly for
+  a while (`infra.sql.ConnectionWait`): an outage does not hold every thread for the timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import psycopg_pool
+from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresFactory,
+)
+
+from infra.sql import ConnectionWait, connection_lost
+
+READ_ATTEMPTS = 2
+RETRY_WAIT_SECONDS = 0.05
+RECONNECT_SECONDS = 5.0
+
+T = TypeVar("T")
+_waits: weakref.WeakKeyDictionary[Any, ConnectionWait] = weakref.WeakKeyDictionary()
+_POOL_GAVE_UP = (psycopg_pool.PoolTimeout, psycopg_pool.TooManyRequests, psycopg_pool.PoolClosed)
+
+
+def _unretried(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The library's method without its retry decorator."""
+    inner: Callable[..., Any] = inspect.unwrap(method)
+    return inner
+
+
+def _call(recorder: PostgresAggregateRecorder, call: Callable[[], T], attempts: int = 1) -> T:
+    pool = recorder.datastore.pool
+    wait = _waits.get(pool)
+    for attempt in range(1, attempts + 1):
+        if wait is not None:
+            pool.timeout = wait.timeout()  # the library asks the pool for its default timeout
+        try:
+            return call()
+        except (InterfaceError, OperationalError) as exc:
+            if wait is not None and connection_lost(exc.__cause__):
+                wait.outage_seen()
+            if isinstance(exc.__cause__, _POOL_GAVE_UP):
+                _ensure_reconnecting(pool)
+                raise
+            if attempt == attempts:
+                raise
+            time.sleep(RETRY_WAIT_SECONDS)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ensure_reconnecting(pool: psycopg_pool.ConnectionPool[Any]) -> None:
+    """Make sure the pool is trying to connect when it had none to give.
+
+    Its reconnection gives up after `RECONNECT_SECONDS`, and with `POSTGRES_MAX_WAITING` set,
+    the callers that timed out stay counted as waiting: once they reach the limit, every call
+    is refused before the pool would start a new connection, and it never recovers by itself.
+    `check()` starts one when none is under way (and is a no-op otherwise).
+    """
+    with contextlib.suppress(Exception):
+        pool.check()
+
+
+_aggregate_insert = _unretried(PostgresAggregateRecorder.insert_events)
+_select_events = _unretried(PostgresAggregateRecorder.select_events)
+_application_insert = _unretried(PostgresApplicationRecorder.insert_events)
+_select_notifications = _unretried(PostgresApplicationRecorder.select_notifications)
+_max_notification_id = _unretried(PostgresApplicationRecorder.max_notification_id)
+
+
+class FailFastAggregateRecorder(PostgresAggregateRecorder):
+    """The snapshot store."""
+
+    def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
+        return _call(self, lambda: _aggregate_insert(self, stored_events, **kwargs))
+
+    def select_events(self, *args: Any, **kwargs: Any) -> Any:
+        return _call(self, lambda: _select_events(self, *args, **kwargs), READ_ATTEMPTS)
+
+
+class FailFastApplicationRecorder(PostgresApplicationRecorder):
+    """The event store and its notification log."""
+
+    def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
+        return _call(self, lambda: _application_insert(self, stored_events, **kwargs))
+
+    def select_events(self, *args: Any, **kwargs: Any) -> Any:
+        return _call(self, lambda: _select_events(self, *args, **kwargs), READ_ATTEMPTS)
+
+    def select_notifications(self, *args: Any, **kwargs: Any) -> Any:
+        return _call(self, lambda: _select_notifications(self, *args, **kwargs), READ_ATTEMPTS)
+
+    def max_notification_id(self) -> Any:
+        return _call(self, lambda: _max_notification_id(self), READ_ATTEMPTS)
+
+
+class FailFastPostgresFactory(PostgresFactory):
+    """The library's PostgreSQL factory with the recorders and pool settings above."""
+
+    aggregate_recorder_class = FailFastAggregateRecorder
+    application_recorder_class = FailFastApplicationRecorder
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        pool = self.datastore.pool
+        pool.reconnect_timeout = RECONNECT_SECONDS
+        _waits[pool] = ConnectionWait(pool.timeout)
+        connect_timeout = self.env.get(self.POSTGRES_CONNECT_TIMEOUT)
+        if connect_timeout and isinstance(pool.kwargs, dict):
+            pool.kwargs["connect_timeout"] = int(connect_timeout)
