@@ -12,10 +12,12 @@ from api.settings import Settings
 from commands.app import MfaApplication
 from projections.audit import export_log
 from projections.rebuild import rebuild_projection
+from tests.api.test_oob import PHONE, enrol_sms
 from tests.api.test_persistence import _stored_text
 from tests.api.test_totp import enrol
 from tests.conftest import NATS_URL, LiveServer, make_settings, new_user, require_service
 from tests.integration.nats_support import PrivateNats, nats_problem, stream_messages
+from tests.support.delivery import SmsProvider
 
 
 @pytest.fixture
@@ -41,17 +43,29 @@ def _caught_up(server: LiveServer) -> None:
             time.sleep(0.05)
 
 
+@pytest.fixture
+def sms() -> Iterator[SmsProvider]:
+    provider = SmsProvider().start()
+    yield provider
+    provider.stop()
+
+
 def test_erasure_shreds_every_secret_and_the_user_id_and_the_log_still_replays(
     tmp_path: Path,
     database_url: str,
     nats: PrivateNats,
+    sms: SmsProvider,
     start_server: Callable[[Settings], LiveServer],
 ) -> None:
-    settings = make_settings(tmp_path, database_url, MFA_NATS_URL=nats.url)
+    settings = make_settings(
+        tmp_path, database_url, MFA_NATS_URL=nats.url, MFA_SMS_WEBHOOK_URL=sms.url
+    )
     server = start_server(settings)
     user = f"erase-me-{new_user()}"
     client = server.client(user)
     device_id, secret = enrol(client, server)
+    enrol_sms(client, sms, PHONE)
+    phone_digits = PHONE.lstrip("+")
     codes = client.post("/mfa/backup-codes/generate").json()["codes"]
     token = client.post("/mfa/trusted-devices", json={"name": "laptop"}).json()["device_token"]
     _caught_up(server)
@@ -73,10 +87,18 @@ def test_erasure_shreds_every_secret_and_the_user_id_and_the_log_still_replays(
 
     _caught_up(server)
     stored = _stored_text(settings)
-    for value in (user, secret, token, *codes, *(c.replace("-", "") for c in codes)):
+    for value in (
+        user,
+        secret,
+        token,
+        PHONE,
+        phone_digits,
+        *codes,
+        *(c.replace("-", "") for c in codes),
+    ):
         assert value not in stored
     on_nats = str([m["event"] for m in stream_messages(nats.url)])
-    for value in (secret, token, *codes):
+    for value in (secret, token, PHONE, phone_digits, *codes):
         assert value not in on_nats
     erased_messages = [
         m["event"] for m in stream_messages(nats.url) if m["event"]["type"] == "mfa.user.erased"
