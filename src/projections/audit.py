@@ -91,6 +91,16 @@ def state_at(app: MfaApplication, aggregate_id: UUID, at: datetime) -> dict[str,
     return describe_state(mfa, at)
 
 
+def mask_destination(destination: str | None) -> str | None:
+    """Enough of a phone number or address to recognise it, not enough to use it."""
+    if not destination:
+        return None
+    if "@" in destination:
+        local, _, domain = destination.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return f"***{destination[-2:]}"
+
+
 def describe_state(mfa: UserMfa, at: datetime) -> dict[str, Any]:
     """The aggregate's state without secrets."""
     codes = mfa.backup_codes
@@ -114,6 +124,34 @@ def describe_state(mfa: UserMfa, at: datetime) -> dict[str, Any]:
             "generated_at": codes.generated_at,
             "total": len(codes.codes),
             "remaining": codes.remaining(),
+        },
+        "webauthn_credentials": [
+            {
+                "credential_id": c.credential_id,
+                "name": c.name,
+                "sign_count": c.sign_count,
+                "backup_eligible": c.backup_eligible,
+                "clone_suspected": c.clone_suspected,
+                "created_at": c.created_at,
+                "last_used_at": c.last_used_at,
+            }
+            for c in sorted(mfa.webauthn_credentials.values(), key=lambda c: c.created_at)
+        ],
+        "trusted_devices": [
+            {"device_id": d.device_id, "name": d.name, "expires_at": d.expires_at}
+            for d in sorted(mfa.trusted_devices.values(), key=lambda d: d.created_at)
+        ],
+        "push_devices": [
+            {"device_id": d.device_id, "name": d.name, "platform": d.platform}
+            for d in sorted(mfa.push_devices.values(), key=lambda d: d.created_at)
+        ],
+        "oob": {
+            method: {
+                "enrolled": factor.is_active(),
+                "destination": mask_destination(factor.destination),
+                "enrolled_at": factor.enrolled_at,
+            }
+            for method, factor in sorted(mfa.oob_factors.items())
         },
         "locks": {
             factor: {

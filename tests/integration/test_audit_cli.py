@@ -1,0 +1,107 @@
+"""Auditors: `mfa audit history|state|export`, `mfa projections status|rebuild`, and HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from api.settings import Settings
+from tests.api.helpers import code_at
+from tests.api.test_totp import enrol
+from tests.conftest import LiveServer, new_user
+
+MFA = Path(sys.executable).parent / "mfa"
+
+
+def run_mfa(settings_env: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [str(MFA), *args],
+        env={**os.environ, **settings_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_history_state_export_and_projection_commands_replay_the_log(
+    tmp_path: Path, start_server: Callable[[Settings], LiveServer]
+) -> None:
+    env = {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": f"sqlite:///{tmp_path / 'mfa.sqlite'}",
+        "MFA_JWT_SECRET": "audit-secret-" + "q" * 40,
+        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    server = start_server(Settings.from_env(env))
+    user = new_user()
+    client = server.client(user)
+    _, secret = enrol(client, server)
+    enrolled_at = server.clock.now()
+    server.clock.advance(3600)
+    codes = client.post("/mfa/backup-codes/generate").json()["codes"]
+    server.clock.advance(30)
+    client.post("/mfa/totp/validate", json={"code": code_at(secret, server.clock.now())})
+    server.runtime.read_models.wait_for(server.runtime.services.app.max_position())
+    server.stop()
+
+    history = run_mfa(env, "audit", "history", user)
+    types = [entry["type"] for entry in history]
+    assert types == [
+        "mfa.user.created.v1",
+        "mfa.totp.device_registered.v1",
+        "mfa.totp.device_verified.v1",
+        "mfa.backup_codes.generated.v1",
+        "mfa.totp.code_accepted.v1",
+    ]
+    assert [entry["position"] for entry in history] == sorted(e["position"] for e in history)
+    assert history[1]["data"]["secret"] == "***"
+    assert history[3]["data"]["codes"] == "***"
+    text = json.dumps(history)
+    assert secret not in text
+    assert not any(code in text for code in codes)
+
+    before = run_mfa(
+        env, "audit", "state", user, "--at", (enrolled_at + timedelta(minutes=1)).isoformat()
+    )
+    assert before[0]["backup_codes"] is None
+    assert before[0]["totp_devices"][0]["status"] == "active"
+    after = run_mfa(env, "audit", "state", user, "--at", server.clock.now().isoformat())
+    assert after[0]["backup_codes"]["remaining"] == 10
+    assert secret not in json.dumps(after)
+
+    exported = run_mfa(env, "audit", "export")
+    assert [e["position"] for e in exported] == list(range(1, len(exported) + 1))
+    assert len(exported) >= len(history)
+
+    status = {s["name"]: s for s in run_mfa(env, "projections", "status")}
+    assert all(s["lag"] == 0 for s in status.values())
+    rebuilt = run_mfa(env, "projections", "rebuild", "totp_devices")
+    assert rebuilt[0]["matched_live"] is True
+
+
+def test_admins_page_through_a_users_history_over_http(server: LiveServer) -> None:
+    user = new_user()
+    client = server.client(user)
+    for _ in range(3):
+        client.post("/mfa/backup-codes/generate")
+    admin = server.client("root", "mfa:admin")
+    first = admin.get(f"/admin/mfa/users/{user}/events", params={"limit": 2}).json()
+    assert [e["version"] for e in first["items"]] == [1, 2]
+    rest = admin.get(
+        f"/admin/mfa/users/{user}/events", params={"limit": 2, "cursor": first["next_cursor"]}
+    ).json()
+    assert [e["version"] for e in rest["items"]] == [3, 4]
+    assert rest["next_cursor"] is None
+    assert all(e["data"]["codes"] == "***" for e in first["items"][1:] + rest["items"])
+    assert server.client(user).get(f"/admin/mfa/users/{user}/events").status_code == 403
+    bad = admin.get(f"/admin/mfa/users/{user}/events", params={"cursor": "@@@"})
+    assert bad.status_code == 400
