@@ -161,3 +161,19 @@ def test_a_wrapped_key_moved_to_another_owner_cannot_be_unwrapped(
 def test_a_master_key_that_is_not_32_bytes_is_refused(db: SqliteDatabase, length: int):
     with pytest.raises(ValueError, match="32 bytes"):
         SqlKeyVault(db, os.urandom(length))
+
+
+def test_a_key_destroyed_by_another_process_stops_working_here_once_the_cache_expires(
+    tmp_path: Path,
+) -> None:
+    from infra.sql import SqliteDatabase
+
+    master = os.urandom(32)
+    here = SqlKeyVault(SqliteDatabase(tmp_path / "keys.sqlite"), master, cache_seconds=0.05)
+    there = SqlKeyVault(SqliteDatabase(tmp_path / "keys.sqlite"), master)
+    assert here.get_or_create("user-1") == there.get("user-1")
+    there.destroy("user-1")
+    import time
+
+    time.sleep(0.06)
+    assert here.get("user-1") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ _DDL = {
     "key_id TEXT PRIMARY KEY, wrapped BYTEA NOT NULL, created_at TEXT NOT NULL)",
 }
 NONCE_BYTES = 12
+CACHE_SECONDS = 30.0
 
 
 class MasterKeyMismatchError(RuntimeError):
@@ -28,20 +30,27 @@ class MasterKeyMismatchError(RuntimeError):
 class SqlKeyVault:
     """Data keys in table `mfa_data_keys`; unwrapped keys are cached in memory (bounded)."""
 
-    def __init__(self, db: Database, master_key: bytes, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        master_key: bytes,
+        cache_size: int = 10_000,
+        cache_seconds: float = CACHE_SECONDS,
+    ) -> None:
         if len(master_key) != 32:
             raise ValueError("the master key must be 32 bytes")
         self._db = db
         self._master = AESGCM(master_key)
-        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
         with db.transaction() as cur:
             cur.execute(_DDL[db.dialect])
 
     def _remember(self, key_id: str, key: bytes) -> bytes:
         with self._lock:
-            self._cache[key_id] = key
+            self._cache[key_id] = (key, time.monotonic() + self._cache_seconds)
             self._cache.move_to_end(key_id)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -49,7 +58,16 @@ class SqlKeyVault:
 
     def _cached(self, key_id: str) -> bytes | None:
         with self._lock:
-            return self._cache.get(key_id)
+            entry = self._cache.get(key_id)
+            if entry is None:
+                return None
+            key, expires = entry
+            if time.monotonic() >= expires:
+                # Bounded staleness: a key destroyed by another process (an erasure) stops
+                # being usable here within CACHE_SECONDS.
+                del self._cache[key_id]
+                return None
+            return key
 
     def _unwrap(self, key_id: str, wrapped: bytes) -> bytes:
         try:
