@@ -38,8 +38,9 @@ from api.controllers.step_up import StepUpController, jwks
 from api.controllers.totp import TotpController
 from api.controllers.trusted_devices import TrustedDeviceController
 from api.controllers.webauthn import WebAuthnController
-from api.deps import Runtime, provide_runtime
+from api.deps import Runtime, StrictJsonRequest, provide_runtime
 from api.errors import EXCEPTION_HANDLERS
+from api.input_rules import refuse_control_characters
 from api.settings import Settings
 from commands.adapters.dev_log import LogSender
 from commands.adapters.epochs import SqlUserEpochs
@@ -53,6 +54,7 @@ from commands.app import MfaApplication, Services, event_store_env
 from commands.ports import Clock, Random, SystemClock, SystemRandom
 from commands.verifiers import RelyingParty
 from infra.lease import lease_for
+from infra.log_redaction import install_url_redaction
 from infra.sql import open_database, schema_lock
 from projections.nats_relay import NatsRelay
 from projections.runner import ProjectionRunner, ReadModels, default_projections
@@ -68,6 +70,7 @@ def build_runtime(
     run_projections: bool | None = None,
 ) -> Runtime:
     """Construct the adapters, the application and the read side from settings."""
+    install_url_redaction()  # push endpoint URLs are push tokens: not in the log
     db = open_database(settings.database_url, settings.db_pool_size)
     with schema_lock(settings.database_url):
         vault = SqlKeyVault(db, settings.master_key)
@@ -191,6 +194,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             "user": Provide(provide_principal, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=refuse_control_characters,
+        request_class=StrictJsonRequest,
         openapi_config=openapi,
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

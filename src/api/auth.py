@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,13 @@ from api.settings import Settings
 
 ADMIN_SCOPE = "mfa:admin"
 INTERNAL_SCOPE = "mfa:internal"
+# Identity providers' access tokens are well under 2 KB; anything far larger is refused before
+# it is decoded (base64 and JSON of a megabyte header would be work done for an attacker).
+MAX_TOKEN_LENGTH = 8192
+# A subject becomes the user id: no control characters (NUL cannot be stored in PostgreSQL
+# text and would stall every projection; NUL also separates a user id from its erasure epoch).
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+_NUMERIC_DATES = ("exp", "nbf", "iat")
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,8 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; NotAuthorizedException otherwise."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise NotAuthorizedException(detail="invalid or expired token")
         try:
             claims = jwt.decode(
                 token,
@@ -72,8 +82,12 @@ class TokenVerifier:
         scope = claims.get("scope", "")
         if not isinstance(sub, str) or not sub or not isinstance(scope, str):
             raise NotAuthorizedException(detail="invalid token claims")
-        if len(sub) > 256:
+        if len(sub) > 256 or _CONTROL_CHARACTERS.search(sub):
             raise NotAuthorizedException(detail="invalid token claims")
+        for name in _NUMERIC_DATES:  # RFC 7519 NumericDate: a JSON number, not "1700000000"
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise NotAuthorizedException(detail="invalid token claims")
         return Principal(sub=sub, scopes=frozenset(scope.split()))
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
+import msgspec
 from litestar import Request, Response
+from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import PathParameter, QueryParameter
 
 from api.schemas.common import Problem
@@ -26,12 +30,71 @@ class ReadModelBehindError(Exception):
 
 
 POSITION_HEADER = "X-MFA-Position"
+# The `security` of a public route: no authentication. (An empty list would not do: it is left
+# out of the document, and the route would inherit the bearer requirement of every other one.)
+PUBLIC: list[dict[str, list[str]]] = [{}]
 
 # Query parameters every paginated list takes (API.md: default 50, at most 200).
 Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 PageCursor = Annotated[str | None, QueryParameter(max_length=512)]
-UserIdPath = Annotated[str, PathParameter(min_length=1, max_length=256)]
+# The same rule as a user id in a body (`api.schemas.common.UserId`): no control characters.
+UserIdPath = Annotated[
+    str, PathParameter(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+# A time in a query: RFC 3339 with an offset, declared as a string because Litestar would also
+# read an epoch number or a time without a zone as a datetime. Handlers call `parse_time`.
+RFC3339 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+TimeQuery = Annotated[
+    str | None, QueryParameter(pattern=RFC3339, max_length=64, schema_extra={"format": "date-time"})
+]
 READ_WAIT_SECONDS = 10.0
+
+
+def parse_time(name: str, value: str | None) -> datetime | None:
+    """The datetime of a `TimeQuery` value; 400 `validation_error` when no such time exists."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.upper())
+    except ValueError as exc:
+        message = "not a valid RFC 3339 time"
+        extra = [{"key": name, "message": message, "source": "query"}]
+        raise ValidationException(detail=f"{name}: {message}", extra=extra) from exc
+
+
+class StrictJsonRequest(Request[Any, Any, Any]):
+    """Requests whose JSON body must have exactly the JSON types the OpenAPI document shows.
+
+    Litestar converts bodies leniently (`0` or `"true"` for a boolean, `"5"` for an integer, an
+    epoch number for a datetime); the body is first checked strictly against the handler's
+    `data` type, so what the document calls invalid is a 400 `validation_error`.
+    """
+
+    async def json(self) -> Any:
+        value = await super().json()
+        field = self.route_handler.parsed_data_field
+        if field is not None:
+            try:
+                msgspec.convert(value, field.annotation, strict=True)
+            except msgspec.ValidationError as exc:
+                message, _, path = str(exc).partition(" - at `$")
+                key = path.rstrip("`").lstrip(".") or "data"
+                extra = [{"key": key, "message": message, "source": "body"}]
+                raise ValidationException(detail=f"{key}: {message}", extra=extra) from exc
+        return value
+
+
+@dataclass
+class OptionalBody(Operation):
+    """The operation of a handler whose body may be left out (`data: X | None = None`): Litestar
+    marks every request body required, so its handlers set `operation_class=OptionalBody`."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
 
 
 @dataclass
@@ -68,8 +131,10 @@ class Runtime:
         """
         position = self.services.writes.position(user_id) if self.services.writes else 0
         claimed = request.headers.get(POSITION_HEADER, "")
-        if claimed.isdigit() and len(claimed) < 19:
-            position = max(position, int(claimed))
+        if claimed.isdigit() and len(claimed) < 19 and int(claimed) > position:
+            # No write lies beyond the head of the log: a larger claim would only hold a
+            # worker thread for the whole wait and then answer 503.
+            position = min(int(claimed), self.services.app.max_position())
         if not self.read_models.wait_for(position, timeout=READ_WAIT_SECONDS):
             # Serving a read that misses the caller's own write would be a lie: say so.
             raise ReadModelBehindError("the read models are behind this client's writes")

@@ -19,6 +19,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from api.deps import ReadModelBehindError
 from commands.app import ConcurrencyConflictError, StoreUnavailableError
+from domain.erasure import UserErasedError
 from domain.errors import (
     AlreadyEnrolledError,
     ChallengeExpiredError,
@@ -53,6 +54,7 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     ChallengeUsedError: 409,
     ChallengePendingError: 409,
     DeliveryFailedError: 502,
+    UserErasedError: 409,
 }
 
 _HTTP_CODES = {

@@ -16,6 +16,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, OperationalError
 
+from commands.decoys import DecoyLockouts
 from commands.ports import (
     Clock,
     EmailSender,
@@ -167,10 +168,13 @@ class Services:
     push_sender: PushSender | None = None
     sms_sender: SmsSender | None = None
     email_sender: EmailSender | None = None
+    decoys: DecoyLockouts | None = None  # lockouts of users without an aggregate
 
     def __post_init__(self) -> None:
         if self.writes is None:
             self.writes = WriteTracker()
+        if self.decoys is None:
+            self.decoys = DecoyLockouts()
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import segno
 
 from commands.app import Outcome, Services, execute, load_user
 from commands.verifiers import new_totp_secret, provisioning_uri, totp_timecode
-from domain.errors import NotFoundError
-from domain.totp import DEFAULT_ALGORITHM, DEFAULT_DIGITS, DEFAULT_PERIOD, TotpDevice
+from domain.errors import NotEnrolledError, NotFoundError
+from domain.totp import DEFAULT_ALGORITHM, DEFAULT_DIGITS, DEFAULT_PERIOD, OTP, TotpDevice
 from domain.user_mfa import UserMfa
 
 
@@ -73,14 +73,42 @@ def validate_totp(services: Services, user_id: str, code: str) -> Outcome[str]:
     """A login check against every active device; each time step passes once per device."""
 
     def decide(mfa: UserMfa, now: datetime) -> str:
-        matches: dict[str, int] = {}
-        for device in mfa.active_totp_devices():
-            timecode = totp_timecode(device, code, now)
-            if timecode is not None:
-                matches[device.device_id] = timecode
-        return mfa.accept_totp(matches, now)
+        return mfa.accept_totp(_matches(mfa, code, now), now)
 
     return execute(services, user_id, decide, create=False)
+
+
+class _UnknownUserError(Exception):
+    """The named user has no aggregate (never enrolled, or erased)."""
+
+
+def validate_totp_for_service(services: Services, user_id: str, code: str) -> Outcome[str]:
+    """The check another service makes for a user it names (`/internal/mfa/totp/validate`).
+
+    The answer must not tell whether the user exists or has TOTP: a user without active TOTP
+    is refused like a wrong code (failures and lockout recorded on their aggregate, bounded
+    by the lockout as for anyone), and an unknown user gets the same sequence from
+    in-memory decoy lockouts, with nothing written (docs/architecture.md, "Unknown users").
+    """
+
+    def decide(mfa: UserMfa, now: datetime) -> str:
+        return mfa.accept_totp(_matches(mfa, code, now), now, conceal_enrolment=True)
+
+    try:
+        return execute(services, user_id, decide, create=False, missing=_UnknownUserError)
+    except _UnknownUserError:
+        assert services.decoys is not None
+        raise services.decoys.refuse(user_id, OTP, services.clock.now()) from None
+
+
+def _matches(mfa: UserMfa, code: str, now: datetime) -> dict[str, int]:
+    """Active device id → the time step `code` matches on it."""
+    matches: dict[str, int] = {}
+    for device in mfa.active_totp_devices():
+        timecode = totp_timecode(device, code, now)
+        if timecode is not None:
+            matches[device.device_id] = timecode
+    return matches
 
 
 def disable_totp_device(services: Services, user_id: str, device_id: str) -> Outcome[TotpDevice]:
@@ -115,8 +143,15 @@ def revoke_totp_device(services: Services, user_id: str, device_id: str) -> Outc
 
 
 def disable_totp(services: Services, user_id: str) -> Outcome[list[str]]:
-    """Switch TOTP off for the user (every active device)."""
-    return execute(services, user_id, lambda mfa, now: mfa.disable_totp(now), create=False)
+    """Switch TOTP off for the user (every active device). An unknown user gets the answer of
+    a known one without TOTP (a service names the user: no hint whether it exists)."""
+    return execute(
+        services,
+        user_id,
+        lambda mfa, now: mfa.disable_totp(now),
+        create=False,
+        missing=lambda: NotEnrolledError("TOTP is not enabled"),
+    )
 
 
 def enable_totp(services: Services, user_id: str) -> Outcome[list[str]]:

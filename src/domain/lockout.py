@@ -53,3 +53,16 @@ class FactorLock:
         self.level = 0
         self.locked_until = None
         self.refusals_recorded_for = None
+
+    def fail_unrecorded(self, at: datetime) -> int:
+        """Count one failure of a lock that lives outside the event store (users the service
+        does not know), exactly as `VerificationFailed` and `FactorLocked` change a user's
+        lock; returns the attempts remaining (0 when this failure locked the factor)."""
+        locks_now = self.next_failure_locks()
+        if self.locked_until is not None and at >= self.locked_until:
+            self.locked_until = None
+        self.record_failure()
+        if locks_now:
+            self.lock(at + lock_duration(self.level + 1))
+            return 0
+        return self.attempts_remaining()

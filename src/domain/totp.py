@@ -226,12 +226,18 @@ class TotpMixin(UserMfaState):
             timestamp=at,
         )
 
-    def accept_totp(self, matches: dict[str, int], at: datetime) -> str:
+    def accept_totp(
+        self, matches: dict[str, int], at: datetime, *, conceal_enrolment: bool = False
+    ) -> str:
         """Accept a login code. `matches` maps active device ids to the time step the code
         matched; a step at or before a device's last accepted step is a replay. Returns the
-        device id that accepted the code."""
+        device id that accepted the code. With `conceal_enrolment` (a caller that names the
+        user) a user without active TOTP is refused exactly like a wrong code, lockout
+        included, so the answer does not tell whether the user has TOTP."""
         self._ensure_unlocked(OTP, at)
         if not self.active_totp_devices():
+            if conceal_enrolment:
+                raise self._fail(OTP, "not_enrolled", at)
             raise NotEnrolledError("TOTP is not enabled")
         fresh = {
             device_id: timecode

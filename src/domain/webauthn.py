@@ -23,6 +23,9 @@ WEBAUTHN = "webauthn"
 CEREMONY_TTL = timedelta(minutes=5)
 MAX_PENDING_REGISTRATIONS = 5
 MAX_WEBAUTHN_CREDENTIALS = 20
+# Consumed ceremonies remembered, so that a replay reads as used (409) while an id the user
+# never had reads as unknown (404), like another user's.
+USED_REGISTRATIONS_KEPT = 20
 
 
 @dataclass
@@ -98,7 +101,7 @@ class WebAuthnCredentialRegistered(UserMfaEvent):
     user_verified: bool
 
     def apply(self, aggregate: WebAuthnMixin) -> None:
-        aggregate.webauthn_registrations.pop(self.registration_id, None)
+        aggregate.consume_webauthn_registration(self.registration_id)
         aggregate.webauthn_credentials[self.credential_id] = WebAuthnCredential(
             credential_id=self.credential_id,
             name=self.name,
@@ -119,7 +122,7 @@ class WebAuthnRegistrationRejected(UserMfaEvent):
     reason: str
 
     def apply(self, aggregate: WebAuthnMixin) -> None:
-        aggregate.webauthn_registrations.pop(self.registration_id, None)
+        aggregate.consume_webauthn_registration(self.registration_id)
 
 
 class WebAuthnCredentialRenamed(UserMfaEvent):
@@ -175,6 +178,21 @@ class WebAuthnMixin(UserMfaState):
     def forget_primary(self, credential_id: str) -> None:
         """Overridden by the aggregate: a removed credential stops being primary."""
 
+    # Kept in the instance dict under a private name and created on first use, so that a
+    # snapshot taken before it existed still loads.
+    @property
+    def used_webauthn_registrations(self) -> list[str]:
+        """Ids of the latest consumed registration ceremonies (completed or rejected)."""
+        used: list[str] = vars(self).setdefault("_used_webauthn_registrations", [])
+        return used
+
+    def consume_webauthn_registration(self, registration_id: str) -> None:
+        """A ceremony is used up (called while applying events)."""
+        self.webauthn_registrations.pop(registration_id, None)
+        used = self.used_webauthn_registrations
+        used.append(registration_id)
+        del used[:-USED_REGISTRATIONS_KEPT]
+
     def webauthn_credential(self, credential_id: str) -> WebAuthnCredential:
         """One of the user's credentials, or NotFoundError."""
         try:
@@ -202,10 +220,13 @@ class WebAuthnMixin(UserMfaState):
         return self.webauthn_registrations[registration_id]
 
     def pending_registration(self, registration_id: str, at: datetime) -> PendingRegistration:
-        """An open ceremony of this user; used, unknown and expired ones are refused."""
+        """An open ceremony of this user; used (409), unknown (404, as another user's would
+        be) and expired (410) ones are refused."""
         registration = self.webauthn_registrations.get(registration_id)
         if registration is None:
-            raise ChallengeUsedError("unknown or already used registration")
+            if registration_id in self.used_webauthn_registrations:
+                raise ChallengeUsedError("this registration was already used")
+            raise NotFoundError("no such registration")
         if registration.expires_at <= at:
             raise ChallengeExpiredError("the registration ceremony expired; start again")
         return registration

@@ -16,7 +16,23 @@ from commands.store import RedactedEvent
 from domain.user_mfa import UserMfa
 
 MASK = "***"
-SENSITIVE_FIELDS = frozenset({"secret", "codes", "salt", "hash", "timecode", "destination"})
+# Secrets, hashes of secrets, key material, contact details and ceremony challenges: auditors
+# see that they were there, not what they were (DESIGN.md: none leaves the service in clear).
+SENSITIVE_FIELDS = frozenset(
+    {
+        "secret",
+        "codes",
+        "salt",
+        "hash",
+        "token_hash",
+        "timecode",
+        "destination",
+        "public_key",
+        "push_token",
+        "challenge",
+        "webauthn_challenge",
+    }
+)
 _ENVELOPE_FIELDS = ("originator_id", "originator_version", "timestamp")
 
 

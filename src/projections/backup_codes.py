@@ -84,7 +84,7 @@ def list_backup_codes(
     params: list[Any] = []
     where = ""
     if cursor:
-        (after,) = decode_cursor(cursor, 1)
+        (after,) = decode_cursor(cursor, 1, (str,))
         where = "WHERE user_id > %s"
         params.append(after)
     cur.execute(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any, ClassVar, Protocol
 
 from domain.erasure import UserErased, UserMfaReset
 from infra.sql import Cursor
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 TRACKING_DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_tracking ("
     "projection TEXT PRIMARY KEY, position BIGINT NOT NULL, updated_at TEXT)"
@@ -76,7 +78,7 @@ def oldest_first_page(
     params: list[Any] = [user_id]
     where = "user_id = %s"
     if cursor:
-        created_at, last_id = decode_cursor(cursor, 2)
+        created_at, last_id = decode_cursor(cursor, 2, (str, str))
         where += f" AND (created_at > %s OR (created_at = %s AND {id_column} > %s))"
         params += [created_at, created_at, last_id]
     cur.execute(
@@ -90,8 +92,11 @@ def oldest_first_page(
     return page, encode_cursor([last[-2], last[-1]]) if last is not None else None
 
 
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
-    """The values inside a cursor; InvalidCursorError when it is malformed."""
+def decode_cursor(
+    cursor: str, arity: int, kinds: tuple[type[str] | type[int], ...] | None = None
+) -> list[Any]:
+    """The values inside a cursor (of `kinds`, when given); InvalidCursorError when it is
+    malformed."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -100,5 +105,13 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     if not isinstance(values, list) or len(values) != arity:
         raise InvalidCursorError("malformed cursor")
     if not all(isinstance(v, str | int) for v in values):
+        raise InvalidCursorError("malformed cursor")
+    # The service's cursors hold times and ids; a control character (NUL above all, which
+    # PostgreSQL cannot compare) means someone else made this one.
+    if any(isinstance(v, str) and _CONTROL_CHARACTERS.search(v) for v in values):
+        raise InvalidCursorError("malformed cursor")
+    if any(isinstance(v, int) and not -(2**63) <= v < 2**63 for v in values):
+        raise InvalidCursorError("malformed cursor")  # beyond any BIGINT
+    if kinds is not None and not all(type(v) is k for v, k in zip(values, kinds, strict=True)):
         raise InvalidCursorError("malformed cursor")
     return values

@@ -146,7 +146,7 @@ def list_push_challenges(
         where.append("user_id = %s")
         params.append(user_id)
     if cursor:
-        created_at, challenge_id = decode_cursor(cursor, 2)
+        created_at, challenge_id = decode_cursor(cursor, 2, (str, str))
         where.append("(created_at < %s OR (created_at = %s AND challenge_id < %s))")
         params += [created_at, created_at, challenge_id]
     clause = ("WHERE " + " AND ".join(where)) if where else ""

@@ -41,7 +41,7 @@ class BackupCodeController(Controller):
     guards = [authenticated]
     tags = ["backup codes"]
 
-    @post("/generate", status_code=201, sync_to_thread=True, responses=problems())
+    @post("/generate", status_code=201, sync_to_thread=True, responses=problems(409))
     def generate(
         self, user: NamedDependency[Principal], runtime: NamedDependency[Runtime]
     ) -> Response[GeneratedBackupCodesResponse]:

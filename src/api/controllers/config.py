@@ -16,7 +16,15 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api.auth import Principal, admin_only
-from api.deps import POSITION_HEADER, Limit, PageCursor, Runtime, problems
+from api.deps import (
+    POSITION_HEADER,
+    Limit,
+    PageCursor,
+    Runtime,
+    TimeQuery,
+    parse_time,
+    problems,
+)
 from api.errors import problem
 from api.schemas.config import (
     AllowlistEntryBody,
@@ -44,7 +52,7 @@ from commands.config import (
     RiskPolicyDraft,
 )
 from domain.config import AllowlistEntry, ChangedBy, MfaConfig
-from domain.risk import DEFAULT_LEVEL_POLICIES, InvalidValueError, RiskAssessment
+from domain.risk import DEFAULT_LEVEL_POLICIES, RISK_LEVELS, InvalidValueError, RiskAssessment
 from projections.audit_log import RESOURCE_TYPES, list_config_audit_log
 from projections.base import InvalidCursorError, decode_cursor, encode_cursor
 
@@ -52,11 +60,10 @@ T = TypeVar("T")
 REQUEST_ID_HEADER = "X-Request-ID"
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}$")
 
-LevelPath = Annotated[str, PathParameter(min_length=1, max_length=32)]
+LevelPath = Annotated[str, PathParameter(pattern=f"^({'|'.join(RISK_LEVELS)})$")]
 EntryIdPath = Annotated[str, PathParameter(min_length=1, max_length=128)]
-ResourceType = Annotated[str | None, QueryParameter(max_length=32)]
+ResourceType = Annotated[str | None, QueryParameter(pattern=f"^({'|'.join(RESOURCE_TYPES)})$")]
 Actor = Annotated[str | None, QueryParameter(min_length=1, max_length=256)]
-Since = Annotated[datetime | None, QueryParameter()]
 
 
 def invalid_value_handler(_: Request[Any, Any, Any], exc: InvalidValueError) -> Response[Any]:
@@ -335,7 +342,10 @@ class IpAllowlistController(Controller):
         return changed(entry_response(outcome.value, runtime.services.clock.now()), outcome, by)
 
     @delete(
-        "/{credential_id:str}", status_code=200, sync_to_thread=True, responses=problems(403, 404)
+        "/{credential_id:str}",
+        status_code=200,
+        sync_to_thread=True,
+        responses=problems(403, 404, 409),
     )
     def remove_entry(
         self,
@@ -365,8 +375,8 @@ class ConfigAuditLogController(Controller):
         runtime: NamedDependency[Runtime],
         resource_type: ResourceType = None,
         actor: Actor = None,
-        since: Since = None,
-        until: Since = None,
+        since: TimeQuery = None,
+        until: TimeQuery = None,
         limit: Limit = 50,
         cursor: PageCursor = None,
     ) -> ConfigAuditLogListResponse:
@@ -381,8 +391,8 @@ class ConfigAuditLogController(Controller):
                 cursor=cursor,
                 resource_type=resource_type,
                 actor=actor,
-                since=since,
-                until=until,
+                since=parse_time("since", since),
+                until=parse_time("until", until),
             )
         return ConfigAuditLogListResponse(
             items=[

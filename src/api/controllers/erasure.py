@@ -61,7 +61,7 @@ class EraseController(Controller):
     guards = [internal_only]
     tags = ["internal"]
 
-    @post("/", status_code=200, sync_to_thread=True, responses=problems(403))
+    @post("/", status_code=200, sync_to_thread=True, responses=problems(403, 409))
     def erase(
         self, data: JSONBody[EraseRequest], runtime: NamedDependency[Runtime]
     ) -> Response[ErasedResponse]:

@@ -8,12 +8,13 @@ from typing import Any
 
 from litestar import Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 
-from api.deps import Runtime
+from api.deps import PUBLIC, Runtime
 from projections.nats_relay import nats_reachable
 
 
-@get("/health", tags=["health"], sync_to_thread=False)
+@get("/health", tags=["health"], sync_to_thread=False, security=PUBLIC)
 def health() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
@@ -37,7 +38,13 @@ def _outcome(check: Future[Any]) -> str:
     return "unavailable" if check.exception() is not None else "ok"
 
 
-@get("/ready", tags=["health"], sync_to_thread=True)
+@get(
+    "/ready",
+    tags=["health"],
+    sync_to_thread=True,
+    security=PUBLIC,
+    responses={503: ResponseSpec(dict[str, Any], description="A check failed: not ready")},
+)
 def ready(runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
     """Readiness: the event store and read database answer (and NATS, when configured)."""
     # Side by side: while the database is down each check waits out its pool timeout.

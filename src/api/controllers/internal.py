@@ -23,7 +23,9 @@ from api.schemas.totp import (
 from commands import totp
 from projections.devices import list_totp_devices
 
-UserIdQuery = Annotated[str, QueryParameter(min_length=1, max_length=256)]
+UserIdQuery = Annotated[
+    str, QueryParameter(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 
 
 class InternalController(Controller):
@@ -42,8 +44,9 @@ class InternalController(Controller):
     def validate_totp(
         self, data: JSONBody[InternalValidateTotpRequest], runtime: NamedDependency[Runtime]
     ) -> Response[TotpValidatedResponse]:
-        """Validate a user's TOTP code on the user's behalf."""
-        outcome = totp.validate_totp(runtime.services, data.user_id, data.code)
+        """Validate a user's TOTP code on the user's behalf. An unknown user, or one without
+        TOTP, is refused exactly like a wrong code (403 `invalid_code`, then 429 `locked`)."""
+        outcome = totp.validate_totp_for_service(runtime.services, data.user_id, data.code)
         return written(TotpValidatedResponse(verified=True, device_id=outcome.value), outcome)
 
     @get("/totp/devices", sync_to_thread=True, responses=problems(403))

@@ -58,6 +58,9 @@ def status_of(services: Services, user_id: str) -> StatusResponse:
         for factor, lock in sorted(mfa.locks.items()):
             if lock.is_locked(now) and lock.locked_until is not None:
                 locks.append(LockResponse(factor=factor, locked_until=lock.locked_until))
+    elif services.decoys is not None:  # probes of an unknown user lock as a real user's do
+        for factor, until in services.decoys.locks_of(user_id, now):
+            locks.append(LockResponse(factor=factor, locked_until=until))
     return StatusResponse(
         user_id=user_id,
         mfa_enabled=mfa.mfa_enabled() if mfa else False,

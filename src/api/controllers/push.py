@@ -7,10 +7,19 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter
 
 from api.auth import Principal, admin_only, authenticated, internal_only
-from api.deps import Limit, PageCursor, Runtime, problems, written
+from api.deps import (
+    Limit,
+    OptionalBody,
+    PageCursor,
+    Runtime,
+    TimeQuery,
+    parse_time,
+    problems,
+    written,
+)
 from api.schemas.push import (
     ApprovePushRequest,
     CreatePushChallengeRequest,
@@ -30,7 +39,6 @@ from domain.push_challenge import PushChallenge
 from projections.push import list_push_challenges, list_push_devices, push_stats
 
 ChallengeId = Annotated[str, PathParameter(min_length=1, max_length=64)]
-Since = Annotated[datetime | None, QueryParameter()]
 
 
 def challenge_response(challenge: PushChallenge, now: datetime) -> PushChallengeResponse:
@@ -134,7 +142,13 @@ class PushController(Controller):
     guards = [authenticated]
     tags = ["push"]
 
-    @post("/challenge", status_code=201, sync_to_thread=True, responses=problems(409, 429, 502))
+    @post(
+        "/challenge",
+        status_code=201,
+        sync_to_thread=True,
+        responses=problems(409, 429, 502),
+        operation_class=OptionalBody,
+    )
     def create(
         self,
         request: Request[Any, Any, Any],
@@ -264,9 +278,9 @@ class AdminPushController(Controller):
         self,
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
-        since: Since = None,
+        since: TimeQuery = None,
     ) -> PushStatsResponse:
         """Counts by status, approval rate, median and p95 response time, fraud reports."""
         now = runtime.services.clock.now()
         with runtime.read(None, request) as cur:
-            return PushStatsResponse(**push_stats(cur, now, since))
+            return PushStatsResponse(**push_stats(cur, now, parse_time("since", since)))

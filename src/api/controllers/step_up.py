@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from api.auth import Principal, authenticated
-from api.deps import Runtime, problems, written
+from api.deps import PUBLIC, Runtime, problems, written
 from api.schemas.step_up import (
     ChallengeResponse,
     CreateChallengeRequest,
@@ -26,7 +26,7 @@ class StepUpController(Controller):
     guards = [authenticated]
     tags = ["step-up"]
 
-    @post("/challenge", status_code=201, sync_to_thread=True, responses=problems(409))
+    @post("/challenge", status_code=201, sync_to_thread=True, responses=problems(409, 429, 502))
     def create_challenge(
         self,
         data: JSONBody[CreateChallengeRequest],
@@ -72,7 +72,7 @@ class StepUpController(Controller):
         return written(body, outcome)
 
 
-@get("/.well-known/jwks.json", tags=["step-up"], sync_to_thread=False, security=[])
+@get("/.well-known/jwks.json", tags=["step-up"], sync_to_thread=False, security=PUBLIC)
 def jwks(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     """The public keys that verify step-up tokens (ES256)."""
     signer = runtime.services.signer

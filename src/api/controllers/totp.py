@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
 from api.auth import Principal, authenticated
-from api.deps import Limit, PageCursor, Runtime, problems, written
+from api.deps import Limit, OptionalBody, PageCursor, Runtime, problems, written
 from api.schemas.totp import (
     SetUpTotpRequest,
     TotpDeviceListResponse,
@@ -61,7 +61,13 @@ class TotpController(Controller):
     guards = [authenticated]
     tags = ["totp"]
 
-    @post("/setup", status_code=201, sync_to_thread=True, responses=problems(409))
+    @post(
+        "/setup",
+        status_code=201,
+        sync_to_thread=True,
+        responses=problems(409),
+        operation_class=OptionalBody,
+    )
     def set_up(
         self,
         user: NamedDependency[Principal],
@@ -128,7 +134,13 @@ class TotpController(Controller):
             items=[device_response(r) for r in rows], next_cursor=next_cursor
         )
 
-    @post("/devices", status_code=201, sync_to_thread=True, responses=problems(409))
+    @post(
+        "/devices",
+        status_code=201,
+        sync_to_thread=True,
+        responses=problems(409),
+        operation_class=OptionalBody,
+    )
     def register_device(
         self,
         user: NamedDependency[Principal],
@@ -155,7 +167,10 @@ class TotpController(Controller):
         return device_response(row)
 
     @delete(
-        "/devices/{device_id:str}", status_code=200, sync_to_thread=True, responses=problems(404)
+        "/devices/{device_id:str}",
+        status_code=200,
+        sync_to_thread=True,
+        responses=problems(404, 409),
     )
     def revoke_device(
         self,

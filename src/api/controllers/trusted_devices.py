@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, JSONBody, PathParameter
 
 from api.auth import Principal, authenticated
-from api.deps import Limit, PageCursor, Runtime, problems, written
+from api.deps import Limit, OptionalBody, PageCursor, Runtime, problems, written
 from api.schemas.trusted_devices import (
     RememberDeviceRequest,
     RememberedDeviceResponse,
@@ -36,7 +36,13 @@ class TrustedDeviceController(Controller):
     guards = [authenticated]
     tags = ["trusted devices"]
 
-    @post("/", status_code=201, sync_to_thread=True, responses=problems(409))
+    @post(
+        "/",
+        status_code=201,
+        sync_to_thread=True,
+        responses=problems(409),
+        operation_class=OptionalBody,
+    )
     def remember(
         self,
         user: NamedDependency[Principal],
@@ -71,7 +77,7 @@ class TrustedDeviceController(Controller):
             trusted=True, device_id=device.device_id, expires_at=device.expires_at
         )
 
-    @post("/cleanup", status_code=200, sync_to_thread=True, responses=problems())
+    @post("/cleanup", status_code=200, sync_to_thread=True, responses=problems(409))
     def clean_up(
         self, user: NamedDependency[Principal], runtime: NamedDependency[Runtime]
     ) -> Response[RemovedResponse]:
@@ -79,7 +85,7 @@ class TrustedDeviceController(Controller):
         outcome = trusted_devices.clean_up_devices(runtime.services, user.sub)
         return written(RemovedResponse(removed=outcome.value), outcome)
 
-    @delete("/", status_code=200, sync_to_thread=True, responses=problems())
+    @delete("/", status_code=200, sync_to_thread=True, responses=problems(409))
     def revoke_all(
         self, user: NamedDependency[Principal], runtime: NamedDependency[Runtime]
     ) -> Response[RevokedResponse]:
@@ -116,7 +122,7 @@ class TrustedDeviceController(Controller):
             raise NotFoundError("no such trusted device")
         return TrustedDeviceResponse(**row)
 
-    @delete("/{device_id:str}", status_code=200, sync_to_thread=True, responses=problems(404))
+    @delete("/{device_id:str}", status_code=200, sync_to_thread=True, responses=problems(404, 409))
     def revoke(
         self,
         device_id: DeviceId,

@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
 from api.auth import Principal, authenticated
-from api.deps import Limit, PageCursor, Runtime, problems, written
+from api.deps import Limit, OptionalBody, PageCursor, Runtime, problems, written
 from api.schemas.webauthn import (
     FinishRegistrationRequest,
     RegistrationOptionsResponse,
@@ -53,7 +53,13 @@ class WebAuthnController(Controller):
     guards = [authenticated]
     tags = ["webauthn"]
 
-    @post("/register", status_code=200, sync_to_thread=True, responses=problems(409))
+    @post(
+        "/register",
+        status_code=200,
+        sync_to_thread=True,
+        responses=problems(409),
+        operation_class=OptionalBody,
+    )
     def start_registration(
         self,
         user: NamedDependency[Principal],
@@ -72,7 +78,12 @@ class WebAuthnController(Controller):
         )
         return written(body, outcome)
 
-    @post("/register/verify", status_code=201, sync_to_thread=True, responses=problems(404, 409))
+    @post(
+        "/register/verify",
+        status_code=201,
+        sync_to_thread=True,
+        responses=problems(404, 409, 410),
+    )
     def finish_registration(
         self,
         data: JSONBody[FinishRegistrationRequest],
@@ -115,7 +126,7 @@ class WebAuthnController(Controller):
             raise NotFoundError("no such WebAuthn credential")
         return credential_response(row)
 
-    @put("/{credential_id:str}", status_code=200, sync_to_thread=True, responses=problems(404))
+    @put("/{credential_id:str}", status_code=200, sync_to_thread=True, responses=problems(404, 409))
     def rename_credential(
         self,
         credential_id: CredentialId,
@@ -126,7 +137,12 @@ class WebAuthnController(Controller):
         outcome = webauthn.rename_credential(runtime.services, user.sub, credential_id, data.name)
         return written(credential_response(outcome.value), outcome)
 
-    @delete("/{credential_id:str}", status_code=200, sync_to_thread=True, responses=problems(404))
+    @delete(
+        "/{credential_id:str}",
+        status_code=200,
+        sync_to_thread=True,
+        responses=problems(404, 409),
+    )
     def delete_credential(
         self,
         credential_id: CredentialId,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -18,11 +19,20 @@ class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of request bodies: unknown fields are refused."""
 
 
+class FieldError(msgspec.Struct, kw_only=True):
+    field: str | None
+    message: str | None
+
+
 class Problem(msgspec.Struct, kw_only=True):
-    """RFC 9457 problem details, with a stable machine `code`."""
+    """RFC 9457 problem details, with a stable machine `code`, and the members some codes add."""
 
     type: str
     title: str
     status: int
     detail: str
     code: str
+    errors: list[FieldError] | None = None  # validation_error: the offending fields
+    attempts_remaining: int | None = None  # invalid_code
+    retry_after: int | None = None  # locked, rate_limited: seconds, as in Retry-After
+    locked_until: datetime | None = None  # locked

@@ -10,7 +10,10 @@ import msgspec
 from api.schemas.common import Identifier, Name, Request
 
 Platform = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")]
-PushToken = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+# No control characters in anything stored: PostgreSQL text cannot hold NUL, and a read model
+# that cannot write one row stops every read model.
+Printable = r"^[^\x00-\x1f\x7f]*$"
+PushToken = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, pattern=Printable)]
 PublicKey = Annotated[
     str, msgspec.Meta(min_length=43, max_length=44, pattern=r"^[A-Za-z0-9_-]+=?$")
 ]
@@ -27,7 +30,7 @@ class SyncDeviceRequest(Request):
     platform: Platform
     push_token: PushToken
     public_key: PublicKey
-    app_version: Annotated[str, msgspec.Meta(max_length=32)] = ""
+    app_version: Annotated[str, msgspec.Meta(max_length=32, pattern=Printable)] = ""
     revoke: bool = False
 
 

@@ -1,0 +1,182 @@
+"""Threat: hostile input that costs the service more than it costs the sender, up to
+stalling it for everyone (denial of service).
+
+PostgreSQL text cannot hold NUL, and the projections run in one ordered stream: a single
+stored value that a read model cannot write stops every read model, for every user, for good.
+Every string field of every request body, and every path parameter, of every route (read from
+the running app) is sent with NUL and other control characters in it; nothing answers 5xx,
+and afterwards the read models still reach the head of the log. Crafted pagination cursors
+are validation errors, and a read position claimed beyond the log does not hold a worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from tests.conftest import new_user
+from tests.security.support import (
+    PushApp,
+    Route,
+    Stack,
+    app_routes,
+    bodies,
+    body_fields,
+    openapi,
+    unique_email,
+    unique_phone,
+)
+
+POISONS = ("a\x00b", "\x00", "line\nbreak\r\x1b[31m", "\x7f")
+
+
+def valid_pool(stack: Stack, user: str) -> dict[str, list[Any]]:
+    """A well-formed value for every body field, so that only the poisoned one is odd."""
+    app = PushApp(stack.push)
+    return {
+        "name": ["poisoned"],
+        "device_id": [app.device_id],
+        "platform": ["android"],
+        "push_token": [app.endpoint],
+        "public_key": [app.public_key],
+        "app_version": ["1.0"],
+        "phone_number": [unique_phone()],
+        "email": [unique_email(user)],
+        "code": ["123456"],
+        "method": ["totp"],
+        "user_id": [user],
+        "cidr": ["10.0.0.0/8"],
+        "description": ["office"],
+        "ip": ["203.0.113.9"],
+        "user_agent": ["curl/8"],
+        "device_token": ["x" * 43],
+        "action": ["allow"],
+        "reason": ["denied"],
+    }
+
+
+def _string_fields(document: dict[str, Any], route: Route) -> list[str]:
+    fields = body_fields(document, route)
+    if fields is None:
+        return []
+    operation = document["paths"][route.path][route.method.lower()]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    ref = schema.get("$ref") or next(
+        (c["$ref"] for c in schema.get("oneOf", []) if "$ref" in c), ""
+    )
+    properties = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]["properties"]
+
+    def is_string(spec: dict[str, Any]) -> bool:
+        return spec.get("type") == "string" or any(
+            c.get("type") == "string" for c in spec.get("oneOf", [])
+        )
+
+    return [name for name in fields[0] if is_string(properties[name])]
+
+
+def test_control_characters_in_any_field_or_path_never_stall_the_read_side(stack: Stack) -> None:
+    document = openapi(stack.server)
+    user = new_user()
+    clients = {
+        "user": stack.client(user),
+        "admin": stack.admin(),
+        "internal": stack.internal(),
+    }
+    pool = valid_pool(stack, user)
+    sent = 0
+    for route in app_routes(stack.server):
+        client = clients.get(route.area)
+        if client is None:
+            continue
+        for poison in POISONS:
+            url = route.url(**dict.fromkeys(route.params, quote(poison, safe="")))
+            body = next(bodies(document, route, pool))
+            answered = _send(client, route, url, body)
+            assert answered.status_code < 500, (str(route), "path", answered.text)
+            sent += 1
+            for name in _string_fields(document, route):
+                valid = pool.get(name, ["x"])[0]
+                poisoned = {**(body or {}), name: f"{valid}{poison}"}
+                answered = _send(client, route, route.url(), poisoned)
+                assert answered.status_code < 500, (str(route), name, answered.text)
+                sent += 1
+    assert sent > 300
+
+    runtime = stack.server.runtime
+    head = runtime.services.app.max_position()
+    assert runtime.read_models.wait_for(head, timeout=15), runtime.read_models.positions()
+    # and a new user's write is readable at once
+    fresh = stack.client(new_user())
+    assert fresh.post("/mfa/totp/setup", json={}).status_code == 201
+    assert len(fresh.get("/mfa/totp/devices").json()["items"]) == 1
+
+
+def _cursor(values: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def test_crafted_pagination_cursors_are_validation_errors_never_server_errors(
+    stack: Stack,
+) -> None:
+    document = openapi(stack.server)
+    clients = {
+        "user": stack.client(new_user()),
+        "admin": stack.admin(),
+        "internal": stack.internal(),
+    }
+    paged = [
+        route
+        for route in app_routes(stack.server)
+        if route.method == "GET"
+        and route.area in clients
+        and any(
+            p["name"] == "cursor"
+            for p in document["paths"][route.path]["get"].get("parameters", [])
+        )
+    ]
+    assert len(paged) >= 6, [str(r) for r in paged]
+    crafted = [
+        _cursor(["2026-01-01T00:00:00\x00", "x\x00"]),
+        _cursor(["\x00", 1]),
+        _cursor([0, "\x00"]),
+        _cursor(["a", "b", "c"]),
+        _cursor({"a": 1}),
+        _cursor([None, None]),
+        _cursor([[1], {"x": 1}]),
+        _cursor([10**30, -(10**30)]),
+        "not base64!",
+    ]
+    for route in paged:
+        for cursor in crafted:
+            response = clients[route.area].get(
+                route.url(user_id="someone"), params={"cursor": cursor, "user_id": "someone"}
+            )
+            assert response.status_code == 400, (str(route), cursor, response.text)
+            assert response.json()["code"] == "validation_error"
+
+
+def _send(
+    client: httpx.Client, route: Route, url: str, body: dict[str, Any] | None
+) -> httpx.Response:
+    params = (
+        {"reason": "poison test", "user_id": "u\x00"} if route.method in ("GET", "DELETE") else None
+    )
+    if body is None:
+        return client.request(route.method, url, params=params)
+    return client.request(route.method, url, params=params, json=body)
+
+
+def test_a_read_position_claimed_beyond_the_log_answers_at_once(stack: Stack) -> None:
+    client = stack.client(new_user())
+    assert client.post("/mfa/totp/setup", json={}).status_code == 201
+    started = time.monotonic()
+    for claim in ("999999999999999999", "123456789012", str(2**40)):
+        listed = client.get("/mfa/totp/devices", headers={"X-MFA-Position": claim})
+        assert listed.status_code == 200, listed.text
+        assert len(listed.json()["items"]) == 1
+    assert time.monotonic() - started < 3
