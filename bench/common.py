@@ -104,6 +104,20 @@ class CpuSample:
         )
 
 
+def rss_kib(pid: int) -> tuple[int, int]:
+    """VmRSS and VmHWM (peak) of a process in KiB; (0, 0) once it is gone."""
+    rss = hwm = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, hwm
+
+
 def machine_description() -> str:
     """One line about the machine, Python and PostgreSQL the figures came from."""
     model = "unknown CPU"

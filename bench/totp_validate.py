@@ -32,6 +32,7 @@ import asyncio
 import base64
 import ctypes
 import heapq
+import json
 import os
 import secrets
 import shutil
@@ -57,6 +58,7 @@ from common import (
     drop_database,
     machine_description,
     percentile,
+    rss_kib,
     table,
 )
 
@@ -134,6 +136,8 @@ class LevelResult:
     cores: CpuSample
     lag_after: int
     catch_up_seconds: float
+    rss_kib: int = 0  # the server's largest VmRSS sampled while measuring
+    hwm_kib: int = 0  # the server's VmHWM (peak RSS since it started) after the level
 
 
 class HttpxClient:
@@ -365,7 +369,7 @@ async def run_level(
     duration: float,
     server_pid: int,
     worker_pid: int | None,
-) -> tuple[list[float], Counter[str], Counter[str], float, CpuSample, float]:
+) -> tuple[list[float], Counter[str], Counter[str], float, CpuSample, float, int]:
     """`warmup` s of unrecorded load, then `duration` s recorded (requests started in it)."""
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
@@ -377,10 +381,14 @@ async def run_level(
     last_done = measure_from
     samples: list[CpuSample] = []
 
+    rss_seen = [0]
+
     async def sampler() -> None:
         await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
         samples.append(CpuSample.take(server_pid, worker_pid))
-        await asyncio.sleep(max(0.0, measure_until - time.perf_counter()))
+        while time.perf_counter() < measure_until:
+            rss_seen[0] = max(rss_seen[0], rss_kib(server_pid)[0])
+            await asyncio.sleep(max(0.0, min(0.5, measure_until - time.perf_counter())))
         samples.append(CpuSample.take(server_pid, worker_pid))
 
     async def worker(client: HttpxClient | RawClient, slot: int) -> None:
@@ -418,7 +426,7 @@ async def run_level(
     elapsed = max(last_done - measure_from, duration)
     cores = samples[1].cores_since(samples[0], duration)
     starved = pool.starved_seconds - starved_before
-    return latencies, statuses, warmup_statuses, starved, cores, elapsed
+    return latencies, statuses, warmup_statuses, starved, cores, elapsed, rss_seen[0]
 
 
 def format_statuses(statuses: Counter[str]) -> str:
@@ -442,6 +450,7 @@ def report(
         + "".join(f" but {item}" for item in args.server_env)
         + ", projections "
         + ("in a separate `mfa worker` process" if args.worker else "in-process")
+        + (", NATS relay on (private nats-server -js)" if args.nats else ", no NATS")
         + "); validate client: "
         f"{CLIENTS[args.client].name} in one asyncio process on the same machine.",
         "",
@@ -479,6 +488,7 @@ def report(
                 f"{r.cores.machine:.2f}",
                 f"{r.cores.others:.2f}",
                 f"{r.lag_after} / {r.catch_up_seconds:.1f} s",
+                f"{r.rss_kib / 1024:.0f} / {r.hwm_kib / 1024:.0f}",
             ]
         )
     headers = [
@@ -499,6 +509,7 @@ def report(
         "machine cores",
         "others cores",
         "read-side lag after",
+        "server RSS / peak MiB",
     ]
     lines.append(table(headers, rows))
     lines += [
@@ -509,7 +520,8 @@ def report(
         "database on the server) and the whole machine; others = machine minus those (other "
         "people's processes on this shared machine); read-side lag: events the "
         "projections were behind when the level ended, and the time they took to "
-        "catch up (before the next level started).",
+        "catch up (before the next level started); server RSS: the largest VmRSS of `mfa serve` "
+        "sampled every 0.5 s while measuring / its VmHWM (peak since start) after the level.",
     ]
     if burned:
         lines.append(f"Steps skipped because their code equalled an earlier step's: {burned}.")
@@ -532,7 +544,7 @@ async def bench(
     db_url: str,
     pid: int,
     worker_pid: int | None,
-) -> str:
+) -> tuple[str, list[LevelResult]]:
     users = []
     for _ in range(args.users):
         sub = f"bench-{secrets.token_hex(8)}"
@@ -547,20 +559,55 @@ async def bench(
     results = []
     for concurrency in args.levels:
         print(f"validate at concurrency {concurrency} ...", file=sys.stderr, flush=True)
-        lat, statuses, warm, starved, cores, seconds = await run_level(
+        lat, statuses, warm, starved, cores, seconds, rss = await run_level(
             args.client, base_url, pool, concurrency, args.warmup, args.duration, pid, worker_pid
         )
         lag = projection_lag(db_url)
         catch_up = wait_for_projections(db_url)
         results.append(
-            LevelResult(concurrency, seconds, lat, statuses, warm, starved, cores, lag, catch_up)
+            LevelResult(
+                concurrency,
+                seconds,
+                lat,
+                statuses,
+                warm,
+                starved,
+                cores,
+                lag,
+                catch_up,
+                rss,
+                rss_kib(pid)[1],
+            )
         )
         print(
             f"  {len(lat) / seconds:.1f} req/s, statuses {format_statuses(statuses)}",
             file=sys.stderr,
             flush=True,
         )
-    return report(args, enrol_seconds, enrol_latencies, enrol_statuses, results, pool.burned_steps)
+    text = report(args, enrol_seconds, enrol_latencies, enrol_statuses, results, pool.burned_steps)
+    return text, results
+
+
+def summary(results: list[LevelResult]) -> list[dict[str, Any]]:
+    """The figures of each level, for bench/run.py's table."""
+    out = []
+    for r in results:
+        lat = sorted(r.latencies)
+        out.append(
+            {
+                "concurrency": r.concurrency,
+                "requests": len(lat),
+                "rate": len(lat) / r.seconds,
+                "p50_ms": percentile(lat, 0.5) * 1000,
+                "p99_ms": percentile(lat, 0.99) * 1000,
+                "non_200": sum(v for k, v in r.statuses.items() if k != "200"),
+                "server_cores": r.cores.server,
+                "others_cores": r.cores.others,
+                "rss_mib": r.rss_kib / 1024,
+                "hwm_mib": r.hwm_kib / 1024,
+            }
+        )
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -594,6 +641,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=float, default=12.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per level")
+    parser.add_argument(
+        "--nats",
+        action="store_true",
+        help="start a private nats-server -js and set MFA_NATS_URL (the relay runs too)",
+    )
+    parser.add_argument("--json", help="also write the figures to this file")
     return parser.parse_args(argv)
 
 
@@ -604,11 +657,21 @@ def _raise_exit(signum: int, _: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_exit)
+    text, results, code = run(args)
+    print(text, flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"validate": summary(results)}))
+    return code
+
+
+def run(args: argparse.Namespace) -> tuple[str, list[LevelResult], int]:
+    """The whole benchmark: the report, each level's results and the exit code."""
     tmp = Path(tempfile.mkdtemp(prefix="mfa-bench-"))
     log_path = tmp / "server.log"
     server: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
     db_url: str | None = None
+    nats_stack: Any = None
     try:
         db_url = create_database()
         port = free_port()
@@ -621,6 +684,12 @@ def main(argv: list[str] | None = None) -> int:
             "MFA_DATA_DIR": str(tmp / "var"),
             "MFA_LOG_LEVEL": "WARNING",
         }
+        env.pop("MFA_NATS_URL", None)
+        if args.nats:
+            from harness import Stack, start_nats  # harness imports this module
+
+            nats_stack = Stack(nats=True, database_url=None, start_server=False)
+            env["MFA_NATS_URL"] = start_nats(nats_stack)
         env.update(item.split("=", 1) for item in args.server_env)
         if args.worker:
             env["MFA_PROJECTIONS"] = "worker"
@@ -629,17 +698,18 @@ def main(argv: list[str] | None = None) -> int:
         wait_ready(server, base_url, log_path)
         if args.worker:
             worker = start_mfa(["worker"], env, tmp / "worker.log")
-        text = asyncio.run(
+        text, results = asyncio.run(
             bench(args, base_url, jwt_secret, db_url, server.pid, worker and worker.pid)
         )
-        print(text, flush=True)
         if server.poll() is not None:
             print(f"the server exited early:\n{log_path.read_text()}", file=sys.stderr)
-            return 1
-        return 1 if "WARNING:" in text else 0
+            return text, results, 1
+        return text, results, 1 if "WARNING:" in text else 0
     finally:
         stop_server(worker)
         stop_server(server)
+        if nats_stack is not None:
+            nats_stack.close()
         if log_path.exists() and log_path.stat().st_size:
             tail = log_path.read_text(errors="replace")[-4000:]
             print(f"--- server log (tail) ---\n{tail}", file=sys.stderr)
