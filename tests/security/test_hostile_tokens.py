@@ -355,8 +355,22 @@ def test_huge_tokens_are_refused_quickly_and_never_parsed_as_valid(stack: Stack)
     }
     for label, token in cases.items():
         started = time.monotonic()
+        if len(token) > 60_000 and refused_by_http_server(stack.server, token):
+            # The HTTP server's own header limit (uvicorn's h11 parser) refused it before the
+            # application saw it: refused all the same, and nothing was parsed.
+            continue
         assert_refused(stack.server, token, label)
         assert time.monotonic() - started < 5, label
+
+
+def refused_by_http_server(server: LiveServer, token: str) -> bool:
+    """Whether the server answered a plain 400 before routing (headers too large)."""
+    response = bare_client(server).get("/mfa/methods", headers={"Authorization": f"Bearer {token}"})
+    if response.status_code != 400:
+        return False
+    assert not response.headers.get("content-type", "").startswith(PROBLEM_JSON)
+    assert token not in response.text
+    return True
 
 
 def test_the_services_own_step_up_tokens_are_not_bearer_tokens(
