@@ -46,6 +46,30 @@ def process_cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (`mfa serve --workers N` forks its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children that are still alive."""
+    return sum(process_cpu_seconds(p) for p in process_tree(pid))
+
+
 def postgres_cpu_seconds() -> float:
     """CPU time of every process called `postgres` (all databases, every user of the server)."""
     total = 0.0
@@ -82,7 +106,7 @@ class CpuSample:
     def take(cls, server_pid: int | None = None, worker_pid: int | None = None) -> CpuSample:
         return cls(
             client=process_cpu_seconds(),
-            server=process_cpu_seconds(server_pid) if server_pid else 0.0,
+            server=tree_cpu_seconds(server_pid) if server_pid else 0.0,
             worker=process_cpu_seconds(worker_pid) if worker_pid else 0.0,
             postgres=postgres_cpu_seconds(),
             machine=machine_busy_seconds(),
@@ -116,6 +140,12 @@ def rss_kib(pid: int) -> tuple[int, int]:
     except OSError:
         pass
     return rss, hwm
+
+
+def largest_rss_kib(pid: int) -> tuple[int, int]:
+    """VmRSS and VmHWM of the largest process in `pid`'s tree (one server worker)."""
+    sizes = [rss_kib(p) for p in process_tree(pid)]
+    return max((s[0] for s in sizes), default=0), max((s[1] for s in sizes), default=0)
 
 
 def machine_description() -> str:

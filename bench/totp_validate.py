@@ -56,9 +56,9 @@ from common import (
     CpuSample,
     create_database,
     drop_database,
+    largest_rss_kib,
     machine_description,
     percentile,
-    rss_kib,
     table,
 )
 
@@ -387,7 +387,7 @@ async def run_level(
         await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
         samples.append(CpuSample.take(server_pid, worker_pid))
         while time.perf_counter() < measure_until:
-            rss_seen[0] = max(rss_seen[0], rss_kib(server_pid)[0])
+            rss_seen[0] = max(rss_seen[0], largest_rss_kib(server_pid)[0])
             await asyncio.sleep(max(0.0, min(0.5, measure_until - time.perf_counter())))
         samples.append(CpuSample.take(server_pid, worker_pid))
 
@@ -445,8 +445,8 @@ def report(
         "## TOTP validate over HTTP (bench/totp_validate.py)",
         "",
         f"Machine: {machine_description()}",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; server: `mfa serve` (1 uvicorn process, "
-        + "default settings (MFA_DB_POOL_SIZE=10)"
+        f"Date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; server: `mfa serve` ("
+        + "default settings (MFA_WORKERS=1, MFA_DB_POOL_SIZE=10)"
         + "".join(f" but {item}" for item in args.server_env)
         + ", projections "
         + ("in a separate `mfa worker` process" if args.worker else "in-process")
@@ -576,7 +576,7 @@ async def bench(
                 lag,
                 catch_up,
                 rss,
-                rss_kib(pid)[1],
+                largest_rss_kib(pid)[1],
             )
         )
         print(

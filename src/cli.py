@@ -25,14 +25,34 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar="MFA_WORKERS",
+    help="server processes (PostgreSQL only); one core each, background work in one of them",
+)
+def serve(host: str, port: int, workers: int) -> None:
     """Run the HTTP API (with the projections in-process unless MFA_PROJECTIONS=worker)."""
     import uvicorn
 
     from api.app import create_app
 
-    settings = Settings.from_env()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    settings = Settings.from_env()  # also refuses a bad configuration before forking
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    if not settings.uses_postgres:
+        raise click.BadParameter("several workers need MFA_DATABASE_URL=postgresql://...")
+    # Each process builds its own app; leases keep the projections and the relay in one.
+    uvicorn.run("api.app:create_app", factory=True, workers=workers, **options)
 
 
 @main.command()

@@ -35,7 +35,7 @@ from eventsourcing.postgres import (
     PostgresFactory,
 )
 
-from infra.sql import ConnectionWait, connection_lost
+from infra.sql import ConnectionWait, ThrottledCheck, connection_lost
 
 READ_ATTEMPTS = 2
 RETRY_WAIT_SECONDS = 0.05
@@ -127,6 +127,8 @@ class FailFastPostgresFactory(PostgresFactory):
         super().__init__(env)
         pool = self.datastore.pool
         pool.reconnect_timeout = RECONNECT_SECONDS
+        if pool._check is not None:  # POSTGRES_PRE_PING: ping idle connections only
+            pool._check = ThrottledCheck()
         _waits[pool] = ConnectionWait(pool.timeout)
         connect_timeout = self.env.get(self.POSTGRES_CONNECT_TIMEOUT)
         if connect_timeout and isinstance(pool.kwargs, dict):
