@@ -38,7 +38,7 @@ from api.controllers.step_up import StepUpController, jwks
 from api.controllers.totp import TotpController
 from api.controllers.trusted_devices import TrustedDeviceController
 from api.controllers.webauthn import WebAuthnController
-from api.deps import Runtime, StrictJsonRequest, provide_runtime
+from api.deps import Runtime, StrictJsonRequest, document_body_limit, provide_runtime
 from api.errors import EXCEPTION_HANDLERS
 from api.input_rules import refuse_control_characters
 from api.settings import Settings
@@ -55,11 +55,14 @@ from commands.ports import Clock, Random, SystemClock, SystemRandom
 from commands.verifiers import RelyingParty
 from infra.lease import lease_for
 from infra.log_redaction import install_url_redaction
+from infra.notify import log_waker_for
 from infra.sql import open_database, schema_lock
 from projections.nats_relay import NatsRelay
 from projections.runner import ProjectionRunner, ReadModels, default_projections
 
 log = logging.getLogger("mfa")
+UNWOKEN_POLL_SECONDS = 0.05  # SQLite: one process, whose own writes wake the projections
+WOKEN_POLL_SECONDS = 0.5  # PostgreSQL: every process's writes wake them (infra.notify)
 
 
 def build_runtime(
@@ -110,15 +113,24 @@ def build_runtime(
     in_process = settings.projections_in_process if run_projections is None else run_projections
     runner = None
     relay = None
+    waker = None
     if in_process:
-        runner = ProjectionRunner(app, read_models, lease_for(settings.database_url, "projections"))
+        # PostgreSQL: other processes append too, and their NOTIFYs wake us; the poll is only
+        # the fallback for what a reconnecting waker missed.
+        waker = log_waker_for(settings.database_url, app.recorder, [])
+        poll = WOKEN_POLL_SECONDS if waker else UNWOKEN_POLL_SECONDS
+        runner = ProjectionRunner(
+            app, read_models, lease_for(settings.database_url, "projections"), poll
+        )
         read_models.attach(runner)
         app.listeners.append(runner.wake)
         if settings.nats_url:
             relay = NatsRelay(
-                app, db, settings.nats_url, lease_for(settings.database_url, "nats-relay")
+                app, db, settings.nats_url, lease_for(settings.database_url, "nats-relay"), poll
             )
             app.listeners.append(relay.wake)
+        if waker is not None:
+            waker.callbacks = [runner.wake] + ([relay.wake] if relay else [])
     return Runtime(
         settings=settings,
         services=services,
@@ -126,6 +138,7 @@ def build_runtime(
         read_models=read_models,
         runner=runner,
         relay=relay,
+        waker=waker,
     )
 
 
@@ -204,4 +217,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = rt
     app.state.verifier = TokenVerifier(settings)
+    document_body_limit(app.openapi_schema)
     return app

@@ -12,12 +12,13 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Operation, RequestBody
+from litestar.openapi.spec import OpenAPI, OpenAPIResponse, Operation, RequestBody
 from litestar.params import PathParameter, QueryParameter
 
 from api.schemas.common import Problem
 from api.settings import Settings
 from commands.app import Outcome, Services
+from infra.notify import LogWaker
 from infra.sql import Cursor, Database
 from projections.nats_relay import NatsRelay
 from projections.runner import ProjectionRunner, ReadModels
@@ -107,6 +108,7 @@ class Runtime:
     read_models: ReadModels
     runner: ProjectionRunner | None
     relay: NatsRelay | None = None
+    waker: LogWaker | None = None  # wakes them on other processes' appends (PostgreSQL)
 
     def start(self) -> None:
         """Start the background work this process does (projections, relay)."""
@@ -114,9 +116,13 @@ class Runtime:
             self.runner.start()
         if self.relay is not None:
             self.relay.start()
+        if self.waker is not None:
+            self.waker.start()
 
     def stop(self) -> None:
         """Stop the background work and close the stores."""
+        if self.waker is not None:
+            self.waker.stop()
         if self.runner is not None:
             self.runner.stop()
         if self.relay is not None:
@@ -164,6 +170,7 @@ _DESCRIPTIONS = {
     404: "Unknown id (`not_found`)",
     409: "Conflicts with the current state (`conflict`, `not_enrolled`, `already_enrolled`)",
     410: "The challenge expired (`challenge_expired`)",
+    413: "The request body is over 64 KiB (`payload_too_large`)",
     429: "Locked out or rate limited (`locked`, `rate_limited`), with Retry-After",
     501: "Not implemented yet (`not_implemented`)",
     502: "A code or push could not be delivered (`delivery_failed`)",
@@ -182,3 +189,21 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
         )
         for status in sorted({400, 401, 503, *statuses})
     }
+
+
+def document_body_limit(schema: OpenAPI) -> None:
+    """Add the 413 that every operation taking a body gives for one over the size limit.
+
+    The limit is the app's (`request_max_body_size`), so it applies to every such route alike;
+    the 400 entry, which each of them has, lends the problem content.
+    """
+    for path_item in (schema.paths or {}).values():
+        for method in ("post", "put", "patch"):
+            operation: Operation | None = getattr(path_item, method)
+            if operation is None or operation.request_body is None or not operation.responses:
+                continue
+            bad_request = operation.responses.get("400")
+            if isinstance(bad_request, OpenAPIResponse):
+                operation.responses["413"] = OpenAPIResponse(
+                    description=_DESCRIPTIONS[413], content=bad_request.content
+                )

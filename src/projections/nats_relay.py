@@ -1,8 +1,10 @@
 """The NATS relay: follows the notification log and publishes every event to JetStream.
 
-In log order, one message per event, `Nats-Msg-Id` = the event id, each publish awaited for
-its ack, and the tracking position stored only after the acks. After a crash or an outage it
-resumes from that position; JetStream drops the re-sent duplicates inside its window.
+In log order, one message per event, `Nats-Msg-Id` = the event id. A batch is published
+without waiting between messages (one connection, so JetStream stores them in the order sent),
+then its acks are gathered and the tracking position stored up to the last event before the
+first missing ack. After a crash or an outage it resumes from that position; JetStream drops the
+re-sent duplicates inside its window.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -30,7 +33,8 @@ STREAM = "MFA_EVENTS"
 SUBJECTS = ["mfa.events.>"]
 DUPLICATE_WINDOW_SECONDS = 24 * 3600
 TRACKING_NAME = "nats_relay"
-BATCH_SIZE = 100
+BATCH_SIZE = 500
+ACK_TIMEOUT_SECONDS = 5.0
 UNKNOWN_SUBJECT = "urn:mfa:erased-user"
 SUBJECTS_DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_relay_subjects ("
@@ -57,6 +61,9 @@ class NatsRelay:
         self.connected = False
         self.active = lease is None
         self.published = 0
+        # The stored position, kept while a session runs (this relay is the only writer while
+        # it holds the lease); None = read it again from the database.
+        self._position: int | None = None
         self._users: dict[str, str] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -81,6 +88,7 @@ class NatsRelay:
             self.lease.release()
 
     def position(self) -> int:
+        """The stored position (every public event up to it is on the stream)."""
         with self.db.transaction() as cur:
             return lock_position(cur, self.db.dialect, TRACKING_NAME)
 
@@ -111,15 +119,17 @@ class NatsRelay:
                 await self._sleep(min(5.0, 0.2 * 2**failures))
 
     async def _session(self) -> None:
+        """Publish until stopped, the lease is lost or something fails.
+
+        Each session starts after the lease was (re)acquired or after an error, so it reads the
+        position from the database. It never reconnects by itself: after a reconnection the
+        client would send the messages it still buffered while some written before the
+        disconnection were lost, and JetStream would store a later event before an earlier
+        one. A new session resumes from the stored position instead.
+        """
+        self._position = None
         nc = await asyncio.wait_for(
-            nats.connect(
-                self.nats_url,
-                connect_timeout=2,
-                allow_reconnect=True,
-                max_reconnect_attempts=3,
-                reconnect_time_wait=0.5,
-                name="mfa-relay",
-            ),
+            nats.connect(self.nats_url, connect_timeout=2, allow_reconnect=False, name="mfa-relay"),
             timeout=10,
         )
         try:
@@ -141,38 +151,56 @@ class NatsRelay:
             await nc.close()
 
     async def _publish_batch(self, js: Any) -> bool:
-        position = self.position()
-        notifications = self.app.recorder.select_notifications(start=position + 1, limit=BATCH_SIZE)
+        """Publish the next batch, then store the position its acks allow; False when idle."""
+        if self._position is None:
+            self._position = self.position()
+        start = self._position
+        notifications = self.app.recorder.select_notifications(start=start + 1, limit=BATCH_SIZE)
         if not notifications:
             return False
-        published = position
+        items: list[BatchItem] = []
         subjects = SubjectChanges()
+        failure: Exception | None = None
         try:
             for notification in notifications:
                 event = self.app.mapper.to_domain_event(notification)
+                ack = None
                 if type(event) in PUBLIC_EVENTS:
                     message = to_public(event, self._subject_of(event, subjects))
-                    await js.publish(
+                    # No wait_stall: with one, every publish became a task and a socket
+                    # write of its own. A batch never fills the client's 4000 pending acks.
+                    ack = await js.publish_async(
                         message.nats_subject,
                         encode(message),
-                        timeout=5,
                         stream=STREAM,
                         headers={"Nats-Msg-Id": message.id},
                     )
-                    self.published += 1
                 if type(event) is UserMfa.UserErased:
                     subjects.forget(str(event.originator_id))
-                published = notification.id
-        finally:
-            if published > position:
-                self._save(published, subjects)
+                items.append(BatchItem(notification.id, ack, len(subjects.journal)))
+        except Exception as exc:  # store what was acked before it, then end the session
+            failure = exc
+        acked, ack_failure = await acked_prefix(items)
+        if acked:
+            last = acked[-1]
+            self._save(start, last.position, subjects.prefix(last.changes))
+            self._position = last.position
+            self.published += sum(1 for item in acked if item.ack is not None)
+        if failure is None:
+            failure = ack_failure
+        if failure is not None:
+            raise failure
         return True
 
-    def _save(self, position: int, subjects: SubjectChanges) -> None:
+    def _save(self, start: int, position: int, subjects: SubjectChanges) -> None:
         """Store the position and the subjects learnt, together, after the acks."""
         try:
             with self.db.transaction() as cur:
-                lock_position(cur, self.db.dialect, TRACKING_NAME)
+                stored = lock_position(cur, self.db.dialect, TRACKING_NAME)
+                if stored != start:
+                    # Another holder moved it: the lease was lost unnoticed, or someone reset
+                    # it. Never move it backwards; the next session reads it again.
+                    raise PositionMovedError(f"relay position is {stored}, not {start}")
                 for aggregate_id, user_id in subjects.learnt.items():
                     cur.execute(
                         "INSERT INTO mfa_relay_subjects (aggregate_id, user_id) VALUES (%s, %s) "
@@ -198,7 +226,7 @@ class NatsRelay:
         # Push challenges are their own aggregates, owned (and keyed) by the user's aggregate.
         key = str(getattr(event, "key_owner", None) or event.originator_id)
         if type(event) is UserMfa.Created:
-            subjects.learnt[key] = event.user_id
+            subjects.learn(key, event.user_id)
             self._remember(key, event.user_id)
             return str(event.user_id)
         known = self._users.get(key) or subjects.learnt.get(key)
@@ -218,16 +246,75 @@ class NatsRelay:
         self._users[key] = user_id
 
 
+class PositionMovedError(RuntimeError):
+    """The stored relay position is not the one this session kept in memory."""
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One event of a batch: its log position, its publish ack (None: not a public event) and
+    how many subject changes the batch had made once it was handled."""
+
+    position: int
+    ack: asyncio.Future[Any] | None
+    changes: int
+
+
+async def acked_prefix(items: list[BatchItem]) -> tuple[list[BatchItem], Exception | None]:
+    """The events up to the first whose ack failed or did not come, and that failure.
+
+    Everything after it is re-sent by the next session: JetStream keeps what it already stored
+    (same `Nats-Msg-Id`) and stores the rest behind it, so the stream keeps the log's order.
+    """
+    futures = [item.ack for item in items if item.ack is not None]
+    if futures:
+        _, pending = await asyncio.wait(futures, timeout=ACK_TIMEOUT_SECONDS)
+        for future in pending:
+            future.cancel()  # releases its slot in the client's pending-acks limit
+    for index, item in enumerate(items):
+        if item.ack is None:
+            continue
+        if item.ack.cancelled():
+            return items[:index], TimeoutError(f"no JetStream ack in {ACK_TIMEOUT_SECONDS} s")
+        error = item.ack.exception()
+        if error is not None:
+            for later in items[index + 1 :]:  # retrieved, so asyncio does not log them
+                if later.ack is not None and not later.ack.cancelled():
+                    later.ack.exception()
+            return items[:index], error if isinstance(error, Exception) else RuntimeError(error)
+    return items, None
+
+
 class SubjectChanges:
-    """Subjects learnt and forgotten during one batch (stored with its position)."""
+    """Subjects learnt and forgotten during one batch (stored with its position).
+
+    `journal` keeps them in log order, so that a batch acked only in part stores only the
+    changes of the part that was acked.
+    """
 
     def __init__(self) -> None:
         self.learnt: dict[str, str] = {}
         self.forgotten: list[str] = []
+        self.journal: list[tuple[str, str | None]] = []
+
+    def learn(self, aggregate_id: str, user_id: str) -> None:
+        self.learnt[aggregate_id] = user_id
+        self.journal.append((aggregate_id, user_id))
 
     def forget(self, aggregate_id: str) -> None:
         self.learnt.pop(aggregate_id, None)
         self.forgotten.append(aggregate_id)
+        self.journal.append((aggregate_id, None))
+
+    def prefix(self, length: int) -> SubjectChanges:
+        """The changes made by the first `length` entries of the journal."""
+        changes = SubjectChanges()
+        for aggregate_id, user_id in self.journal[:length]:
+            if user_id is None:
+                changes.forget(aggregate_id)
+            else:
+                changes.learn(aggregate_id, user_id)
+        return changes
 
 
 async def ensure_stream(js: Any) -> None:

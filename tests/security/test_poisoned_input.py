@@ -25,6 +25,7 @@ from tests.security.support import (
     Route,
     Stack,
     app_routes,
+    assert_problem,
     bodies,
     body_fields,
     openapi,
@@ -180,3 +181,31 @@ def test_a_read_position_claimed_beyond_the_log_answers_at_once(stack: Stack) ->
         assert listed.status_code == 200, listed.text
         assert len(listed.json()["items"]) == 1
     assert time.monotonic() - started < 3
+
+
+def test_a_body_over_64_kib_is_refused_with_413_on_every_route_that_takes_one(
+    stack: Stack,
+) -> None:
+    document = openapi(stack.server)
+    user = new_user()
+    clients = {"user": stack.client(user), "admin": stack.admin(), "internal": stack.internal()}
+    head = stack.server.runtime.services.app.max_position()
+    oversized = json.dumps({"name": "x" * (65 * 1024)}).encode()
+    checked = 0
+    for route in app_routes(stack.server):
+        client = clients.get(route.area)
+        operation = document["paths"].get(route.path, {}).get(route.method.lower(), {})
+        if client is None or "requestBody" not in operation:
+            continue
+        answered = client.request(
+            route.method,
+            route.url(),
+            content=oversized,
+            headers={"content-type": "application/json"},
+        )
+        assert_problem(answered, 413, "payload_too_large")
+        # ... and the OpenAPI document says so
+        assert "413" in operation["responses"], str(route)
+        checked += 1
+    assert checked >= 25
+    assert stack.server.runtime.services.app.max_position() == head  # nothing was written

@@ -1,0 +1,132 @@
+"""The NATS relay's batches: a publish that fails midway stores only the acked prefix.
+
+The relay publishes a whole batch before it gathers the acks. When one goes wrong (its ack is
+lost or refused, or the connection breaks while publishing), the position must stop just before
+it, and the next session must leave the stream with every event once, in log order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import pytest
+
+from api.app import build_runtime
+from api.deps import Runtime
+from commands import backup_codes, totp
+from projections import nats_relay
+from projections.nats_relay import NatsRelay
+from projections.public_events import PUBLIC_EVENTS, event_id
+from tests.conftest import NATS_URL, MutableClock, close_runtime, make_settings, new_user
+from tests.integration.nats_support import PrivateNats, nats_problem, stream_messages
+
+pytestmark = pytest.mark.nats
+FAIL_AT = 20  # the publish that goes wrong, counted from 1 in the first session
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[PrivateNats]:
+    from tests.conftest import require_service
+
+    require_service("NATS with JetStream", nats_problem(NATS_URL))
+    server = PrivateNats(tmp_path / "nats-store").start()
+    yield server
+    server.stop()
+
+
+class FaultyJetStream:
+    """A JetStream context whose `FAIL_AT`-th `publish_async` goes wrong as `fault` says."""
+
+    def __init__(self, js: Any, fault: str) -> None:
+        self._js = js
+        self._fault = fault
+        self._count = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def publish_async(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        self._count += 1
+        if self._count != FAIL_AT:
+            future: asyncio.Future[Any] = await self._js.publish_async(*args, **kwargs)
+            return future
+        if self._fault == "connection closed":  # nothing from here on reaches the server
+            raise nats.errors.ConnectionClosedError
+        await self._js.publish_async(*args, **kwargs)  # stored on the stream...
+        lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._fault == "ack refused":  # ...but the relay is told otherwise
+            lost.set_exception(nats.errors.TimeoutError())
+        return lost  # "ack missing": never answered
+
+
+def _log(runtime: Runtime, users: int = 10) -> None:
+    services = runtime.services
+    for _ in range(users):
+        user = new_user()
+        first = totp.set_up_totp(services, user, "phone")
+        totp.set_up_totp(services, user, "tablet")
+        totp.revoke_totp_device(services, user, first.value.device.device_id)
+        codes = backup_codes.generate_backup_codes(services, user).value.codes
+        backup_codes.verify_backup_code(services, user, codes[2])
+
+
+@pytest.mark.parametrize("fault", ["ack refused", "ack missing", "connection closed"])
+def test_a_batch_failing_midway_stores_the_acked_prefix_and_the_rerun_fills_it_once(
+    tmp_path: Path,
+    database_url: str,
+    private_nats: PrivateNats,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+) -> None:
+    runtime = build_runtime(
+        make_settings(tmp_path, database_url), clock=MutableClock(), run_projections=False
+    )
+    relay: NatsRelay | None = None
+    try:
+        _log(runtime)
+        app = runtime.services.app
+        notifications = app.recorder.select_notifications(start=1, limit=10_000)
+        head = notifications[-1].id
+        public = [
+            (n, app.mapper.to_domain_event(n))
+            for n in notifications
+            if type(app.mapper.to_domain_event(n)) in PUBLIC_EVENTS
+        ]
+        assert nats_relay.BATCH_SIZE >= len(notifications) > FAIL_AT  # all in the first batch
+        failing = notifications.index(public[FAIL_AT - 1][0])
+        acked_prefix_end = notifications[failing - 1].id
+
+        relay = NatsRelay(app, runtime.db, private_nats.url)
+        positions_at_session_start: list[int] = []
+        real_jetstream = nats.aio.client.Client.jetstream
+
+        def jetstream(nc: nats.aio.client.Client, **kwargs: Any) -> Any:
+            js = real_jetstream(nc, **kwargs)
+            if nc.options.get("name") != "mfa-relay":
+                return js
+            assert relay is not None
+            positions_at_session_start.append(relay.position())
+            return FaultyJetStream(js, fault) if len(positions_at_session_start) == 1 else js
+
+        monkeypatch.setattr(nats.aio.client.Client, "jetstream", jetstream)
+        monkeypatch.setattr(nats_relay, "ACK_TIMEOUT_SECONDS", 0.3)
+        relay.start()
+        deadline = time.monotonic() + 30
+        while relay.position() < head:
+            assert time.monotonic() < deadline, "the relay did not catch up"
+            time.sleep(0.05)
+        relay.stop()
+
+        assert positions_at_session_start[:2] == [0, acked_prefix_end]
+        expected = [event_id(e.originator_id, e.originator_version) for _, e in public]
+        assert [m["msg_id"] for m in stream_messages(private_nats.url)] == expected
+    finally:
+        if relay is not None:
+            relay.stop()
+        close_runtime(runtime)
