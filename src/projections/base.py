@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import Any, ClassVar, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from domain.erasure import UserErased, UserMfaReset
+from domain.user_mfa import UserMfa
 from infra.sql import Cursor
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -31,6 +33,14 @@ class Projection(Protocol):
     def process(self, cur: Cursor, event: Any) -> None: ...
 
 
+@runtime_checkable
+class BatchProjection(Projection, Protocol):
+    """A read model that takes a batch's events at once, to leave out writes that a later
+    event of the same batch overwrites. The result must be the same as `process` for each."""
+
+    def process_batch(self, cur: Cursor, events: Sequence[Any]) -> None: ...
+
+
 def forget_rows(cur: Cursor, table: str, event: Any) -> bool:
     """On a reset or an erasure, delete the aggregate's rows from `table`; True if it was one.
 
@@ -43,11 +53,105 @@ def forget_rows(cur: Cursor, table: str, event: Any) -> bool:
     return True
 
 
+USER_IDS_SIZE = 20_000
+
+
+class UserIds:
+    """A bounded memo of `mfa_users` (aggregate id → user id), so that `user_of` need not ask
+    the database for every event.
+
+    Its owner (one runner, or one rebuild: never shared, as each reads the log on its own)
+    shows it every event it reads, in log order, before the batch's projections run: a
+    `UserMfa.Created` adds its aggregate (an aggregate id never changes owner), a `UserErased`
+    drops it (erasure is final; the user comes back under a new aggregate id). It therefore
+    answers as the users table does once the users projection has processed the same events,
+    and never for an aggregate whose erasure was read. Whoever may have missed an event (a
+    batch rolled back, another process moved the tracking rows) must `clear` it.
+    """
+
+    def __init__(self, size: int = USER_IDS_SIZE) -> None:
+        self.size = size
+        self._known: dict[str, str] = {}
+
+    def follow(self, events: Iterable[tuple[int, Any]]) -> None:
+        """Learn from the (position, event) pairs just read, oldest first."""
+        for _, event in events:
+            kind = type(event)
+            if kind is UserMfa.Created:
+                self.remember(str(event.originator_id), event.user_id)
+            elif kind is UserErased:
+                self._known.pop(str(event.originator_id), None)
+
+    def get(self, aggregate_id: str) -> str | None:
+        return self._known.get(aggregate_id)
+
+    def remember(self, aggregate_id: str, user_id: str) -> None:
+        if aggregate_id not in self._known and len(self._known) >= self.size:
+            del self._known[next(iter(self._known))]  # the oldest entry
+        self._known[aggregate_id] = user_id
+
+    def clear(self) -> None:
+        self._known.clear()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+class ProjectionCursor:
+    """The cursor a projection writes through: it carries its runner's `UserIds` and, in a
+    rebuild, sends the projection's statements to other (shadow) tables."""
+
+    def __init__(
+        self,
+        cur: Cursor,
+        user_ids: UserIds | None = None,
+        renames: Mapping[str, str] | None = None,
+    ) -> None:
+        self._cur = cur
+        self.user_ids = user_ids
+        self._renames = dict(renames or {})
+        self._pattern = (
+            re.compile(r"\b(" + "|".join(map(re.escape, self._renames)) + r")\b")
+            if self._renames
+            else None
+        )
+        self._renamed: dict[str, str] = {}  # statement → its renamed text (a fixed set)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self._pattern is not None:
+            renamed = self._renamed.get(sql)
+            if renamed is None:
+                renamed = self._pattern.sub(lambda m: self._renames[m[1]], sql)
+                self._renamed[sql] = renamed
+            sql = renamed
+        return self._cur.execute(sql, params)
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+
 def user_of(cur: Cursor, aggregate_id: object) -> str | None:
-    """The user id behind an aggregate id, from the users table the runner keeps."""
-    cur.execute("SELECT user_id FROM mfa_users WHERE aggregate_id = %s", (str(aggregate_id),))
+    """The user id behind an aggregate id, from the users table the runner keeps (or from the
+    `UserIds` that the cursor carries, which follows that table)."""
+    key = str(aggregate_id)
+    user_ids = cur.user_ids if isinstance(cur, ProjectionCursor) else None
+    if user_ids is not None and (known := user_ids.get(key)) is not None:
+        return known
+    cur.execute("SELECT user_id FROM mfa_users WHERE aggregate_id = %s", (key,))
     row = cur.fetchone()
-    return None if row is None else str(row[0])
+    if row is None:
+        return None  # not cached: the aggregate may yet be created
+    user_id = str(row[0])
+    if user_ids is not None:
+        user_ids.remember(key, user_id)
+    return user_id
 
 
 def iso(value: Any) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from domain.totp import TotpStatus
@@ -37,6 +38,21 @@ class TotpDeviceProjection:
         user_id = user_of(cur, event.originator_id)
         if user_id is not None:
             handler(cur, user_id, event)
+
+    def process_batch(self, cur: Cursor, events: Sequence[Any]) -> None:
+        """`process` for each event but a code acceptance followed, in the same batch, by
+        another on the same device: it only sets the row's `last_used_at`, which the later
+        one overwrites (and if the row is gone or replaced by then, so is what it wrote)."""
+        accepted = UserMfa.TotpCodeAccepted
+        last = {
+            (event.originator_id, event.device_id): i
+            for i, event in enumerate(events)
+            if type(event) is accepted
+        }
+        for i, event in enumerate(events):
+            if type(event) is accepted and last[(event.originator_id, event.device_id)] != i:
+                continue
+            self.process(cur, event)
 
 
 def _set_status(cur: Cursor, user_id: str, device_ids: list[str], status: str) -> None:

@@ -11,16 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from commands.app import MfaApplication
-from infra.sql import Cursor
-from projections.base import Projection
-from projections.runner import (
-    BATCH_SIZE,
-    ReadModels,
-    RenamingCursor,
-    apply_batch,
-    lock_position,
-    set_position,
-)
+from infra.sql import Cursor, pipelined
+from projections.base import Projection, ProjectionCursor, UserIds
+from projections.runner import BATCH_SIZE, ReadModels, apply_batch, lock_position, set_position
 
 SHADOW = "__rebuild"
 
@@ -42,13 +35,30 @@ def _events(app: MfaApplication, after: int, until: int) -> list[tuple[int, Any]
 
 
 def _catch_up(
-    app: MfaApplication, cur: Cursor, projection: Projection, tracking: str, done: int, until: int
+    app: MfaApplication,
+    cur: Cursor,
+    projection: Projection,
+    tracking: str,
+    done: int,
+    until: int,
+    *,
+    renames: dict[str, str] | None = None,
+    user_ids: UserIds | None = None,
 ) -> int:
+    """Apply the events after `done` up to `until`, a batch at a time, writes pipelined.
+
+    `user_ids`, when given, follows every event read: pass it only to the one catch-up that
+    reads the log from 0 in order (the shadow's), never to one that reads a range again.
+    """
+    projection_cur = ProjectionCursor(cur, user_ids, renames)
     while done < until:
         events = _events(app, done, until)
         if not events:
             break
-        done = apply_batch(cur, projection, tracking, events, done)
+        if user_ids is not None:
+            user_ids.follow(events)
+        with pipelined(cur):
+            done = apply_batch(projection_cur, projection, tracking, events, done)
     return done
 
 
@@ -74,10 +84,15 @@ def rebuild_projection(
     db = read_models.db
     renames = {table: table + SHADOW for table in projection.tables}
     shadow_tracking = name + SHADOW
+    # The shadow's own user-id cache (the live runner's follows other positions). It follows
+    # the log from 0 as the shadow does, so it answers as the users table did when the live
+    # runner was at the same events: an aggregate erased further on is still its user's until
+    # the erasure is read, and `forget_rows` then deletes what was written for it meanwhile.
+    user_ids = UserIds()
     with db.transaction() as cur:
         for shadow in renames.values():
             cur.execute(f"DROP TABLE IF EXISTS {shadow}")
-        projection.create_tables(RenamingCursor(cur, renames))
+        projection.create_tables(ProjectionCursor(cur, renames=renames))
         cur.execute("DELETE FROM mfa_tracking WHERE projection = %s", (shadow_tracking,))
         lock_position(cur, db.dialect, shadow_tracking)
 
@@ -87,11 +102,13 @@ def rebuild_projection(
             until = _target(cur, projection, app.max_position())
             step = _catch_up(
                 app,
-                RenamingCursor(cur, renames),
+                cur,
                 projection,
                 shadow_tracking,
                 done,
                 min(until, done + BATCH_SIZE * 20),
+                renames=renames,
+                user_ids=user_ids,
             )
         if step == done or step >= until:
             done = step
@@ -102,8 +119,10 @@ def rebuild_projection(
         live = lock_position(cur, db.dialect, name)
         until = max(live, _target(cur, projection, app.max_position()))
         done = _catch_up(
-            app, RenamingCursor(cur, renames), projection, shadow_tracking, done, until
+            app, cur, projection, shadow_tracking, done, until, renames=renames, user_ids=user_ids
         )
+        # The live tables lag at most a few batches: they go without a cache (this one has
+        # followed the log past them).
         live = _catch_up(app, cur, projection, name, live, done)
         matched: bool | None = None
         differences = 0

@@ -10,7 +10,6 @@ an event count twice.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -24,10 +23,16 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from commands.app import MfaApplication
 from domain.user_mfa import UserMfa
 from infra.lease import Lease
-from infra.sql import Cursor, Database, DatabaseUnavailableError, compact_log
+from infra.sql import Cursor, Database, DatabaseUnavailableError, compact_log, pipelined
 from projections.audit_log import ConfigAuditLogProjection
 from projections.backup_codes import BackupCodeProjection
-from projections.base import TRACKING_DDL, Projection
+from projections.base import (
+    TRACKING_DDL,
+    BatchProjection,
+    Projection,
+    ProjectionCursor,
+    UserIds,
+)
 from projections.devices import TotpDeviceProjection
 from projections.push import PushChallengeProjection, PushDeviceProjection
 from projections.trusted_devices import TrustedDeviceProjection
@@ -150,28 +155,6 @@ class ReadModels:
                 self._progress.wait(min(remaining, 0.02))
 
 
-class RenamingCursor:
-    """A cursor that sends a projection's writes to other (shadow) tables."""
-
-    def __init__(self, cur: Cursor, renames: dict[str, str]) -> None:
-        self._cur = cur
-        self._pattern = re.compile(r"\b(" + "|".join(map(re.escape, renames)) + r")\b")
-        self._renames = renames
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._cur.execute(self._pattern.sub(lambda m: self._renames[m[1]], sql), params)
-
-    def fetchone(self) -> Any:
-        return self._cur.fetchone()
-
-    def fetchall(self) -> list[Any]:
-        return self._cur.fetchall()
-
-    @property
-    def rowcount(self) -> int:
-        return self._cur.rowcount
-
-
 def apply_batch(
     cur: Cursor,
     projection: Projection,
@@ -183,8 +166,11 @@ def apply_batch(
     todo = [(pos, event) for pos, event in events if pos > done]
     if not todo:
         return done
-    for _, event in todo:
-        projection.process(cur, event)
+    if isinstance(projection, BatchProjection):
+        projection.process_batch(cur, [event for _, event in todo])
+    else:
+        for _, event in todo:
+            projection.process(cur, event)
     set_position(cur, tracking_name, todo[-1][0])
     return todo[-1][0]
 
@@ -213,6 +199,7 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._positions = read_models.positions()
+        self.user_ids = UserIds()  # see `_user_ids_for`
 
     @property
     def position(self) -> int:
@@ -246,6 +233,7 @@ class ProjectionRunner:
         held = self.lease.try_acquire()
         if held and not self.active:
             self._positions = self.read_models.positions()
+            self.user_ids.clear()  # another holder may have processed erasures meanwhile
             log.info("projection lease acquired")
         self.active = held
         return held
@@ -287,18 +275,44 @@ class ProjectionRunner:
         reached: dict[str, int] = {}
         # One transaction for the whole batch: every projection's rows and tracking row commit
         # together (the tracking rows are locked first, in name order, so a rebuild's swap or a
-        # second runner waits instead of double-applying).
-        with db.transaction() as cur:
-            done = lock_positions(cur, db.dialect, [p.name for p in projections])
-            for projection in projections:
-                reached[projection.name] = apply_batch(
-                    cur, projection, projection.name, events, done[projection.name]
-                )
+        # second runner waits instead of double-applying). The writes are pipelined: only a
+        # user-id lookup that misses the cache waits for the database.
+        try:
+            with db.transaction() as cur:
+                done = lock_positions(cur, db.dialect, [p.name for p in projections])
+                projection_cur = ProjectionCursor(cur, self._user_ids_for(done, events))
+                with pipelined(cur):
+                    for projection in projections:
+                        reached[projection.name] = apply_batch(
+                            projection_cur,
+                            projection,
+                            projection.name,
+                            events,
+                            done[projection.name],
+                        )
+        except BaseException:
+            self.user_ids.clear()  # it followed events whose batch did not commit: start afresh
+            raise
         self._positions.update(reached)
         if any(type(event) is UserMfa.UserErased for _, event in events):
             compact_log(db)
         self.read_models.advanced()
         return True
+
+    def _user_ids_for(self, done: dict[str, int], events: list[tuple[int, Any]]) -> UserIds | None:
+        """The user-id cache for this batch, once it has followed the batch's events.
+
+        Only while every projection is at one position, where this runner left it, is the
+        users table (as the batch's projections see it: after the users projection) the log
+        up to the batch's end, which the cache has then followed. Otherwise (another runner or
+        a rebuild's swap moved a tracking row, a projection was added) the batch goes without,
+        and the cache starts afresh: it may have missed an erasure.
+        """
+        if done != self._positions or len(set(done.values())) > 1:
+            self.user_ids.clear()
+            return None
+        self.user_ids.follow(events)
+        return self.user_ids
 
     def catch_up(self, timeout: float = 30.0) -> None:
         """Process until the end of the log (used by tests and the CLI)."""
