@@ -11,7 +11,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from api.auth import TokenVerifier, provide_principal
+from api.auth import TokenVerifier
 from api.controllers.admin import AdminTotpController
 from api.controllers.audit import AuditController
 from api.controllers.backup_codes import BackupCodeController
@@ -38,7 +38,13 @@ from api.controllers.step_up import StepUpController, jwks
 from api.controllers.totp import TotpController
 from api.controllers.trusted_devices import TrustedDeviceController
 from api.controllers.webauthn import WebAuthnController
-from api.deps import Runtime, StrictJsonRequest, document_body_limit, provide_runtime
+from api.deps import (
+    Runtime,
+    StrictJsonRequest,
+    document_body_limit,
+    provide_runtime,
+    provide_user,
+)
 from api.errors import EXCEPTION_HANDLERS
 from api.input_rules import refuse_control_characters
 from api.settings import Settings
@@ -204,7 +210,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         route_handlers=handlers,
         dependencies={
             "runtime": Provide(provide_runtime, sync_to_thread=False),
-            "user": Provide(provide_principal, sync_to_thread=False),
+            "user": Provide(provide_user, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_control_characters,

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
@@ -126,8 +125,3 @@ def _require_scope(scope: str) -> Any:
 
 admin_only = _require_scope(ADMIN_SCOPE)
 internal_only = _require_scope(INTERNAL_SCOPE)
-
-
-def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    """Dependency: the authenticated caller."""
-    return principal_of(request)

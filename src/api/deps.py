@@ -10,11 +10,13 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
+from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPI, OpenAPIResponse, Operation, RequestBody
 from litestar.params import PathParameter, QueryParameter
 
+from api.auth import Principal, principal_of
 from api.schemas.common import Problem
 from api.settings import Settings
 from commands.app import Outcome, Services
@@ -152,6 +154,15 @@ def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
     """Dependency: the runtime stored on the application state."""
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def provide_user(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Principal:
+    """Dependency: the authenticated caller.
+
+    It takes `runtime` only to be resolved after it: Litestar resolves the dependencies of one
+    level in an anyio task group per request, which cost about 8 % of a TOTP validate's CPU.
+    """
+    return principal_of(request)
 
 
 def written(content: T, outcome: Outcome[Any], status_code: int = 200) -> Response[T]:

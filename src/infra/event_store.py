@@ -34,6 +34,7 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresFactory,
 )
+from psycopg.sql import SQL, Identifier
 
 from infra.sql import ConnectionWait, ThrottledCheck, connection_lost
 
@@ -102,7 +103,46 @@ class FailFastAggregateRecorder(PostgresAggregateRecorder):
 
 
 class FailFastApplicationRecorder(PostgresApplicationRecorder):
-    """The event store and its notification log."""
+    """The event store and its notification log.
+
+    With `POSTGRES_ENABLE_DB_FUNCTIONS` the library appends through a PL/pgSQL function in one
+    statement, but its function leaves out the table lock that its other path takes, and
+    without which notification ids could commit out of order (a reader following the log
+    would skip a late commit for good). Ours takes it: the function runs in the autocommit
+    statement's own transaction, so the lock is held through the commit, as before.
+    """
+
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        self.sql_create_pg_function_insert_events = SQL(
+            "CREATE OR REPLACE FUNCTION "
+            "{schema}.{insert_events}(events {schema}.{event}[]) "
+            "RETURNS SETOF bigint "
+            "LANGUAGE plpgsql "
+            "AS "
+            "$BODY$"
+            "BEGIN"
+            "    SET LOCAL lock_timeout = '{lock_timeout}s';"
+            "    LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;"
+            "    NOTIFY {channel};"
+            "    RETURN QUERY"
+            "    INSERT INTO {schema}.{table} AS t ("
+            "    originator_id, originator_version, topic, state)"
+            "    SELECT originator_id, originator_version, topic, state"
+            "    FROM unnest(events)"
+            "    RETURNING notification_id;"
+            "END;"
+            "$BODY$"
+        ).format(
+            insert_events=Identifier(self.pg_function_name_insert_events),
+            lock_timeout=self.datastore.lock_timeout,
+            channel=Identifier(self.channel_name),
+            event=Identifier(self.stored_event_type_name),
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+        )
+        index = self.create_insert_function_statement_index
+        self.sql_create_statements[index] = self.sql_create_pg_function_insert_events
 
     def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Any:
         return _call(self, lambda: _application_insert(self, stored_events, **kwargs))

@@ -26,7 +26,7 @@ from infra.lease import Lease
 from infra.sql import Database, DatabaseUnavailableError, compact_log
 from projections.base import TRACKING_DDL
 from projections.public_events import PUBLIC_EVENTS, encode, to_public
-from projections.runner import lock_position, set_position
+from projections.runner import MIN_BATCH_INTERVAL, lock_position, set_position
 
 log = logging.getLogger("mfa.relay")
 STREAM = "MFA_EVENTS"
@@ -137,12 +137,15 @@ class NatsRelay:
             await ensure_stream(js)
             self.connected = True
             last_lease_check = time.monotonic()
+            started = 0.0
             while not self._stop.is_set():
                 if self.lease is not None and time.monotonic() - last_lease_check > 1.0:
                     last_lease_check = time.monotonic()
                     if not self.lease.still_held():
                         return
-                if not await self._publish_batch(js):
+                await asyncio.sleep(max(0.0, started + MIN_BATCH_INTERVAL - time.monotonic()))
+                started = time.monotonic()
+                if await self._publish_batch(js) < BATCH_SIZE:  # at the end of the log
                     await self._sleep(self.poll_interval)
                 if not nc.is_connected:
                     raise ConnectionError("disconnected from NATS")
@@ -150,14 +153,15 @@ class NatsRelay:
             self.connected = False
             await nc.close()
 
-    async def _publish_batch(self, js: Any) -> bool:
-        """Publish the next batch, then store the position its acks allow; False when idle."""
+    async def _publish_batch(self, js: Any) -> int:
+        """Publish the next batch, then store the position its acks allow; how many events it
+        held (0: at the end of the log)."""
         if self._position is None:
             self._position = self.position()
         start = self._position
         notifications = self.app.recorder.select_notifications(start=start + 1, limit=BATCH_SIZE)
         if not notifications:
-            return False
+            return 0
         items: list[BatchItem] = []
         subjects = SubjectChanges()
         failure: Exception | None = None
@@ -190,7 +194,7 @@ class NatsRelay:
             failure = ack_failure
         if failure is not None:
             raise failure
-        return True
+        return len(notifications)
 
     def _save(self, start: int, position: int, subjects: SubjectChanges) -> None:
         """Store the position and the subjects learnt, together, after the acks."""
