@@ -88,6 +88,7 @@ class Settings:
     push_allow_private: bool = False
     trusted_device_days: int = 30
     db_pool_size: int = 10
+    handler_threads: int = 0  # 0: db_pool_size + 2
     log_level: str = "INFO"
     development_secrets: bool = False
 
@@ -148,6 +149,7 @@ class Settings:
             in ("1", "true", "yes"),
             trusted_device_days=int(env.get("MFA_TRUSTED_DEVICE_DAYS") or "30"),
             db_pool_size=int(env.get("MFA_DB_POOL_SIZE") or "10"),
+            handler_threads=int(env.get("MFA_HANDLER_THREADS") or "0"),
             log_level=env.get("MFA_LOG_LEVEL") or "INFO",
             development_secrets=development,
         )
