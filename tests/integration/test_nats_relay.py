@@ -45,14 +45,6 @@ def shared_nats() -> str:
     return NATS_URL
 
 
-@pytest.fixture
-def private_nats(tmp_path: Path) -> Iterator[PrivateNats]:
-    require_service("NATS with JetStream", nats_problem(NATS_URL))
-    server = PrivateNats(tmp_path / "nats-store").start()
-    yield server
-    server.stop()
-
-
 def test_a_durable_consumer_receives_every_event_of_a_session_without_secrets(
     tmp_path: Path,
     database_url: str,

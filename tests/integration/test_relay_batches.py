@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,11 @@ from commands import backup_codes, totp
 from projections import nats_relay
 from projections.nats_relay import NatsRelay
 from projections.public_events import PUBLIC_EVENTS, event_id
-from tests.conftest import NATS_URL, MutableClock, close_runtime, make_settings, new_user
-from tests.integration.nats_support import PrivateNats, nats_problem, stream_messages
+from tests.conftest import MutableClock, close_runtime, make_settings, new_user
+from tests.integration.nats_support import PrivateNats, stream_messages
 
 pytestmark = pytest.mark.nats
 FAIL_AT = 20  # the publish that goes wrong, counted from 1 in the first session
-
-
-@pytest.fixture
-def private_nats(tmp_path: Path) -> Iterator[PrivateNats]:
-    from tests.conftest import require_service
-
-    require_service("NATS with JetStream", nats_problem(NATS_URL))
-    server = PrivateNats(tmp_path / "nats-store").start()
-    yield server
-    server.stop()
 
 
 class FaultyJetStream:
