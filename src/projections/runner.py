@@ -43,6 +43,15 @@ BATCH_SIZE = 500
 # Under load, batches start at most this often: the events of 10 ms share one transaction
 # (and one look at the log) instead of one each. An event after a quiet spell goes at once.
 MIN_BATCH_INTERVAL = 0.01
+# A batch that fails this often in a row (the database being up) is gone through one event
+# at a time, and an event that still fails alone is skipped by the projections that refuse
+# it (`_apply_alone`): one bad event must not stop every read model for every user.
+ISOLATE_AFTER_FAILURES = 3
+SKIPS_DDL = (
+    "CREATE TABLE IF NOT EXISTS mfa_projection_skips ("
+    "projection TEXT NOT NULL, position BIGINT NOT NULL, topic TEXT NOT NULL, "
+    "error TEXT NOT NULL, skipped_at TEXT NOT NULL, PRIMARY KEY (projection, position))"
+)
 LEASE_CHECK_SECONDS = 1.0
 
 
@@ -119,6 +128,7 @@ class ReadModels:
         self._runner: ProjectionRunner | None = None
         with db.transaction() as cur:
             cur.execute(TRACKING_DDL)
+            cur.execute(SKIPS_DDL)
             for projection in self.projections:
                 projection.create_tables(cur)
                 cur.execute(
@@ -227,6 +237,7 @@ class ProjectionRunner:
         self._thread: threading.Thread | None = None
         self._positions = read_models.positions()
         self.user_ids = UserIds()  # see `_user_ids_for`
+        self._one_by_one_until: int | None = None  # see ISOLATE_AFTER_FAILURES
 
     @property
     def position(self) -> int:
@@ -287,15 +298,98 @@ class ProjectionRunner:
                 failures += 1
                 self.failing = True
                 log.exception("projection failed; retrying from its last position")
-            if processed < BATCH_SIZE:  # at the end of the log: wait for news
+                if failures >= ISOLATE_AFTER_FAILURES:
+                    failures = self._isolate()
+            if processed < self._batch_limit():  # at the end of the log: wait for news
                 delay = self.poll_interval if failures == 0 else min(5.0, 0.1 * 2**failures)
                 self._wake.wait(delay)
                 self._wake.clear()
 
+    def _batch_limit(self) -> int:
+        """BATCH_SIZE, or 1 while going one by one through a batch that kept failing."""
+        if self._one_by_one_until is not None and self.position >= self._one_by_one_until:
+            self._one_by_one_until = None
+        return BATCH_SIZE if self._one_by_one_until is None else 1
+
+    def _isolate(self) -> int:
+        """After a batch kept failing: go through it one event at a time; if it is a single
+        event that keeps failing, apply it alone. Returns the failure count to go on with."""
+        if self._one_by_one_until is None:
+            self._one_by_one_until = self.position + BATCH_SIZE
+            log.warning(
+                "going through events %d-%d one by one", self.position + 1, self._one_by_one_until
+            )
+            return 0
+        try:
+            self._apply_alone()
+        except Exception:
+            log.exception("could not apply the failing event alone; retrying")
+            return ISOLATE_AFTER_FAILURES - 1
+        return 0
+
+    def _apply_alone(self) -> None:
+        """Apply the next event to each projection in a savepoint of its own. A projection
+        that refuses it skips it: the skip is logged and kept in `mfa_projection_skips` (shown
+        by `mfa projections status`; a rebuild after the fix applies the event again). Only the
+        error's type is kept: its message could quote the event's data."""
+        notifications = self.app.recorder.select_notifications(start=self.position + 1, limit=1)
+        if not notifications:
+            return
+        notification = notifications[0]
+        try:
+            event: Any = self.app.mapper.to_domain_event(notification)
+            unreadable: str | None = None
+        except Exception as exc:  # no projection can have it
+            event, unreadable = None, type(exc).__name__
+        db = self.read_models.db
+        projections = self.read_models.projections
+        reached: dict[str, int] = {}
+        with db.transaction() as cur:
+            done = lock_positions(cur, db.dialect, [p.name for p in projections])
+            projection_cur = ProjectionCursor(cur, None)
+            for projection in projections:
+                if done[projection.name] >= notification.id:
+                    continue
+                error = unreadable
+                if error is None:
+                    cur.execute("SAVEPOINT mfa_one_projection")
+                    try:
+                        projection.process(projection_cur, event)
+                    except Exception as exc:
+                        cur.execute("ROLLBACK TO SAVEPOINT mfa_one_projection")
+                        error = type(exc).__name__
+                    else:
+                        cur.execute("RELEASE SAVEPOINT mfa_one_projection")
+                if error is not None:
+                    log.error(
+                        "projection %s skips event %d (%s): %s",
+                        projection.name,
+                        notification.id,
+                        notification.topic,
+                        error,
+                    )
+                    cur.execute(
+                        "INSERT INTO mfa_projection_skips "
+                        "(projection, position, topic, error, skipped_at) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (projection, position) DO NOTHING",
+                        (
+                            projection.name,
+                            notification.id,
+                            notification.topic,
+                            error,
+                            datetime.now(UTC).isoformat(),
+                        ),
+                    )
+                reached[projection.name] = notification.id
+            set_positions(cur, reached)
+        self._positions.update(reached)
+        self.user_ids.clear()  # this batch went without the cache
+        self.read_models.advanced()
+
     def run_once(self) -> int:
         """Process one batch; how many events it held (0: every projection is at the end)."""
         notifications = self.app.recorder.select_notifications(
-            start=self.position + 1, limit=BATCH_SIZE
+            start=self.position + 1, limit=self._batch_limit()
         )
         if not notifications:
             return 0
@@ -358,6 +452,7 @@ class ProjectionStatus:
     head: int
     lag: int
     updated_at: str | None
+    skipped: int = 0  # events it refused and skipped (mfa_projection_skips)
 
 
 def projection_status(app: MfaApplication, read_models: ReadModels) -> list[ProjectionStatus]:
@@ -366,10 +461,12 @@ def projection_status(app: MfaApplication, read_models: ReadModels) -> list[Proj
     with read_models.db.transaction() as cur:
         cur.execute("SELECT projection, position, updated_at FROM mfa_tracking")
         rows = {str(r[0]): (int(r[1]), r[2]) for r in cur.fetchall()}
+        cur.execute("SELECT projection, COUNT(*) FROM mfa_projection_skips GROUP BY projection")
+        skips = {str(r[0]): int(r[1]) for r in cur.fetchall()}
     result = []
     for projection in read_models.projections:
         position, updated = rows.get(projection.name, (0, None))
-        result.append(
-            ProjectionStatus(projection.name, position, head, max(0, head - position), updated)
-        )
+        lag = max(0, head - position)
+        skipped = skips.get(projection.name, 0)
+        result.append(ProjectionStatus(projection.name, position, head, lag, updated, skipped))
     return result
