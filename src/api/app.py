@@ -48,6 +48,7 @@ from api.deps import (
 from api.errors import EXCEPTION_HANDLERS
 from api.input_rules import refuse_control_characters
 from api.settings import Settings
+from commands.adapters.decoys import SqlDecoyLockouts
 from commands.adapters.dev_log import LogSender
 from commands.adapters.epochs import SqlUserEpochs
 from commands.adapters.keys import derive_key
@@ -86,6 +87,7 @@ def build_runtime(
         app = MfaApplication(event_store_env(settings.database_url, settings.db_pool_size), vault)
         read_models = ReadModels(db, default_projections())
         epochs = SqlUserEpochs(db, derive_key(settings.master_key, "user-epochs"))
+        decoys = SqlDecoyLockouts(db, derive_key(settings.master_key, "decoy-locks"))
     services = Services(
         app=app,
         clock=clock or SystemClock(),
@@ -99,6 +101,7 @@ def build_runtime(
         step_up_ttl_seconds=settings.step_up_ttl_seconds,
         trusted_device_days=settings.trusted_device_days,
         epochs=epochs,
+        decoys=decoys,
         push_sender=HttpPushSender(
             settings.push_webhook_url, allow_private=settings.push_allow_private
         ),

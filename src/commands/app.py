@@ -19,6 +19,7 @@ from eventsourcing.persistence import IntegrityError, Mapper, OperationalError
 from commands.decoys import DecoyLockouts
 from commands.ports import (
     Clock,
+    DecoyLocks,
     EmailSender,
     KeyVault,
     PushSender,
@@ -171,7 +172,7 @@ class Services:
     push_sender: PushSender | None = None
     sms_sender: SmsSender | None = None
     email_sender: EmailSender | None = None
-    decoys: DecoyLockouts | None = None  # lockouts of users without an aggregate
+    decoys: DecoyLocks | None = None  # lockouts of users without an aggregate
 
     def __post_init__(self) -> None:
         if self.writes is None:

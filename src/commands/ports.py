@@ -49,6 +49,13 @@ class UserEpochs(Protocol):
     def advance(self, user_id: str, from_epoch: int) -> int: ...
 
 
+class DecoyLocks(Protocol):
+    """Lockouts of users without an aggregate (commands.decoys, commands.adapters.decoys)."""
+
+    def refuse(self, user_id: str, factor: str, at: datetime) -> Any: ...
+    def locks_of(self, user_id: str, at: datetime) -> list[tuple[str, datetime]]: ...
+
+
 class PushSender(Protocol):
     """Delivers a push payload to one device; True when the push service accepted it."""
 

@@ -9,12 +9,19 @@ wrong code must be indistinguishable: status, problem code, detail, body shape, 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
+from commands.adapters.decoys import FORGET_AFTER, PRUNE_EVERY, SqlDecoyLockouts
 from commands.decoys import DecoyLockouts
+from domain.errors import FactorLockedError, InvalidCodeError
+from infra.sql import Database, open_database
 from tests.api.helpers import wrong_code
 from tests.conftest import new_user
 from tests.security.support import (
@@ -179,3 +186,51 @@ def test_a_users_own_views_do_not_tell_never_enrolled_from_enrolled_and_removed(
             assert response.status_code == 200, response.text
             seen.append(answer(response, user))
         assert seen[0] == seen[1], path
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = open_database(database_url, 8)
+    yield database
+    database.close()
+
+
+def test_an_unknown_users_lock_is_shared_by_every_process_as_a_real_users_is(
+    db: Database,
+) -> None:
+    """Guesses spread over two server processes (or instances) lock after five, not ten."""
+    key = os.urandom(32)
+    first, second = SqlDecoyLockouts(db, key), SqlDecoyLockouts(db, key)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    answers = [(first, second)[i % 2].refuse("ghost", "otp", now) for i in range(7)]
+    remaining = [a.attempts_remaining for a in answers if isinstance(a, InvalidCodeError)]
+    assert remaining == [4, 3, 2, 1, 0]
+    assert all(isinstance(a, FactorLockedError) for a in answers[5:])
+    [(factor, until)] = second.locks_of("ghost", now)
+    assert (factor, until) == ("otp", now + timedelta(seconds=30))
+    # the lock expires, and the next lock escalates, as a real user's
+    later = now + timedelta(seconds=31)
+    for _ in range(5):
+        last = first.refuse("ghost", "otp", later)
+    assert second.locks_of("ghost", later) == [("otp", later + timedelta(seconds=60))]
+    assert isinstance(last, InvalidCodeError)
+
+
+def test_fifty_concurrent_guesses_at_an_unknown_user_get_five_tries(db: Database) -> None:
+    key = os.urandom(32)
+    processes = [SqlDecoyLockouts(db, key) for _ in range(2)]
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda i: processes[i % 2].refuse("ghost", "otp", now), range(50)))
+    assert sum(isinstance(a, InvalidCodeError) for a in answers) == 5
+    assert sum(isinstance(a, FactorLockedError) for a in answers) == 45
+
+
+def test_unknown_users_nobody_probes_for_a_day_are_forgotten(db: Database) -> None:
+    decoys = SqlDecoyLockouts(db, os.urandom(32))
+    then = datetime(2026, 1, 1, tzinfo=UTC)
+    for index in range(PRUNE_EVERY - 1):
+        decoys.refuse(f"old-{index}", "otp", then)
+    assert len(decoys) == PRUNE_EVERY - 1
+    decoys.refuse("new", "otp", then + FORGET_AFTER + timedelta(seconds=1))
+    assert len(decoys) == 1
