@@ -165,7 +165,7 @@ def projections() -> None:
 @projections.command("status")
 def projections_status() -> None:
     """Each read model's position and lag behind the log, as JSON lines."""
-    from projections.runner import projection_status
+    from projections.tracking import projection_status
 
     runtime = _offline_runtime()
     for status in projection_status(runtime.services.app, runtime.read_models):

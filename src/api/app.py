@@ -65,7 +65,8 @@ from infra.log_redaction import install_url_redaction
 from infra.notify import log_waker_for
 from infra.sql import open_database, schema_lock
 from projections.nats_relay import NatsRelay
-from projections.runner import ProjectionRunner, ReadModels, default_projections
+from projections.runner import ProjectionRunner, default_projections
+from projections.tracking import ReadModels
 
 log = logging.getLogger("mfa")
 UNWOKEN_POLL_SECONDS = 0.05  # SQLite: one process, whose own writes wake the projections

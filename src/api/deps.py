@@ -23,7 +23,8 @@ from commands.app import Outcome, Services
 from infra.notify import LogWaker
 from infra.sql import Cursor, Database
 from projections.nats_relay import NatsRelay
-from projections.runner import ProjectionRunner, ReadModels
+from projections.runner import ProjectionRunner
+from projections.tracking import ReadModels
 
 T = TypeVar("T")
 

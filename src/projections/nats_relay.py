@@ -26,7 +26,8 @@ from infra.lease import Lease
 from infra.sql import Database, DatabaseUnavailableError, compact_log
 from projections.base import TRACKING_DDL
 from projections.public_events import PUBLIC_EVENTS, encode, to_public
-from projections.runner import MIN_BATCH_INTERVAL, lock_position, set_position
+from projections.runner import MIN_BATCH_INTERVAL
+from projections.tracking import lock_position, set_position
 
 log = logging.getLogger("mfa.relay")
 STREAM = "MFA_EVENTS"

@@ -13,7 +13,8 @@ from typing import Any
 from commands.app import MfaApplication
 from infra.sql import Cursor, pipelined
 from projections.base import Projection, ProjectionCursor, UserIds
-from projections.runner import BATCH_SIZE, ReadModels, apply_batch, lock_position, set_position
+from projections.runner import BATCH_SIZE, apply_batch
+from projections.tracking import ReadModels, lock_position, set_position
 
 SHADOW = "__rebuild"
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,17 +21,22 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from commands.app import MfaApplication
 from domain.user_mfa import UserMfa
 from infra.lease import Lease
-from infra.sql import Cursor, Database, DatabaseUnavailableError, compact_log, pipelined
+from infra.sql import Cursor, DatabaseUnavailableError, compact_log, pipelined
 from projections.audit_log import ConfigAuditLogProjection
 from projections.backup_codes import BackupCodeProjection
 from projections.base import (
-    TRACKING_DDL,
     Projection,
     ProjectionCursor,
     UserIds,
 )
 from projections.devices import TotpDeviceProjection
 from projections.push import PushChallengeProjection, PushDeviceProjection
+from projections.tracking import (
+    ReadModels,
+    lock_positions,
+    set_position,
+    set_positions,
+)
 from projections.trusted_devices import TrustedDeviceProjection
 from projections.users import UserProjection
 from projections.webauthn import WebAuthnCredentialProjection
@@ -47,11 +50,6 @@ MIN_BATCH_INTERVAL = 0.01
 # at a time, and an event that still fails alone is skipped by the projections that refuse
 # it (`_apply_alone`): one bad event must not stop every read model for every user.
 ISOLATE_AFTER_FAILURES = 3
-SKIPS_DDL = (
-    "CREATE TABLE IF NOT EXISTS mfa_projection_skips ("
-    "projection TEXT NOT NULL, position BIGINT NOT NULL, topic TEXT NOT NULL, "
-    "error TEXT NOT NULL, skipped_at TEXT NOT NULL, PRIMARY KEY (projection, position))"
-)
 LEASE_CHECK_SECONDS = 1.0
 
 
@@ -67,118 +65,6 @@ def default_projections() -> list[Projection]:
         PushDeviceProjection(),
         PushChallengeProjection(),
     ]
-
-
-def lock_position(cur: Cursor, dialect: str, name: str) -> int:
-    """The projection's position, its tracking row locked until the transaction ends."""
-    cur.execute(
-        "INSERT INTO mfa_tracking (projection, position, updated_at) VALUES (%s, 0, NULL) "
-        "ON CONFLICT (projection) DO NOTHING",
-        (name,),
-    )
-    select = "SELECT position FROM mfa_tracking WHERE projection = %s"
-    cur.execute(select + (" FOR UPDATE" if dialect == "postgres" else ""), (name,))
-    row = cur.fetchone()
-    return int(row[0]) if row else 0
-
-
-def lock_positions(cur: Cursor, dialect: str, names: list[str]) -> dict[str, int]:
-    """Several projections' positions, their tracking rows locked (in a fixed order)."""
-    marks = ", ".join(["%s"] * len(names))
-    select = (
-        f"SELECT projection, position FROM mfa_tracking WHERE projection IN ({marks}) "
-        "ORDER BY projection"
-    )
-    cur.execute(select + (" FOR UPDATE" if dialect == "postgres" else ""), names)
-    found = {str(name): int(position) for name, position in cur.fetchall()}
-    missing = [name for name in names if name not in found]
-    for name in missing:
-        found[name] = lock_position(cur, dialect, name)
-    return found
-
-
-def set_positions(cur: Cursor, positions: dict[str, int]) -> None:
-    """Move several tracking rows: one statement per distinct position (usually one)."""
-    by_position: dict[int, list[str]] = {}
-    for name, position in positions.items():
-        by_position.setdefault(position, []).append(name)
-    now = datetime.now(UTC).isoformat()
-    for position, names in by_position.items():
-        marks = ", ".join(["%s"] * len(names))
-        cur.execute(
-            f"UPDATE mfa_tracking SET position = %s, updated_at = %s WHERE projection IN ({marks})",
-            (position, now, *names),
-        )
-
-
-def set_position(cur: Cursor, name: str, position: int) -> None:
-    cur.execute(
-        "UPDATE mfa_tracking SET position = %s, updated_at = %s WHERE projection = %s",
-        (position, datetime.now(UTC).isoformat(), name),
-    )
-
-
-class ReadModels:
-    """The read database and its projections: set-up, positions, waiting for a position."""
-
-    def __init__(self, db: Database, projections: Sequence[Projection]) -> None:
-        self.db = db
-        self.projections = list(projections)
-        self._progress = threading.Condition()
-        self._runner: ProjectionRunner | None = None
-        with db.transaction() as cur:
-            cur.execute(TRACKING_DDL)
-            cur.execute(SKIPS_DDL)
-            for projection in self.projections:
-                projection.create_tables(cur)
-                cur.execute(
-                    "INSERT INTO mfa_tracking (projection, position, updated_at) "
-                    "VALUES (%s, 0, NULL) ON CONFLICT (projection) DO NOTHING",
-                    (projection.name,),
-                )
-
-    def projection(self, name: str) -> Projection:
-        for projection in self.projections:
-            if projection.name == name:
-                return projection
-        raise KeyError(name)
-
-    def positions(self) -> dict[str, int]:
-        """Each projection's tracking position (0: nothing processed)."""
-        with self.db.transaction() as cur:
-            cur.execute("SELECT projection, position FROM mfa_tracking")
-            stored = {str(name): int(pos) for name, pos in cur.fetchall()}
-        return {p.name: stored.get(p.name, 0) for p in self.projections}
-
-    def advanced(self) -> None:
-        """Wake up readers waiting in `wait_for`."""
-        with self._progress:
-            self._progress.notify_all()
-
-    def attach(self, runner: ProjectionRunner) -> None:
-        """An in-process runner: while it holds the lease, waits use its progress signal."""
-        self._runner = runner
-
-    def wait_for(self, position: int, timeout: float = 5.0) -> bool:
-        """Block until every projection has processed `position` (read-your-writes)."""
-        if position <= 0:
-            return True
-        deadline = time.monotonic() + timeout
-        while True:
-            runner = self._runner
-            if runner is not None and runner.active:
-                reached = runner.position
-            else:
-                reached = min(self.positions().values(), default=0)
-            if reached >= position:
-                return True
-            if runner is not None and runner.active and runner.failing:
-                return False  # it cannot move on now (the database is down): do not wait
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with self._progress:
-                self._progress.wait(min(remaining, 0.02))
 
 
 def process_events(
@@ -441,32 +327,3 @@ class ProjectionRunner:
         while self.run_once():
             if time.monotonic() > deadline:
                 raise TimeoutError("projections did not catch up in time")
-
-
-@dataclass(frozen=True)
-class ProjectionStatus:
-    """Where a projection is, and how far behind the log."""
-
-    name: str
-    position: int
-    head: int
-    lag: int
-    updated_at: str | None
-    skipped: int = 0  # events it refused and skipped (mfa_projection_skips)
-
-
-def projection_status(app: MfaApplication, read_models: ReadModels) -> list[ProjectionStatus]:
-    """Every projection's position and lag (in events) behind the head of the log."""
-    head = app.max_position()
-    with read_models.db.transaction() as cur:
-        cur.execute("SELECT projection, position, updated_at FROM mfa_tracking")
-        rows = {str(r[0]): (int(r[1]), r[2]) for r in cur.fetchall()}
-        cur.execute("SELECT projection, COUNT(*) FROM mfa_projection_skips GROUP BY projection")
-        skips = {str(r[0]): int(r[1]) for r in cur.fetchall()}
-    result = []
-    for projection in read_models.projections:
-        position, updated = rows.get(projection.name, (0, None))
-        lag = max(0, head - position)
-        skipped = skips.get(projection.name, 0)
-        result.append(ProjectionStatus(projection.name, position, head, lag, updated, skipped))
-    return result

@@ -11,7 +11,8 @@ from api.deps import Runtime
 from commands import backup_codes, totp
 from infra.sql import Cursor
 from projections.rebuild import rebuild_projection
-from projections.runner import ProjectionRunner, ReadModels, projection_status
+from projections.runner import ProjectionRunner
+from projections.tracking import ReadModels, projection_status
 from tests.conftest import MutableClock, close_runtime, make_settings, new_user
 
 

@@ -12,12 +12,8 @@ from commands import totp
 from commands.app import aggregate_id
 from infra.sql import Cursor
 from projections.devices import list_totp_devices
-from projections.runner import (
-    ProjectionRunner,
-    ReadModels,
-    default_projections,
-    projection_status,
-)
+from projections.runner import ProjectionRunner, default_projections
+from projections.tracking import ReadModels, projection_status
 from tests.conftest import MutableClock, close_runtime, make_settings, new_user
 
 

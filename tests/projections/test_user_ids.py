@@ -33,7 +33,8 @@ from projections import runner as runner_module
 from projections.base import UserIds
 from projections.devices import TotpDeviceProjection
 from projections.rebuild import rebuild_projection
-from projections.runner import ProjectionRunner, ReadModels
+from projections.runner import ProjectionRunner
+from projections.tracking import ReadModels
 from projections.users import UserProjection
 from tests.conftest import MutableClock, close_runtime, make_settings, new_user
 
