@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from eventsourcing.application import project_aggregate
 
 from commands import backup_codes as backup_commands
 from commands import methods as method_commands
@@ -457,6 +458,33 @@ def test_a_snapshot_is_taken_every_100_events(store: Store):
     reloaded = store.load(USER, store.open())
     assert reloaded.version == in_process.version == 105
     assert state(reloaded) == state(in_process)
+
+
+def test_the_snapshot_is_taken_from_the_saved_aggregate_without_reading_it_back(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    make_history(store, USER, 99)
+    agg_id = store.aggregate_id(USER)
+    device = next(iter(store.load(USER).totp_devices.values()))
+    versions_read: list[int | None] = []
+    get = store.app.repository.get
+
+    def counting_get(*args: Any, **kwargs: Any) -> Any:
+        versions_read.append(kwargs.get("version"))
+        return get(*args, **kwargs)
+
+    monkeypatch.setattr(store.app.repository, "get", counting_get)
+    store.clock.advance(30)
+    totp_commands.validate_totp(store.services, USER, totp_code(device, store.clock.now()))
+    assert versions_read == [None]  # the command's own load, no reload at version 100
+
+    [snapshot] = list(store.app.snapshots.get(agg_id, desc=True, limit=1))
+    assert snapshot.originator_version == 100
+    from_snapshot = project_aggregate(None, [snapshot])
+    replayed = project_aggregate(None, store.app.events.get(agg_id, lte=100))
+    assert from_snapshot is not None
+    assert replayed is not None
+    assert state(from_snapshot) == state(replayed)
 
 
 def test_a_restarted_application_keeps_the_replay_rule_of_a_snapshotted_user(store: Store):
