@@ -36,7 +36,7 @@ from domain.delivery_throttle import DeliveryThrottle
 from domain.errors import DomainError
 from domain.ids import user_mfa_id
 from domain.lockout import FactorLock
-from domain.oob import OobCode, OobFactor
+from domain.oob_codes import OobCode, OobFactor
 from domain.push import PushDevice, PushRequest
 from domain.totp import TotpDevice
 from domain.trusted_devices import TrustedDevice

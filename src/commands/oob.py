@@ -31,7 +31,7 @@ from commands.ports import DeliveryError, Random
 from domain.challenge import Assurance, MfaChallenge, assurance
 from domain.delivery_throttle import DeliveryThrottle, delivery_throttle_id
 from domain.errors import DeliveryFailedError, DomainError, NotEnrolledError
-from domain.oob import (
+from domain.oob_codes import (
     CHALLENGE,
     EMAIL,
     LOGIN,

@@ -30,7 +30,7 @@ from domain.errors import (
     InvalidCodeError,
     NotFoundError,
 )
-from domain.oob import OOB_METHODS
+from domain.oob_codes import OOB_METHODS
 from domain.push import PUSH
 from domain.push_challenge import APPROVED, EXPIRED, PENDING
 from domain.user_mfa import BACKUP_CODE, TOTP, WEBAUTHN, UserMfa

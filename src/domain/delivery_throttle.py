@@ -18,7 +18,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as AggregateSnapshot
 from eventsourcing.utils import register_topic
 
-from domain.oob import (
+from domain.oob_codes import (
     MAX_ENROLMENT_SENDS_PER_DESTINATION,
     MAX_SENDS_PER_DESTINATION,
     next_send_at,

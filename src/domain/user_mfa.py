@@ -19,7 +19,7 @@ from domain import backup_codes as _backup_codes
 from domain import base as _base
 from domain import challenge as _challenge
 from domain import erasure as _erasure
-from domain import oob as _oob
+from domain import oob_events as _oob
 from domain import push as _push
 from domain import totp as _totp
 from domain import trusted_devices as _trusted
@@ -30,7 +30,8 @@ from domain.challenge import ChallengeMixin, MfaChallenge
 from domain.erasure import ErasureMixin
 from domain.errors import ConflictError, NotEnrolledError, NotFoundError
 from domain.lockout import FactorLock
-from domain.oob import EMAIL, OOB_METHODS, SMS, OobMixin
+from domain.oob import OobMixin
+from domain.oob_codes import EMAIL, OOB_METHODS, SMS
 from domain.push import PUSH, PushDevice, PushMixin, PushRequest
 from domain.totp import OTP, TotpDevice, TotpMixin
 from domain.trusted_devices import TrustedDevice, TrustedDeviceMixin

@@ -20,7 +20,7 @@ from domain.errors import (
     InvalidCodeError,
     RateLimitedError,
 )
-from domain.oob import EMAIL, ENROLL, LOGIN, MAX_SENDS_PER_DESTINATION, SMS
+from domain.oob_codes import EMAIL, ENROLL, LOGIN, MAX_SENDS_PER_DESTINATION, SMS
 from domain.user_mfa import UserMfa
 from projections.audit import user_history
 from projections.public_events import PUBLIC_EVENTS, to_public

@@ -18,7 +18,7 @@ from domain.errors import (
     NotEnrolledError,
     RateLimitedError,
 )
-from domain.oob import (
+from domain.oob_codes import (
     CHALLENGE,
     EMAIL,
     ENROLL,

@@ -19,7 +19,7 @@ from api.schemas.oob import (
 from commands import oob
 from commands.app import Outcome
 from commands.oob import CodeDelivery
-from domain.oob import EMAIL, SMS
+from domain.oob_codes import EMAIL, SMS
 
 SEND_PROBLEMS = problems(409, 429, 502)
 VERIFY_PROBLEMS = problems(403, 409, 429)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from domain.oob import EMAIL, SMS, destination_hint
+from domain.oob_codes import EMAIL, SMS, destination_hint
 
 log = logging.getLogger("mfa.delivery.dev")
 
