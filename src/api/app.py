@@ -125,9 +125,10 @@ def build_runtime(
     relay = None
     waker = None
     if in_process:
-        # PostgreSQL: other processes append too, and their NOTIFYs wake us; the poll is only
-        # the fallback for what a reconnecting waker missed.
-        waker = log_waker_for(settings.database_url, app.recorder, [])
+        # PostgreSQL: other processes append too, and their NOTIFYs wake what this process's
+        # own appends wake (the listeners added below); the poll is only the fallback for what
+        # a reconnecting waker missed.
+        waker = log_waker_for(settings.database_url, app.recorder, app.listeners)
         poll = WOKEN_POLL_SECONDS if waker else UNWOKEN_POLL_SECONDS
         runner = ProjectionRunner(
             app, read_models, lease_for(settings.database_url, "projections"), poll
@@ -139,8 +140,6 @@ def build_runtime(
                 app, db, settings.nats_url, lease_for(settings.database_url, "nats-relay"), poll
             )
             app.listeners.append(relay.wake)
-        if waker is not None:
-            waker.callbacks = [runner.wake] + ([relay.wake] if relay else [])
     return Runtime(
         settings=settings,
         services=services,

@@ -46,10 +46,7 @@ class DecoyLockouts:
             self._locks[key] = lock
             while len(self._locks) > self._size:
                 self._locks.popitem(last=False)
-            if lock.is_locked(at):
-                assert lock.locked_until is not None
-                return FactorLockedError(f"{factor} verification is locked", lock.locked_until, at)
-            return InvalidCodeError(INVALID_CODE, lock.fail_unrecorded(at))
+            return refusal(lock, factor, at)
 
     def locks_of(self, user_id: str, at: datetime) -> list[tuple[str, datetime]]:
         """(factor, locked until) of the user's factors locked now, as a status shows them."""
@@ -60,6 +57,13 @@ class DecoyLockouts:
                 if lock is not None and lock.is_locked(at) and lock.locked_until is not None:
                     found.append((factor, lock.locked_until))
             return found
+
+
+def refusal(lock: FactorLock, factor: str, at: datetime) -> DomainError:
+    """What a real user's wrong code would get from this lock now; counts the failure."""
+    if lock.is_locked(at) and lock.locked_until is not None:
+        return FactorLockedError(f"{factor} verification is locked", lock.locked_until, at)
+    return InvalidCodeError(INVALID_CODE, lock.fail_unrecorded(at))
 
 
 def _key(user_id: str, factor: str) -> bytes:

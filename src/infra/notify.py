@@ -28,14 +28,18 @@ MAX_BACKOFF_SECONDS = 5.0
 
 
 class LogWaker:
-    """A daemon thread that calls `callbacks` whenever the event store's channel is notified."""
+    """A daemon thread that calls `callbacks` whenever the event store's channel is notified.
+
+    `callbacks` is kept as given, not copied: callers pass the application's listeners and
+    may add to them afterwards.
+    """
 
     def __init__(
         self, conninfo: str, channel: str, callbacks: Sequence[Callable[[], None]] = ()
     ) -> None:
         self.conninfo = conninfo
         self.channel = channel
-        self.callbacks = list(callbacks)
+        self.callbacks = callbacks
         self.listening = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

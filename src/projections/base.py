@@ -6,7 +6,7 @@ import base64
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol
 
 from domain.erasure import UserErased, UserMfaReset
 from domain.user_mfa import UserMfa
@@ -33,7 +33,6 @@ class Projection(Protocol):
     def process(self, cur: Cursor, event: Any) -> None: ...
 
 
-@runtime_checkable
 class BatchProjection(Projection, Protocol):
     """A read model that takes a batch's events at once, to leave out writes that a later
     event of the same batch overwrites. The result must be the same as `process` for each."""

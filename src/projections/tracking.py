@@ -71,10 +71,7 @@ def set_positions(cur: Cursor, positions: dict[str, int]) -> None:
 
 
 def set_position(cur: Cursor, name: str, position: int) -> None:
-    cur.execute(
-        "UPDATE mfa_tracking SET position = %s, updated_at = %s WHERE projection = %s",
-        (position, datetime.now(UTC).isoformat(), name),
-    )
+    set_positions(cur, {name: position})
 
 
 class ReadModels:

@@ -17,8 +17,8 @@ import hmac
 import threading
 from datetime import datetime, timedelta
 
-from commands.decoys import INVALID_CODE
-from domain.errors import DomainError, FactorLockedError, InvalidCodeError
+from commands.decoys import refusal
+from domain.errors import DomainError
 from domain.lockout import FactorLock
 from infra.sql import Database
 
@@ -76,12 +76,7 @@ class SqlDecoyLockouts:
                 level=int(row[1]),
                 locked_until=datetime.fromisoformat(row[2]) if row[2] else None,
             )
-            if lock.is_locked(at) and lock.locked_until is not None:
-                error: DomainError = FactorLockedError(
-                    f"{factor} verification is locked", lock.locked_until, at
-                )
-            else:
-                error = InvalidCodeError(INVALID_CODE, lock.fail_unrecorded(at))
+            error = refusal(lock, factor, at)
             cur.execute(
                 "UPDATE mfa_decoy_locks SET failures = %s, level = %s, locked_until = %s, "
                 "touched_at = %s WHERE user_key = %s AND factor = %s",
