@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -24,40 +25,90 @@ class UnsafeEndpointError(ValueError):
     """A push endpoint that is not HTTPS or points into a private network."""
 
 
-def check_endpoint(url: str, *, allow_private: bool) -> None:
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to send a push: the URL to connect to and how to present the original host.
+
+    For a checked public endpoint the URL names the address that was checked, so that the
+    host name is not resolved a second time (a DNS answer that changes between the check and
+    the connection, DNS rebinding, cannot point the request into a private network); the
+    `Host` header and the TLS server name (`sni_hostname`, which the certificate is verified
+    against) stay the endpoint's own.
+    """
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+def check_endpoint(url: str, *, allow_private: bool) -> Endpoint:
     """Refuse anything but HTTPS to a public address (unless private endpoints are allowed)."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise UnsafeEndpointError("push endpoint must be an http(s) URL")
     if allow_private:
-        return
+        return Endpoint(url)
     if parts.scheme != "https":
         raise UnsafeEndpointError("push endpoint must use HTTPS")
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except OSError as exc:
+        port = parts.port or 443
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    except (OSError, ValueError) as exc:  # ValueError: a port out of range, say
         raise UnsafeEndpointError("push endpoint host does not resolve") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise UnsafeEndpointError("push endpoint points into a private network")
+    if not addresses or not all(_is_public(address) for address in addresses):
+        raise UnsafeEndpointError("push endpoint points into a private network")
+    address = addresses[0]
+    host = f"[{address}]" if address.version == 6 else str(address)
+    pinned = urlunsplit(("https", f"{host}:{port}", parts.path, parts.query, ""))
+    return Endpoint(
+        pinned,
+        headers={"Host": parts.netloc.rpartition("@")[2]},
+        extensions={"sni_hostname": parts.hostname},
+    )
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A global address, and, for IPv6 that carries an IPv4 address, a global one inside too.
+
+    `is_global` passes NAT64 (64:ff9b::7f00:1) and 6to4 (2002:7f00:1::) addresses whose IPv4
+    part is loopback or private; a gateway that translates them would reach that network.
+    """
+    if not address.is_global:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if address in _NAT64:
+            inner.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        return all(v4 is None or v4.is_global for v4 in inner)
+    return True
 
 
 class HttpPushSender:
     """Delivers push payloads; returns whether the push service accepted it."""
 
-    def __init__(self, webhook_url: str | None, *, allow_private: bool = False) -> None:
+    def __init__(
+        self,
+        webhook_url: str | None,
+        *,
+        allow_private: bool = False,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.webhook_url = webhook_url
         self.allow_private = allow_private
+        self._transport = transport  # tests: httpx.MockTransport
 
     def send(self, device: PushDevice, payload: dict[str, Any]) -> bool:
         try:
             if device.push_token.startswith(("https://", "http://")):
-                check_endpoint(device.push_token, allow_private=self.allow_private)
-                response = httpx.post(device.push_token, json=payload, timeout=TIMEOUT)
+                endpoint = check_endpoint(device.push_token, allow_private=self.allow_private)
+                response = self._post(endpoint, payload)
             elif self.webhook_url:
                 body = {"token": device.push_token, "platform": device.platform, "data": payload}
-                response = httpx.post(self.webhook_url, json=body, timeout=TIMEOUT)
+                response = self._post(Endpoint(self.webhook_url), body)
             else:
                 log.info(
                     "push (development, not sent) to device %s: challenge %s",
@@ -74,3 +125,11 @@ class HttpPushSender:
             )
             return False
         return True
+
+    def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> httpx.Response:
+        # Redirects are not followed (httpx's default): a 3xx is a refusal, and cannot send
+        # the payload on to an address that was never checked.
+        with httpx.Client(transport=self._transport, timeout=TIMEOUT) as client:
+            return client.post(
+                endpoint.url, json=body, headers=endpoint.headers, extensions=endpoint.extensions
+            )

@@ -1,0 +1,240 @@
+"""Push delivery to a device's own endpoint: only HTTPS to public addresses, and the request
+goes to the address that was checked (no second DNS lookup that could rebind it)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import ssl
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from commands.adapters import push
+from commands.adapters.push import HttpPushSender, UnsafeEndpointError, check_endpoint
+from domain.push import PushDevice
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+PUBLIC = "93.184.216.34"
+
+
+def device(token: str) -> PushDevice:
+    return PushDevice(
+        device_id="phone",
+        name="Phone",
+        platform="android",
+        push_token=token,
+        public_key="k" * 43,
+        app_version="1.0",
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+_real_getaddrinfo = socket.getaddrinfo
+
+
+class Dns:
+    """Scripted answers: each lookup of a name takes the next one (the last one repeats)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[list[str]]] = {}
+        self.lookups: list[str] = []
+
+    def __setitem__(self, host: str, answers: list[list[str]]) -> None:
+        self.answers[host] = list(answers)
+
+    def getaddrinfo(self, host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        if not host.endswith(".example"):  # an address literal, as the HTTP client resolves it
+            return _real_getaddrinfo(host, port, *args, **kwargs)
+        self.lookups.append(host)
+        queue = self.answers.get(host)
+        if not queue:
+            raise socket.gaierror("no such host")
+        addresses = queue.pop(0) if len(queue) > 1 else queue[0]
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in addresses
+        ]
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> Dns:
+    scripted = Dns()
+    monkeypatch.setattr(push.socket, "getaddrinfo", scripted.getaddrinfo)
+    return scripted
+
+
+class Recorder:
+    def __init__(self, status: int = 201) -> None:
+        self.requests: list[httpx.Request] = []
+        self.status = status
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(self.status)
+
+
+def sender(recorder: Recorder, *, allow_private: bool = False) -> HttpPushSender:
+    return HttpPushSender(
+        None, allow_private=allow_private, transport=httpx.MockTransport(recorder)
+    )
+
+
+def test_a_public_endpoint_is_called_at_the_checked_address_with_its_own_host_name(
+    dns: Dns,
+) -> None:
+    dns["push.example"] = [[PUBLIC]]
+    recorder = Recorder()
+    assert sender(recorder).send(device("https://push.example/up/abc?x=1"), {"challenge_id": "c"})
+    [request] = recorder.requests
+    assert str(request.url) == f"https://{PUBLIC}/up/abc?x=1"
+    assert request.headers["host"] == "push.example"
+    assert request.extensions["sni_hostname"] == "push.example"  # TLS verified for the name
+    assert json.loads(request.content) == {"challenge_id": "c"}
+
+
+def test_dns_rebinding_after_the_check_cannot_redirect_the_push(
+    dns: Dns,
+) -> None:
+    """The first answer is public, every later one loopback: only one lookup happens."""
+    dns["rebind.example"] = [[PUBLIC], ["127.0.0.1"]]
+    recorder = Recorder()
+    assert sender(recorder).send(device("https://rebind.example:8443/p"), {})
+    assert dns.lookups == ["rebind.example"]
+    assert recorder.requests[0].url.host == PUBLIC
+    assert recorder.requests[0].url.port == 8443
+    assert recorder.requests[0].headers["host"] == "rebind.example:8443"
+
+
+def test_an_ipv6_endpoint_is_pinned_in_brackets(dns: Dns) -> None:
+    dns["v6.example"] = [["2606:4700::1111"]]
+    recorder = Recorder()
+    assert sender(recorder).send(device("https://v6.example/p"), {})
+    assert recorder.requests[0].url.host == "2606:4700::1111"
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ["127.0.0.1"],
+        ["10.1.2.3"],
+        ["169.254.169.254"],  # cloud metadata
+        ["100.64.0.1"],
+        ["::1"],
+        ["::ffff:127.0.0.1"],
+        ["64:ff9b::7f00:1"],  # NAT64 of 127.0.0.1
+        ["2002:a00:1::1"],  # 6to4 of 10.0.0.1
+        [PUBLIC, "192.168.1.1"],  # one private answer among public ones
+    ],
+)
+def test_an_endpoint_resolving_into_a_private_network_is_never_called(
+    dns: Dns, addresses: list[str]
+) -> None:
+    dns["inside.example"] = [addresses]
+    recorder = Recorder()
+    assert not sender(recorder).send(device("https://inside.example/p"), {})
+    assert recorder.requests == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://push.example/p", "https://push.example:99999/p", "https://unknown.example/p"],
+)
+def test_plain_http_bad_ports_and_unknown_hosts_are_refused(dns: Dns, url: str) -> None:
+    dns["push.example"] = [[PUBLIC]]
+    with pytest.raises(UnsafeEndpointError):
+        check_endpoint(url, allow_private=False)
+    recorder = Recorder()
+    assert not sender(recorder).send(device(url), {})
+    assert recorder.requests == []
+
+
+def test_private_endpoints_are_called_as_written_when_allowed() -> None:
+    recorder = Recorder()
+    assert sender(recorder, allow_private=True).send(device("http://127.0.0.1:8080/p"), {})
+    assert str(recorder.requests[0].url) == "http://127.0.0.1:8080/p"
+
+
+def test_a_redirect_is_a_refusal_and_is_not_followed(dns: Dns) -> None:
+    dns["push.example"] = [[PUBLIC]]
+    recorder = Recorder(status=307)
+    assert not sender(recorder).send(device("https://push.example/p"), {})
+    assert len(recorder.requests) == 1
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.now(UTC) - timedelta(minutes=5))
+        .not_valid_after(datetime.now(UTC) + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_the_pinned_request_still_verifies_tls_for_the_host_name(
+    dns: Dns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over real TLS: connecting to the checked address, the certificate is verified against
+    the endpoint's name (a certificate for another name is refused)."""
+    cert, key = _self_signed(tmp_path, "push.example")
+    received: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            received.append((self.headers["Host"], self.rfile.read(length).decode()))
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        monkeypatch.setattr(push, "_is_public", lambda _address: True)  # loopback stands in
+        dns["push.example"] = [["127.0.0.1"]]
+        dns["other.example"] = [["127.0.0.1"]]
+        client_context = ssl.create_default_context(cafile=str(cert))
+        transport = httpx.HTTPTransport(verify=client_context)
+        tls_sender = HttpPushSender(None, transport=transport)
+        assert tls_sender.send(device(f"https://push.example:{port}/up"), {"challenge_id": "c"})
+        assert received == [(f"push.example:{port}", '{"challenge_id":"c"}')]
+        assert not tls_sender.send(device(f"https://other.example:{port}/up"), {})
+        assert len(received) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
