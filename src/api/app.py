@@ -13,14 +13,10 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.auth import TokenVerifier
 from api.controllers.admin import AdminTotpController
+from api.controllers.allowlist import ConfigAuditLogController, IpAllowlistController
 from api.controllers.audit import AuditController
 from api.controllers.backup_codes import BackupCodeController
-from api.controllers.config import (
-    ConfigAuditLogController,
-    IpAllowlistController,
-    LevelPolicyController,
-    RiskPolicyController,
-)
+from api.controllers.config import LevelPolicyController, RiskPolicyController
 from api.controllers.demo import DemoController
 from api.controllers.erasure import AdminResetController, EraseController
 from api.controllers.health import health, ready

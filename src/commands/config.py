@@ -24,19 +24,17 @@ from commands.app import (
     _backoff,
     load_user,
 )
-from domain.config import CONFIG_ID, AllowlistEntry, ChangedBy, MfaConfig, parse_ip
+from domain.allowlist import AllowlistEntry, parse_ip
+from domain.config import CONFIG_ID, ChangedBy, MfaConfig
 from domain.risk import (
     InvalidValueError,
     LevelPolicy,
-    RiskAssessment,
     RiskPolicy,
-    RiskSignals,
-    assess_risk,
-    caller_signals,
     draft_level_policy,
     draft_risk_policy,
     risk_level,
 )
+from domain.risk_scoring import RiskAssessment, RiskSignals, assess_risk, caller_signals
 from domain.trusted_devices import hash_device_token
 
 R = TypeVar("R")

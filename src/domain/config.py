@@ -8,20 +8,18 @@ nothing.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.allowlist import AllowlistEntry, IpAddress, checked_entry_fields
 from domain.errors import ConflictError, LimitExceededError, NotFoundError
 from domain.risk import (
     DEFAULT_LEVEL_POLICIES,
     RISK_LEVELS,
-    InvalidValueError,
     LevelPolicy,
     RiskPolicy,
     default_risk_policy,
@@ -30,15 +28,11 @@ from domain.risk import (
 
 CONFIG_ID: UUID = uuid5(NAMESPACE_URL, "urn:mfa:config:installation")
 MAX_ALLOWLIST_ENTRIES = 1000
-MAX_DESCRIPTION = 256
 
 RISK_POLICY = "risk_policy"
 LEVEL_POLICY = "level_policy"
 ALLOWLIST_ENTRY = "ip_allowlist_entry"
 GLOBAL = "global"
-
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -47,98 +41,6 @@ class ChangedBy:
 
     actor: str
     request_id: str
-
-
-def parse_network(cidr: str) -> IpNetwork:
-    """An IPv4 or IPv6 network in CIDR notation; host bits must be zero (`10.0.0.0/8`, not
-    `10.0.0.1/8`). A bare address is a one-address network."""
-    try:
-        return ipaddress.ip_network(cidr.strip(), strict=True)
-    except ValueError as exc:
-        if "host bits set" in str(exc):
-            raise InvalidValueError(
-                "cidr", "host bits set: the address must be the network's first address"
-            ) from None
-        raise InvalidValueError("cidr", "not an IPv4 or IPv6 network in CIDR notation") from None
-
-
-def parse_ip(ip: str) -> IpAddress:
-    """An IPv4 or IPv6 address; an IPv4-mapped IPv6 address counts as its IPv4 address."""
-    try:
-        address = ipaddress.ip_address(ip.strip())
-    except ValueError:
-        raise InvalidValueError("ip", "not an IPv4 or IPv6 address") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-@dataclass(frozen=True)
-class AllowlistEntry:
-    """A network whose logins count as lower risk, until it expires (if it does)."""
-
-    entry_id: str
-    cidr: str
-    description: str
-    expires_at: datetime | None
-    created_by: str
-    created_at: datetime
-    updated_by: str
-    updated_at: datetime
-
-    def network(self) -> IpNetwork:
-        return ipaddress.ip_network(self.cidr)
-
-    def is_active(self, at: datetime) -> bool:
-        """An entry counts until its expiry (exclusive)."""
-        return self.expires_at is None or at < self.expires_at
-
-    def contains(self, address: IpAddress, at: datetime) -> bool:
-        """The address is inside this entry's network and the entry has not expired."""
-        network = self.network()
-        return self.is_active(at) and address.version == network.version and address in network
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON shape stored in events and shown in the audit log."""
-        return {
-            "id": self.entry_id,
-            "cidr": self.cidr,
-            "description": self.description,
-            "expires_at": None if self.expires_at is None else self.expires_at.isoformat(),
-            "created_by": self.created_by,
-            "created_at": self.created_at.isoformat(),
-            "updated_by": self.updated_by,
-            "updated_at": self.updated_at.isoformat(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AllowlistEntry:
-        expires = data["expires_at"]
-        return cls(
-            entry_id=str(data["id"]),
-            cidr=str(data["cidr"]),
-            description=str(data["description"]),
-            expires_at=None if expires is None else datetime.fromisoformat(expires),
-            created_by=str(data["created_by"]),
-            created_at=datetime.fromisoformat(data["created_at"]),
-            updated_by=str(data["updated_by"]),
-            updated_at=datetime.fromisoformat(data["updated_at"]),
-        )
-
-
-def _checked_entry_fields(
-    cidr: str, description: str, expires_at: datetime | None, at: datetime
-) -> tuple[str, str, datetime | None]:
-    network = parse_network(cidr)
-    if len(description) > MAX_DESCRIPTION:
-        raise InvalidValueError("description", f"at most {MAX_DESCRIPTION} characters")
-    if expires_at is not None:
-        if expires_at.tzinfo is None:
-            raise InvalidValueError("expires_at", "must include a time zone")
-        if expires_at <= at:
-            raise InvalidValueError("expires_at", "must be in the future")
-        expires_at = expires_at.astimezone(UTC)
-    return str(network), description, expires_at
 
 
 class MfaConfig(Aggregate):
@@ -303,7 +205,7 @@ class MfaConfig(Aggregate):
     ) -> AllowlistEntry:
         """Add a network; host bits must be zero, an expiry must lie in the future, and a
         network is listed once."""
-        cidr, description, expires_at = _checked_entry_fields(cidr, description, expires_at, at)
+        cidr, description, expires_at = checked_entry_fields(cidr, description, expires_at, at)
         if len(self.allowlist) >= MAX_ALLOWLIST_ENTRIES:
             raise LimitExceededError(f"at most {MAX_ALLOWLIST_ENTRIES} allowlist entries")
         self._refuse_duplicate(cidr)
@@ -342,7 +244,7 @@ class MfaConfig(Aggregate):
     ) -> AllowlistEntry:
         """Replace an entry's network, description and expiry (same rules as adding)."""
         current = self.allowlist_entry(entry_id)
-        cidr, description, expires_at = _checked_entry_fields(cidr, description, expires_at, at)
+        cidr, description, expires_at = checked_entry_fields(cidr, description, expires_at, at)
         self._refuse_duplicate(cidr, except_id=entry_id)
         if (cidr, description, expires_at) == (
             current.cidr,

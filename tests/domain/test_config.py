@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from eventsourcing.application import project_aggregate
 
-from domain.config import CONFIG_ID, ChangedBy, MfaConfig, parse_ip, parse_network
+from domain.allowlist import parse_ip, parse_network
+from domain.config import CONFIG_ID, ChangedBy, MfaConfig
 from domain.errors import ConflictError, NotFoundError
 from domain.risk import (
     DEFAULT_LEVEL_POLICIES,

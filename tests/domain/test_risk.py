@@ -11,21 +11,17 @@ from hypothesis import strategies as st
 
 from domain.risk import (
     BUILT_IN_SIGNALS,
-    COUNT_CAP,
     DEFAULT_LEVEL_POLICIES,
     DEFAULT_WEIGHTS,
     LOWERING_SIGNALS,
     RAISING_SIGNALS,
     InvalidValueError,
     LevelPolicy,
-    RiskSignals,
-    assess_risk,
-    caller_signals,
     default_risk_policy,
     draft_level_policy,
     draft_risk_policy,
-    score_risk,
 )
+from domain.risk_scoring import COUNT_CAP, RiskSignals, assess_risk, caller_signals, score_risk
 
 NEUTRAL = RiskSignals()
 BASE = default_risk_policy().base_score

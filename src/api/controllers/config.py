@@ -1,4 +1,5 @@
-"""Admin configuration: risk policies, risk evaluation, IP allowlist, config audit log.
+"""Admin configuration: risk policies and risk evaluation, and the helpers every admin
+configuration change shares (the IP allowlist and its audit log: `api.controllers.allowlist`).
 
 Every change records the acting admin (the token's `sub`) and the request id: the client's
 `X-Request-ID` when it is a sane token, else a fresh UUID; either way it is echoed back.
@@ -8,31 +9,16 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter
 
 from api.auth import Principal, admin_only
-from api.deps import (
-    POSITION_HEADER,
-    Limit,
-    PageCursor,
-    Runtime,
-    TimeQuery,
-    parse_time,
-    problems,
-)
+from api.deps import POSITION_HEADER, Runtime, problems
 from api.errors import problem
 from api.schemas.config import (
-    AllowlistEntryBody,
-    AllowlistEntryDeletedResponse,
-    AllowlistEntryListResponse,
-    AllowlistEntryResponse,
-    ConfigAuditLogEntryResponse,
-    ConfigAuditLogListResponse,
     EvaluateRiskRequest,
     LevelPolicyBody,
     LevelPolicyListResponse,
@@ -45,25 +31,16 @@ from api.schemas.config import (
 )
 from commands import config as config_commands
 from commands.app import Outcome
-from commands.config import (
-    AllowlistEntryDraft,
-    EvaluateRisk,
-    LevelPolicyDraft,
-    RiskPolicyDraft,
-)
-from domain.config import AllowlistEntry, ChangedBy, MfaConfig
-from domain.risk import DEFAULT_LEVEL_POLICIES, RISK_LEVELS, InvalidValueError, RiskAssessment
-from projections.audit_log import RESOURCE_TYPES, list_config_audit_log
-from projections.base import InvalidCursorError, decode_cursor, encode_cursor
+from commands.config import EvaluateRisk, LevelPolicyDraft, RiskPolicyDraft
+from domain.config import ChangedBy, MfaConfig
+from domain.risk import DEFAULT_LEVEL_POLICIES, RISK_LEVELS, InvalidValueError
+from domain.risk_scoring import RiskAssessment
 
 T = TypeVar("T")
 REQUEST_ID_HEADER = "X-Request-ID"
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}$")
 
 LevelPath = Annotated[str, PathParameter(pattern=f"^({'|'.join(RISK_LEVELS)})$")]
-EntryIdPath = Annotated[str, PathParameter(min_length=1, max_length=128)]
-ResourceType = Annotated[str | None, QueryParameter(pattern=f"^({'|'.join(RESOURCE_TYPES)})$")]
-Actor = Annotated[str | None, QueryParameter(min_length=1, max_length=256)]
 
 
 def invalid_value_handler(_: Request[Any, Any, Any], exc: InvalidValueError) -> Response[Any]:
@@ -120,20 +97,6 @@ def level_policy_response(config: MfaConfig, level: str) -> LevelPolicyResponse:
         is_default=policy == DEFAULT_LEVEL_POLICIES[level],
         updated_by=updated[0] if updated else None,
         updated_at=updated[1] if updated else None,
-    )
-
-
-def entry_response(entry: AllowlistEntry, now: datetime) -> AllowlistEntryResponse:
-    return AllowlistEntryResponse(
-        id=entry.entry_id,
-        cidr=entry.cidr,
-        description=entry.description,
-        expires_at=entry.expires_at,
-        expired=not entry.is_active(now),
-        created_by=entry.created_by,
-        created_at=entry.created_at,
-        updated_by=entry.updated_by,
-        updated_at=entry.updated_at,
     )
 
 
@@ -269,145 +232,3 @@ class LevelPolicyController(Controller):
         nothing is saved either way."""
         assessment = config_commands.evaluate_risk(runtime.services, evaluate_command(data))
         return evaluation_response(assessment, dry_run=data.dry_run_policy is not None)
-
-
-class IpAllowlistController(Controller):
-    """`/admin/mfa/ip-whitelist`: networks whose logins count as lower risk."""
-
-    path = "/admin/mfa/ip-whitelist"
-    guards = [admin_only]
-    tags = ["admin: ip allowlist"]
-    exception_handlers = {InvalidValueError: invalid_value_handler}
-
-    @get("/", sync_to_thread=True, responses=problems(403))
-    def list_entries(
-        self, runtime: NamedDependency[Runtime], limit: Limit = 50, cursor: PageCursor = None
-    ) -> AllowlistEntryListResponse:
-        """Every entry (expired ones too), oldest first."""
-        after = None
-        if cursor:
-            created_at, entry_id = decode_cursor(cursor, 2)
-            if not isinstance(created_at, str) or not isinstance(entry_id, str):
-                raise InvalidCursorError("malformed cursor")
-            after = (created_at, entry_id)
-        entries, last = config_commands.list_allowlist_entries(runtime.services, limit, after)
-        now = runtime.services.clock.now()
-        return AllowlistEntryListResponse(
-            items=[entry_response(e, now) for e in entries],
-            next_cursor=None if last is None else encode_cursor(list(last)),
-        )
-
-    @post("/", status_code=201, sync_to_thread=True, responses=problems(403, 409))
-    def add_entry(
-        self,
-        request: Request[Any, Any, Any],
-        data: JSONBody[AllowlistEntryBody],
-        user: NamedDependency[Principal],
-        runtime: NamedDependency[Runtime],
-    ) -> Response[AllowlistEntryResponse]:
-        """List a network (IPv4 or IPv6 CIDR, host bits zero), optionally until a time."""
-        by = changed_by(request, user, runtime)
-        draft = AllowlistEntryDraft(data.cidr, data.description, data.expires_at)
-        outcome = config_commands.add_allowlist_entry(runtime.services, draft, by)
-        return changed(
-            entry_response(outcome.value, runtime.services.clock.now()), outcome, by, 201
-        )
-
-    @get("/{credential_id:str}", sync_to_thread=True, responses=problems(403, 404))
-    def get_entry(
-        self, credential_id: EntryIdPath, runtime: NamedDependency[Runtime]
-    ) -> AllowlistEntryResponse:
-        """One entry."""
-        entry = config_commands.get_allowlist_entry(runtime.services, credential_id)
-        return entry_response(entry, runtime.services.clock.now())
-
-    @put(
-        "/{credential_id:str}",
-        status_code=200,
-        sync_to_thread=True,
-        responses=problems(403, 404, 409),
-    )
-    def update_entry(
-        self,
-        request: Request[Any, Any, Any],
-        credential_id: EntryIdPath,
-        data: JSONBody[AllowlistEntryBody],
-        user: NamedDependency[Principal],
-        runtime: NamedDependency[Runtime],
-    ) -> Response[AllowlistEntryResponse]:
-        """Replace an entry's network, description and expiry."""
-        by = changed_by(request, user, runtime)
-        draft = AllowlistEntryDraft(data.cidr, data.description, data.expires_at)
-        outcome = config_commands.update_allowlist_entry(runtime.services, credential_id, draft, by)
-        return changed(entry_response(outcome.value, runtime.services.clock.now()), outcome, by)
-
-    @delete(
-        "/{credential_id:str}",
-        status_code=200,
-        sync_to_thread=True,
-        responses=problems(403, 404, 409),
-    )
-    def remove_entry(
-        self,
-        request: Request[Any, Any, Any],
-        credential_id: EntryIdPath,
-        user: NamedDependency[Principal],
-        runtime: NamedDependency[Runtime],
-    ) -> Response[AllowlistEntryDeletedResponse]:
-        """Remove an entry."""
-        by = changed_by(request, user, runtime)
-        outcome = config_commands.remove_allowlist_entry(runtime.services, credential_id, by)
-        return changed(AllowlistEntryDeletedResponse(id=credential_id, deleted=True), outcome, by)
-
-
-class ConfigAuditLogController(Controller):
-    """`/admin/mfa/config-audit-logs`: every configuration change, newest first."""
-
-    path = "/admin/mfa/config-audit-logs"
-    guards = [admin_only]
-    tags = ["admin: audit"]
-    exception_handlers = {InvalidValueError: invalid_value_handler}
-
-    @get("/", sync_to_thread=True, responses=problems(403))
-    def list_changes(
-        self,
-        request: Request[Any, Any, Any],
-        runtime: NamedDependency[Runtime],
-        resource_type: ResourceType = None,
-        actor: Actor = None,
-        since: TimeQuery = None,
-        until: TimeQuery = None,
-        limit: Limit = 50,
-        cursor: PageCursor = None,
-    ) -> ConfigAuditLogListResponse:
-        """Changes newest first, with who made them and the state before and after; filter by
-        resource type, actor and time (`since` inclusive, `until` exclusive)."""
-        if resource_type is not None and resource_type not in RESOURCE_TYPES:
-            raise InvalidValueError("resource_type", f"must be one of {', '.join(RESOURCE_TYPES)}")
-        with runtime.read(None, request) as cur:
-            rows, next_cursor = list_config_audit_log(
-                cur,
-                limit=limit,
-                cursor=cursor,
-                resource_type=resource_type,
-                actor=actor,
-                since=parse_time("since", since),
-                until=parse_time("until", until),
-            )
-        return ConfigAuditLogListResponse(
-            items=[
-                ConfigAuditLogEntryResponse(
-                    id=r["id"],
-                    at=r["at"],
-                    actor=r["actor"],
-                    action=r["action"],
-                    resource_type=r["resource_type"],
-                    resource_id=r["resource_id"],
-                    before=r["before"],
-                    after=r["after"],
-                    request_id=r["request_id"],
-                )
-                for r in rows
-            ],
-            next_cursor=next_cursor,
-        )
