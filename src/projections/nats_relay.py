@@ -1,10 +1,11 @@
 """The NATS relay: follows the notification log and publishes every event to JetStream.
 
 In log order, one message per event, `Nats-Msg-Id` = the event id. A batch is published
-without waiting between messages (one connection, so JetStream stores them in the order sent),
-then its acks are gathered and the tracking position stored up to the last event before the
-first missing ack. After a crash or an outage it resumes from that position; JetStream drops the
-re-sent duplicates inside its window.
+without waiting between messages (one connection, so JetStream stores them in the order sent;
+each message after the first names the one before it in `Nats-Expected-Last-Msg-Id`, so that a
+message JetStream refuses holds back the rest of the batch), then its acks are gathered and the
+tracking position stored up to the last event before the first missing ack. After a crash or an
+outage it resumes from that position; JetStream drops the re-sent duplicates inside its window.
 """
 
 from __future__ import annotations
@@ -129,8 +130,24 @@ class NatsRelay:
         one. A new session resumes from the stored position instead.
         """
         self._position = None
+        reported: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            # JetStream's refusal of a message arrives here, not on its ack (nats-py issue
+            # #985: the ack is never resolved, so it counts as missing after the timeout).
+            # With the chained batch that is one refusal per message left: log the first.
+            if not reported:
+                log.warning("NATS reported %s: %s", type(exc).__name__, exc)
+            reported.append(exc)
+
         nc = await asyncio.wait_for(
-            nats.connect(self.nats_url, connect_timeout=2, allow_reconnect=False, name="mfa-relay"),
+            nats.connect(
+                self.nats_url,
+                connect_timeout=2,
+                allow_reconnect=False,
+                name="mfa-relay",
+                error_cb=on_error,
+            ),
             timeout=10,
         )
         try:
@@ -166,20 +183,25 @@ class NatsRelay:
         items: list[BatchItem] = []
         subjects = SubjectChanges()
         failure: Exception | None = None
+        previous: str | None = None
         try:
             for notification in notifications:
                 event = self.app.mapper.to_domain_event(notification)
                 ack = None
                 if type(event) in PUBLIC_EVENTS:
                     message = to_public(event, self._subject_of(event, subjects))
+                    headers = {"Nats-Msg-Id": message.id}
+                    if previous is not None:
+                        # JetStream refuses this one unless the previous one is the last it
+                        # stored (or it is a duplicate): once a message of the batch is
+                        # refused, so are all after it, and the stream keeps the log's order.
+                        headers["Nats-Expected-Last-Msg-Id"] = previous
                     # No wait_stall: with one, every publish became a task and a socket
                     # write of its own. A batch never fills the client's 4000 pending acks.
                     ack = await js.publish_async(
-                        message.nats_subject,
-                        encode(message),
-                        stream=STREAM,
-                        headers={"Nats-Msg-Id": message.id},
+                        message.nats_subject, encode(message), stream=STREAM, headers=headers
                     )
+                    previous = message.id
                 if type(event) is UserMfa.UserErased:
                     subjects.forget(str(event.originator_id))
                 items.append(BatchItem(notification.id, ack, len(subjects.journal)))

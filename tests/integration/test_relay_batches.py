@@ -1,8 +1,9 @@
 """The NATS relay's batches: a publish that fails midway stores only the acked prefix.
 
 The relay publishes a whole batch before it gathers the acks. When one goes wrong (its ack is
-lost or refused, or the connection breaks while publishing), the position must stop just before
-it, and the next session must leave the stream with every event once, in log order.
+lost or refused, JetStream refuses the message, or the connection breaks while publishing), the
+position must stop just before it, nothing after it may be stored first, and the next session
+must leave the stream with every event once, in log order.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from api.app import build_runtime
 from api.deps import Runtime
@@ -114,6 +116,75 @@ def test_a_batch_failing_midway_stores_the_acked_prefix_and_the_rerun_fills_it_o
 
         assert positions_at_session_start[:2] == [0, acked_prefix_end]
         expected = [event_id(e.originator_id, e.originator_version) for _, e in public]
+        assert [m["msg_id"] for m in stream_messages(private_nats.url)] == expected
+    finally:
+        if relay is not None:
+            relay.stop()
+        close_runtime(runtime)
+
+
+def _limit_per_subject(url: str, limited: bool) -> None:
+    """Create or change the stream so that it refuses a 2nd message on any subject (or not)."""
+
+    async def configure() -> None:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        config = StreamConfig(
+            name=nats_relay.STREAM,
+            subjects=nats_relay.SUBJECTS,
+            storage=StorageType.FILE,
+            duplicate_window=nats_relay.DUPLICATE_WINDOW_SECONDS,
+            max_msgs_per_subject=1 if limited else -1,
+            discard=DiscardPolicy.NEW if limited else DiscardPolicy.OLD,
+            discard_new_per_subject=limited,
+        )
+        if limited:
+            await js.add_stream(config)
+        else:
+            await js.update_stream(config)
+        await nc.close()
+
+    asyncio.run(configure())
+
+
+def test_a_message_jetstream_refuses_holds_back_the_rest_of_its_batch(
+    tmp_path: Path, database_url: str, private_nats: PrivateNats
+) -> None:
+    """JetStream itself refuses the 3rd message (a 2nd `device_registered` on a stream limited
+    to one message per subject) but would take later ones on other subjects: none of them is
+    stored before it, and once the limit is lifted the stream holds the log in order."""
+    runtime = build_runtime(
+        make_settings(tmp_path, database_url), clock=MutableClock(), run_projections=False
+    )
+    relay: NatsRelay | None = None
+    try:
+        _log(runtime, users=1)  # created, registered, registered (refused), revoked, ...
+        app = runtime.services.app
+        notifications = app.recorder.select_notifications(start=1, limit=10_000)
+        public = [
+            (n, e)
+            for n in notifications
+            if type(e := app.mapper.to_domain_event(n)) in PUBLIC_EVENTS
+        ]
+        expected = [event_id(e.originator_id, e.originator_version) for _, e in public]
+        refused = notifications.index(public[2][0])
+        _limit_per_subject(private_nats.url, limited=True)
+
+        relay = NatsRelay(app, runtime.db, private_nats.url)
+        relay.start()
+        deadline = time.monotonic() + 30
+        while relay.position() < notifications[refused - 1].id:
+            assert time.monotonic() < deadline, "the relay did not publish the first messages"
+            time.sleep(0.05)
+        time.sleep(0.5)  # it keeps trying (and failing) meanwhile
+        assert relay.position() == notifications[refused - 1].id
+        assert [m["msg_id"] for m in stream_messages(private_nats.url)] == expected[:2]
+
+        _limit_per_subject(private_nats.url, limited=False)
+        head = notifications[-1].id
+        while relay.position() < head:
+            assert time.monotonic() < deadline, "the relay did not catch up"
+            time.sleep(0.05)
         assert [m["msg_id"] for m in stream_messages(private_nats.url)] == expected
     finally:
         if relay is not None:
