@@ -91,6 +91,11 @@ _select_notifications = _unretried(PostgresApplicationRecorder.select_notificati
 _max_notification_id = _unretried(PostgresApplicationRecorder.max_notification_id)
 
 
+_statements: weakref.WeakKeyDictionary[Any, dict[tuple[bool, ...], bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _select_events_rendered(
     recorder: PostgresAggregateRecorder,
     originator_id: Any,
@@ -132,11 +137,6 @@ def _select_events_rendered(
             )
             for row in curs.fetchall()
         ]
-
-
-_statements: weakref.WeakKeyDictionary[Any, dict[tuple[bool, ...], bytes]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 class FailFastAggregateRecorder(PostgresAggregateRecorder):

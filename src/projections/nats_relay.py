@@ -130,15 +130,16 @@ class NatsRelay:
         one. A new session resumes from the stored position instead.
         """
         self._position = None
-        reported: list[Exception] = []
+        reported = False
 
         async def on_error(exc: Exception) -> None:
             # JetStream's refusal of a message arrives here, not on its ack (nats-py issue
             # #985: the ack is never resolved, so it counts as missing after the timeout).
             # With the chained batch that is one refusal per message left: log the first.
+            nonlocal reported
             if not reported:
                 log.warning("NATS reported %s: %s", type(exc).__name__, exc)
-            reported.append(exc)
+            reported = True
 
         nc = await asyncio.wait_for(
             nats.connect(
