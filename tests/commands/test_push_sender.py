@@ -116,6 +116,17 @@ def test_dns_rebinding_after_the_check_cannot_redirect_the_push(
     assert recorder.requests[0].headers["host"] == "rebind.example:8443"
 
 
+def test_an_international_name_is_resolved_and_presented_in_its_idna_form(dns: Dns) -> None:
+    dns["xn--bcher-kva.example"] = [[PUBLIC]]
+    recorder = Recorder()
+    assert sender(recorder).send(device("https://user:pw@bücher.example:8443/p#f"), {})
+    [request] = recorder.requests
+    assert dns.lookups == ["xn--bcher-kva.example"]
+    assert str(request.url) == f"https://{PUBLIC}:8443/p"  # no credentials, no fragment
+    assert request.headers["host"] == "xn--bcher-kva.example:8443"
+    assert request.extensions["sni_hostname"] == "xn--bcher-kva.example"
+
+
 def test_an_ipv6_endpoint_is_pinned_in_brackets(dns: Dns) -> None:
     dns["v6.example"] = [["2606:4700::1111"]]
     recorder = Recorder()
@@ -148,7 +159,13 @@ def test_an_endpoint_resolving_into_a_private_network_is_never_called(
 
 @pytest.mark.parametrize(
     "url",
-    ["http://push.example/p", "https://push.example:99999/p", "https://unknown.example/p"],
+    [
+        "http://push.example/p",
+        "https://push.example:99999/p",
+        "https://unknown.example/p",
+        "https://[::1/p",
+        "https:///p",
+    ],
 )
 def test_plain_http_bad_ports_and_unknown_hosts_are_refused(dns: Dns, url: str) -> None:
     dns["push.example"] = [[PUBLIC]]

@@ -11,7 +11,6 @@ import logging
 import socket
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -43,28 +42,34 @@ class Endpoint:
 
 def check_endpoint(url: str, *, allow_private: bool) -> Endpoint:
     """Refuse anything but HTTPS to a public address (unless private endpoints are allowed)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise UnsafeEndpointError("push endpoint is not a valid URL") from exc
+    if parsed.scheme not in ("https", "http") or not parsed.raw_host:
         raise UnsafeEndpointError("push endpoint must be an http(s) URL")
     if allow_private:
         return Endpoint(url)
-    if parts.scheme != "https":
+    if parsed.scheme != "https":
         raise UnsafeEndpointError("push endpoint must use HTTPS")
+    host = parsed.raw_host.decode("ascii")  # an international name in its IDNA form
+    port = parsed.port or 443
+    if not 0 < port < 65536:
+        raise UnsafeEndpointError("push endpoint port is out of range")
     try:
-        port = parts.port or 443
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-    except (OSError, ValueError) as exc:  # ValueError: a port out of range, say
+    except (OSError, UnicodeError, ValueError) as exc:
         raise UnsafeEndpointError("push endpoint host does not resolve") from exc
     if not addresses or not all(_is_public(address) for address in addresses):
         raise UnsafeEndpointError("push endpoint points into a private network")
-    address = addresses[0]
-    host = f"[{address}]" if address.version == 6 else str(address)
-    pinned = urlunsplit(("https", f"{host}:{port}", parts.path, parts.query, ""))
+    pinned = parsed.copy_with(
+        host=str(addresses[0]), port=port, username=None, password=None, fragment=None
+    )
     return Endpoint(
-        pinned,
-        headers={"Host": parts.netloc.rpartition("@")[2]},
-        extensions={"sni_hostname": parts.hostname},
+        str(pinned),
+        headers={"Host": parsed.netloc.decode("ascii")},
+        extensions={"sni_hostname": host},
     )
 
 
@@ -116,7 +121,7 @@ class HttpPushSender:
                     payload.get("challenge_id"),
                 )
                 return True
-        except (httpx.HTTPError, UnsafeEndpointError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, UnsafeEndpointError) as exc:
             log.warning("push to device %s failed: %s", device.device_id, type(exc).__name__)
             return False
         if response.status_code >= 300:
