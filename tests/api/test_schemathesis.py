@@ -1,10 +1,11 @@
 """The OpenAPI contract: Schemathesis drives the running service from `/schema/openapi.json`.
 
-One uvicorn server on SQLite for the module. Each identity fuzzes the operations it may
-call (positive and negative data, every phase but stateful), and every response must be
-one the document describes: status, content type and body (problems included). Without a
-valid token every `/mfa`, `/admin` and `/internal` operation must answer 401. Generation is
-derandomized and bounded per operation so that this file stays within a few minutes.
+One uvicorn server per event store (SQLite, then PostgreSQL) for the module. Each identity
+fuzzes the operations it may call (positive and negative data, every phase but stateful),
+and every response must be one the document describes: status, content type and body
+(problems included). Without a valid token every `/mfa`, `/admin` and `/internal`
+operation must answer 401. Generation is derandomized and bounded per operation so that
+this file stays within a few minutes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import build_runtime
-from tests.conftest import LiveServer, MutableClock, make_settings
+from tests.conftest import (
+    LiveServer,
+    MutableClock,
+    create_pg_database,
+    drop_pg_database,
+    make_settings,
+)
 
 CHECKS = [
     not_a_server_error,
@@ -52,14 +59,23 @@ def bounded(max_examples: int) -> Any:
     )
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The service on each event store: PostgreSQL refuses some input SQLite takes."""
     tmp = tmp_path_factory.mktemp("contract")
     clock = MutableClock()
-    settings_ = make_settings(tmp, f"sqlite:///{tmp / 'mfa.sqlite'}")
-    server = LiveServer(runtime=build_runtime(settings_, clock=clock), clock=clock).start()
+    admin = request.getfixturevalue("postgres_admin_url") if request.param == "postgres" else ""
+    url = create_pg_database(admin) if admin else f"sqlite:///{tmp / 'mfa.sqlite'}"
+    server = LiveServer(runtime=build_runtime(make_settings(tmp, url), clock=clock), clock=clock)
+    server.start()
     yield server
     server.stop()
+    if admin:
+        drop_pg_database(admin, url)
 
 
 @pytest.fixture(autouse=True)
