@@ -12,8 +12,10 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 MESSAGE = "control characters are not allowed"
 
 
-def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
+async def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
     """Before every handler: no control character in a path or query parameter (400).
+
+    A coroutine, so that Litestar calls it in the event loop rather than in a worker thread.
 
     None is part of a valid id, name or cursor, and PostgreSQL text cannot even hold NUL: a
     lookup with one would fail in the database (500), and a stored one would stop every
