@@ -147,7 +147,7 @@ class Runtime:
         if not self.read_models.wait_for(position, timeout=READ_WAIT_SECONDS):
             # Serving a read that misses the caller's own write would be a lie: say so.
             raise ReadModelBehindError("the read models are behind this client's writes")
-        with self.db.transaction() as cur:
+        with self.db.read() as cur:
             yield cur
 
 

@@ -101,7 +101,7 @@ class ReadModels:
 
     def positions(self) -> dict[str, int]:
         """Each projection's tracking position (0: nothing processed)."""
-        with self.db.transaction() as cur:
+        with self.db.read() as cur:
             cur.execute("SELECT projection, position FROM mfa_tracking")
             stored = {str(name): int(pos) for name, pos in cur.fetchall()}
         return {p.name: stored.get(p.name, 0) for p in self.projections}
@@ -152,7 +152,7 @@ class ProjectionStatus:
 def projection_status(app: MfaApplication, read_models: ReadModels) -> list[ProjectionStatus]:
     """Every projection's position and lag (in events) behind the head of the log."""
     head = app.max_position()
-    with read_models.db.transaction() as cur:
+    with read_models.db.read() as cur:
         cur.execute("SELECT projection, position, updated_at FROM mfa_tracking")
         rows = {str(r[0]): (int(r[1]), r[2]) for r in cur.fetchall()}
         cur.execute("SELECT projection, COUNT(*) FROM mfa_projection_skips GROUP BY projection")

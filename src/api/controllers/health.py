@@ -30,7 +30,7 @@ def _nats_check(runtime: Runtime) -> str:
 
 
 def _select_one(runtime: Runtime) -> None:
-    with runtime.db.transaction() as cur:
+    with runtime.db.read() as cur:
         cur.execute("SELECT 1")
 
 

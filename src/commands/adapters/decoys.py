@@ -47,7 +47,7 @@ class SqlDecoyLockouts:
         return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()
 
     def __len__(self) -> int:
-        with self._db.transaction() as cur:
+        with self._db.read() as cur:
             cur.execute("SELECT COUNT(*) FROM mfa_decoy_locks")
             row = cur.fetchone()
         return int(row[0]) if row else 0
@@ -94,7 +94,7 @@ class SqlDecoyLockouts:
 
     def locks_of(self, user_id: str, at: datetime) -> list[tuple[str, datetime]]:
         """(factor, locked until) of the user's factors locked now, as a status shows them."""
-        with self._db.transaction() as cur:
+        with self._db.read() as cur:
             cur.execute(
                 "SELECT factor, locked_until FROM mfa_decoy_locks "
                 "WHERE user_key = %s AND locked_until IS NOT NULL ORDER BY factor",

@@ -42,7 +42,7 @@ class SqlUserEpochs:
                 cached = self._cache.get(user_id)
             if cached is not None:
                 return cached
-        with self._db.transaction() as cur:
+        with self._db.read() as cur:
             cur.execute(
                 "SELECT epoch FROM mfa_user_epochs WHERE user_key = %s", (self._user_key(user_id),)
             )

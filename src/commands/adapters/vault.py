@@ -80,7 +80,7 @@ class SqlKeyVault:
             ) from None
 
     def _load(self, key_id: str) -> bytes | None:
-        with self._db.transaction() as cur:
+        with self._db.read() as cur:
             cur.execute("SELECT wrapped FROM mfa_data_keys WHERE key_id = %s", (key_id,))
             row = cur.fetchone()
         return None if row is None else self._remember(key_id, self._unwrap(key_id, bytes(row[0])))
