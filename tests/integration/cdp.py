@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ class Browser:
             text=True,
         )
         url = self._devtools_url()
-        self.ws = connect(url, max_size=None, open_timeout=10)
+        self._connection = ExitStack()  # websockets 17 wants connect() as a context manager
+        self.ws = self._connection.enter_context(connect(url, max_size=None, open_timeout=10))
         self._ids = itertools.count(1)
         self.events: list[dict[str, Any]] = []
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -151,7 +153,7 @@ class Browser:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            self._connection.close()
         finally:
             self.process.terminate()
             try:
