@@ -1,0 +1,158 @@
+"""A/B of two (or more) versions of `src/`, interleaved on one database, at concurrency 32.
+
+On this shared machine the speed of the CPU drifts by tens of per cent within minutes, so two
+benchmark runs taken one after the other cannot tell a 20 % change from the drift. This one
+enrols `--users` users once, then for each of `--rounds` rounds restarts `mfa serve` on each
+variant in turn (`PYTHONPATH=<variant>` puts that tree before the installed one) and
+measures the same requests on each: `GET /mfa/backup-codes/count` (a token and one
+read-model query) and `POST /mfa/totp/validate` (fresh codes, in increasing time steps per
+user). It prints every measurement, then the median per variant: req/s and the server's CPU
+milliseconds per request.
+
+The server restarts before each measurement, so the aggregate cache and the data-key cache
+start cold: each validate also loads its user's events and data key. These are not the
+figures of `ceiling.py` (warm caches), only a fair comparison between variants.
+
+Make a variant with, for example:
+    mkdir -p /tmp/base && git archive HEAD src | tar -x -C /tmp/base
+    .venv/bin/python bench/ab.py --variants /tmp/base/src,src
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyotp
+from common import CpuSample, machine_description
+from harness import (
+    RawHttp,
+    Stack,
+    install_signal_handlers,
+    max_position,
+    mint_token,
+    wait_caught_up,
+)
+from overhead import PERIOD, closed_loop, enrol
+from totp_validate import stop_server
+
+CONCURRENCY = 32
+
+
+class Codes:
+    """Fresh TOTP codes: each user's steps strictly increase across the whole run."""
+
+    def __init__(self, enrolled: list[tuple[dict[str, str], str]]) -> None:
+        self.enrolled = enrolled
+        # Enrolment spent each user's code of its time step: start after this one.
+        step = int(datetime.now(UTC).timestamp() // PERIOD)
+        self.last_step: dict[int, int] = dict.fromkeys(range(len(enrolled)), step)
+
+    def sender(self, http: RawHttp) -> Any:
+        now = datetime.now(UTC).timestamp()
+        pairs: deque[tuple[int, int, dict[str, str], str]] = deque()
+        for ahead in (0, 1):  # this step for every user, then the next (the service takes +-1)
+            at = now + ahead * PERIOD
+            step = int(at // PERIOD)
+            for index, (auth, secret) in enumerate(self.enrolled):
+                if self.last_step.get(index, -1) < step:
+                    pairs.append((index, step, auth, pyotp.TOTP(secret).at(at)))
+        deadline = time.monotonic() + PERIOD - 2
+
+        async def send() -> int:
+            if not pairs or time.monotonic() > deadline:
+                raise SystemExit("out of fresh TOTP codes: run again with more --users")
+            index, step, auth, code = pairs.popleft()
+            self.last_step[index] = step
+            reply = await http.request("POST", "/mfa/totp/validate", {"code": code}, auth)
+            return int(reply.status)
+
+        return send
+
+
+async def run(args: argparse.Namespace) -> str:
+    variants = [str(Path(v).resolve()) for v in args.variants.split(",")]
+    cases = args.cases.split(",")
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    lines = []
+    with Stack(nats=False, server_env={"PYTHONPATH": variants[0]}) as stack:
+        http = RawHttp(stack.base_url, size=CONCURRENCY)
+        print(f"enrolling {args.users} users ...", file=sys.stderr)
+        codes = Codes(await enrol(http, stack.jwt_secret, args.users))
+        assert stack.database_url is not None
+        wait_caught_up(stack.database_url, max_position(stack.database_url), relay=False)
+        reader = {"Authorization": f"Bearer {mint_token(stack.jwt_secret, 'overhead-0')}"}
+        for round_ in range(args.rounds):
+            for variant in variants:
+                await http.close()
+                stop_server(stack.server)
+                stack.env["PYTHONPATH"] = variant
+                stack.start()
+                http = RawHttp(stack.base_url, size=CONCURRENCY)
+                for case in cases:
+                    if case == "count":
+
+                        async def send(http: RawHttp = http) -> int:
+                            path = "/mfa/backup-codes/count"
+                            return int((await http.request("GET", path, None, reader)).status)
+
+                    else:
+                        send = codes.sender(http)
+                    await closed_loop(args.warmup, CONCURRENCY, send)
+                    before = CpuSample.take(stack.server_pid)
+                    count, statuses, seconds = await closed_loop(args.duration, CONCURRENCY, send)
+                    used = CpuSample.take(stack.server_pid).cores_since(before, seconds)
+                    figures = (count / seconds, 1000 * used.server * seconds / count)
+                    results.setdefault((case, variant), []).append(figures)
+                    line = (
+                        f"round {round_} {case:8} {variant}: {figures[0]:.0f} req/s, server "
+                        f"{figures[1]:.3f} ms/req, others {used.others:.2f} cores, "
+                        f"statuses {dict(statuses)}"
+                    )
+                    print(line, file=sys.stderr)
+                    lines.append(f"    {line}")
+    rows = [
+        f"| {case} | `{variant}` | {statistics.median(r for r, _ in runs):.0f} | "
+        f"{statistics.median(ms for _, ms in runs):.3f} |"
+        for (case, variant), runs in sorted(results.items())
+    ]
+    return "\n".join(
+        [
+            "## A/B of src trees (bench/ab.py)",
+            "",
+            machine_description(),
+            f"Concurrency {CONCURRENCY}, {args.warmup} s warm-up then {args.duration} s per "
+            f"measurement, {args.rounds} rounds, {args.users} users, server restarted before "
+            "each variant (cold caches).",
+            "",
+            *lines,
+            "",
+            "| request | variant | median req/s | median server ms/req |",
+            "|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", required=True, help="comma-separated src folders")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--users", type=int, default=3000)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--cases", default="count,validate", help="count and/or validate")
+    args = parser.parse_args()
+    install_signal_handlers()
+    print(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()
