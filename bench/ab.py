@@ -24,13 +24,8 @@ import argparse
 import asyncio
 import statistics
 import sys
-import time
-from collections import deque
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import pyotp
 from common import CpuSample, machine_description
 from harness import (
     RawHttp,
@@ -40,41 +35,10 @@ from harness import (
     mint_token,
     wait_caught_up,
 )
-from overhead import PERIOD, closed_loop, enrol
+from overhead import Codes, closed_loop, enrol
 from totp_validate import stop_server
 
 CONCURRENCY = 32
-
-
-class Codes:
-    """Fresh TOTP codes: each user's steps strictly increase across the whole run."""
-
-    def __init__(self, enrolled: list[tuple[dict[str, str], str]]) -> None:
-        self.enrolled = enrolled
-        # Enrolment spent each user's code of its time step: start after this one.
-        step = int(datetime.now(UTC).timestamp() // PERIOD)
-        self.last_step: dict[int, int] = dict.fromkeys(range(len(enrolled)), step)
-
-    def sender(self, http: RawHttp) -> Any:
-        now = datetime.now(UTC).timestamp()
-        pairs: deque[tuple[int, int, dict[str, str], str]] = deque()
-        for ahead in (0, 1):  # this step for every user, then the next (the service takes +-1)
-            at = now + ahead * PERIOD
-            step = int(at // PERIOD)
-            for index, (auth, secret) in enumerate(self.enrolled):
-                if self.last_step.get(index, -1) < step:
-                    pairs.append((index, step, auth, pyotp.TOTP(secret).at(at)))
-        deadline = time.monotonic() + PERIOD - 2
-
-        async def send() -> int:
-            if not pairs or time.monotonic() > deadline:
-                raise SystemExit("out of fresh TOTP codes: run again with more --users")
-            index, step, auth, code = pairs.popleft()
-            self.last_step[index] = step
-            reply = await http.request("POST", "/mfa/totp/validate", {"code": code}, auth)
-            return int(reply.status)
-
-        return send
 
 
 async def run(args: argparse.Namespace) -> str:

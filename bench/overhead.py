@@ -27,7 +27,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,24 +78,35 @@ async def enrol(http: RawHttp, secret: str, users: int) -> list[tuple[dict[str, 
     return enrolled
 
 
-def validations(http: RawHttp, enrolled: list[tuple[dict[str, str], str]]) -> Any:
-    """Fresh codes only: every user's code of this time step and of the next (both accepted
-    for the next 30 s at least, the service's window being one step either side)."""
-    now = datetime.now(UTC).timestamp()
-    pairs = [
-        (auth, pyotp.TOTP(secret).at(now + step * PERIOD))
-        for step in (0, 1)
-        for auth, secret in enrolled
-    ]
-    deadline = time.monotonic() + PERIOD - 1
+class Codes:
+    """Fresh TOTP codes: each user's steps strictly increase across the whole run."""
 
-    async def send() -> Any:
-        if not pairs or time.monotonic() > deadline:
-            raise SystemExit("out of fresh TOTP codes: run again with more --users")
-        auth, code = pairs.pop()
-        return await http.request("POST", "/mfa/totp/validate", {"code": code}, auth)
+    def __init__(self, enrolled: list[tuple[dict[str, str], str]]) -> None:
+        self.enrolled = enrolled
+        # Enrolment spent each user's code of its time step: start after this one.
+        step = int(datetime.now(UTC).timestamp() // PERIOD)
+        self.last_step: dict[int, int] = dict.fromkeys(range(len(enrolled)), step)
 
-    return send
+    def sender(self, http: RawHttp) -> Any:
+        now = datetime.now(UTC).timestamp()
+        pairs: deque[tuple[int, int, dict[str, str], str]] = deque()
+        for ahead in (0, 1):  # this step for every user, then the next (the service takes +-1)
+            at = now + ahead * PERIOD
+            step = int(at // PERIOD)
+            for index, (auth, secret) in enumerate(self.enrolled):
+                if self.last_step.get(index, -1) < step:
+                    pairs.append((index, step, auth, pyotp.TOTP(secret).at(at)))
+        deadline = time.monotonic() + PERIOD - 2
+
+        async def send() -> int:
+            if not pairs or time.monotonic() > deadline:
+                raise SystemExit("out of fresh TOTP codes: run again with more --users")
+            index, step, auth, code = pairs.popleft()
+            self.last_step[index] = step
+            reply = await http.request("POST", "/mfa/totp/validate", {"code": code}, auth)
+            return int(reply.status)
+
+        return send
 
 
 async def run(args: argparse.Namespace) -> str:
@@ -103,26 +114,25 @@ async def run(args: argparse.Namespace) -> str:
     with Stack(nats=False) as stack:
         http = RawHttp(stack.base_url, size=args.concurrency)
         print(f"enrolling {args.users} users ...", file=sys.stderr)
-        enrolled = await enrol(http, stack.jwt_secret, args.users)
+        codes = Codes(await enrol(http, stack.jwt_secret, args.users))
         assert stack.database_url is not None
         # Not measured: the projections catching up with the enrolment.
         wait_caught_up(stack.database_url, max_position(stack.database_url), relay=False)
         reader = {"Authorization": f"Bearer {mint_token(stack.jwt_secret, 'overhead-0')}"}
+
+        def getter(path: str, headers: dict[str, str] | None = None) -> Any:
+            async def send() -> int:
+                return int((await http.request("GET", path, None, headers)).status)
+
+            return send
+
         cases: list[tuple[str, Any]] = [
-            ("GET /health", lambda: lambda: http.request("GET", "/health")),
-            (
-                "GET /mfa/backup-codes/count",
-                lambda: lambda: http.request("GET", "/mfa/backup-codes/count", None, reader),
-            ),
-            ("POST /mfa/totp/validate", lambda: validations(http, enrolled)),
+            ("GET /health", lambda: getter("/health")),
+            ("GET /mfa/backup-codes/count", lambda: getter("/mfa/backup-codes/count", reader)),
+            ("POST /mfa/totp/validate", lambda: codes.sender(http)),
         ]
-        for label, make_request in cases:
-            request = make_request()  # codes are drawn just before their case runs
-
-            async def send(request: Any = request) -> int:
-                reply = await request()
-                return int(reply.status)
-
+        for label, make_sender in cases:
+            send = make_sender()  # codes are drawn just before their case runs
             print(f"{label} ...", file=sys.stderr)
             await closed_loop(args.warmup, args.concurrency, send)
             before = CpuSample.take(stack.server_pid)
