@@ -110,7 +110,8 @@ def test_public_key_tokens_work_and_hs256_with_the_public_key_is_refused(
     good = jwt.encode(claims, private, algorithm="ES256")
     assert _status(server, good).status_code == 200
 
-    confused = jwt.encode(claims, "x", algorithm="HS256")
+    # Only its header and payload are kept; the signature is made with the public key below.
+    confused = jwt.encode(claims, "x" * 32, algorithm="HS256")
     header, payload, _ = confused.split(".")
     import hashlib
     import hmac
