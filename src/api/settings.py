@@ -90,7 +90,7 @@ class Settings:
     db_pool_size: int = 10
     handler_threads: int = 0  # 0: db_pool_size + 2
     log_level: str = "INFO"
-    development_secrets: bool = False
+    development_secrets: bool = False  # the JWT secret was generated: `/demo/session` may sign
 
     @property
     def uses_postgres(self) -> bool:
@@ -105,12 +105,11 @@ class Settings:
         database_url = env.get("MFA_DATABASE_URL") or f"sqlite:///{data_dir / 'mfa.sqlite'}"
         if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("MFA_DATABASE_URL must start with sqlite:/// or postgresql://")
-        development = False
-        if not env.get("MFA_MASTER_KEY") or not (
-            env.get("MFA_JWT_SECRET") or env.get("MFA_JWT_PUBLIC_KEY")
-        ):
+        # Demo sessions (`/demo/session`) sign tokens with the JWT secret: only a generated one
+        # may serve, never an operator's (which the identity provider or others may share).
+        development = not (env.get("MFA_JWT_SECRET") or env.get("MFA_JWT_PUBLIC_KEY"))
+        if development or not env.get("MFA_MASTER_KEY"):
             generated = _generated_secrets(data_dir)
-            development = True
             log.warning(
                 "MFA_MASTER_KEY or MFA_JWT_SECRET is unset: using DEVELOPMENT secrets from %s. "
                 "Never run production like this.",

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from api.settings import Settings
 from tests.conftest import LiveServer, make_settings, new_user
 
 
@@ -127,3 +128,34 @@ def test_public_key_tokens_work_and_hs256_with_the_public_key_is_refused(
     wrong_aud = jwt.encode({**claims, "aud": "other"}, private, algorithm="ES256")
     assert _status(server, wrong_iss).status_code == 401
     assert _status(server, wrong_aud).status_code == 401
+
+
+MASTER_KEY = base64.b64encode(b"m" * 32).decode()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("given", "mints"),
+    [
+        ({}, True),  # nothing configured: every secret is generated, the demo works
+        ({"MFA_JWT_SECRET": "operator-secret-" + "y" * 40}, False),  # master key forgotten
+        ({"MFA_MASTER_KEY": MASTER_KEY}, True),
+        ({"MFA_JWT_SECRET": "operator-secret-" + "y" * 40, "MFA_MASTER_KEY": MASTER_KEY}, False),
+    ],
+    ids=["no-secrets", "jwt-secret-only", "master-key-only", "both"],
+)
+def test_demo_sessions_are_signed_only_with_a_generated_jwt_secret(
+    tmp_path, database_url, start_server, given, mints
+) -> None:
+    """An anonymous `/demo/session` signs a token for any user: with an operator's secret
+    (which the identity provider or other services may share) that would be a forgery oracle,
+    even when only the master key was left to be generated."""
+    env = {"MFA_DATA_DIR": str(tmp_path / "var"), "MFA_DATABASE_URL": database_url, **given}
+    server = start_server(Settings.from_env(env))
+    minted = httpx.post(server.url + "/demo/session", json={"user": "victim"})
+    if mints:
+        assert minted.status_code == 201
+        assert _status(server, minted.json()["token"]).status_code == 200
+    else:
+        assert minted.status_code == 404
+        assert minted.json()["code"] == "not_found"
