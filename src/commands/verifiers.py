@@ -29,7 +29,12 @@ from webauthn.helpers.structs import (
 )
 
 from domain.totp import TotpDevice
-from domain.webauthn import VerifiedRegistration, WebAuthnCredential
+from domain.webauthn import (
+    MAX_CREDENTIAL_ID_BYTES,
+    MAX_CREDENTIAL_ID_CHARS,
+    VerifiedRegistration,
+    WebAuthnCredential,
+)
 
 _DIGESTS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
 VALID_WINDOW = 1  # RFC 6238 §5.2: accept one step of clock drift either way
@@ -132,7 +137,8 @@ def registration_options(
 def verify_registration(
     rp: RelyingParty, credential: dict[str, Any], challenge: str
 ) -> VerifiedRegistration:
-    """Check a RegistrationResponseJSON against the ceremony's challenge, RP id and origins."""
+    """Check a RegistrationResponseJSON against the ceremony's challenge, RP id and origins;
+    a credential id over 1023 bytes fails the ceremony (WebAuthn L2 §7.1)."""
     try:
         verified = verify_registration_response(
             credential=credential,
@@ -143,6 +149,10 @@ def verify_registration(
         )
     except _VERIFY_ERRORS as exc:
         raise WebAuthnVerificationError(_reason(exc)) from None
+    if len(verified.credential_id) > MAX_CREDENTIAL_ID_BYTES:
+        raise WebAuthnVerificationError(
+            f"credential id longer than {MAX_CREDENTIAL_ID_BYTES} bytes"
+        )
     response = credential.get("response")
     transports = response.get("transports") if isinstance(response, dict) else None
     if not isinstance(transports, list):
@@ -187,7 +197,7 @@ def authentication_options(
 def presented_credential_id(credential: dict[str, Any]) -> str | None:
     """The credential id an AuthenticationResponseJSON claims (before verification)."""
     raw = credential.get("rawId") or credential.get("id")
-    return raw if isinstance(raw, str) and 0 < len(raw) <= 1024 else None
+    return raw if isinstance(raw, str) and 0 < len(raw) <= MAX_CREDENTIAL_ID_CHARS else None
 
 
 def verify_assertion(

@@ -23,6 +23,10 @@ WEBAUTHN = "webauthn"
 CEREMONY_TTL = timedelta(minutes=5)
 MAX_PENDING_REGISTRATIONS = 5
 MAX_WEBAUTHN_CREDENTIALS = 20
+# WebAuthn L2 §7.1: a credential id longer than 1023 bytes fails the registration ceremony;
+# base64url (unpadded) of 1023 bytes is 1364 characters, the bound wherever an id is taken.
+MAX_CREDENTIAL_ID_BYTES = 1023
+MAX_CREDENTIAL_ID_CHARS = 1364
 # Consumed ceremonies remembered, so that a replay reads as used (409) while an id the user
 # never had reads as unknown (404), like another user's.
 USED_REGISTRATIONS_KEPT = 20
@@ -169,6 +173,10 @@ class WebAuthnCloneSuspected(UserMfaEvent):
         aggregate.webauthn_credentials[self.credential_id].clone_suspected = True
 
 
+def _too_many_credentials() -> LimitExceededError:
+    return LimitExceededError(f"at most {MAX_WEBAUTHN_CREDENTIALS} WebAuthn credentials")
+
+
 class WebAuthnMixin(UserMfaState):
     """A user's WebAuthn credentials and open registration ceremonies."""
 
@@ -205,7 +213,7 @@ class WebAuthnMixin(UserMfaState):
     ) -> PendingRegistration:
         """Open a registration ceremony (a few at a time, 5 minutes each)."""
         if len(self.webauthn_credentials) >= MAX_WEBAUTHN_CREDENTIALS:
-            raise LimitExceededError(f"at most {MAX_WEBAUTHN_CREDENTIALS} WebAuthn credentials")
+            raise _too_many_credentials()
         open_ceremonies = [r for r in self.webauthn_registrations.values() if r.expires_at > at]
         if len(open_ceremonies) >= MAX_PENDING_REGISTRATIONS:
             raise LimitExceededError("too many registrations in progress; finish or wait")
@@ -234,7 +242,8 @@ class WebAuthnMixin(UserMfaState):
     def complete_webauthn_registration(
         self, registration_id: str, verified: VerifiedRegistration, name: str | None, at: datetime
     ) -> WebAuthnCredential:
-        """Store a verified credential; its ceremony is consumed. A known credential is refused."""
+        """Store a verified credential; its ceremony is consumed. A known credential is refused,
+        and so is any once the user has the most allowed (ceremonies opened in parallel)."""
         registration = self.pending_registration(registration_id, at)
         if verified.credential_id in self.webauthn_credentials:
             self.trigger_event(
@@ -244,6 +253,14 @@ class WebAuthnMixin(UserMfaState):
                 timestamp=at,
             )
             raise AlreadyEnrolledError("this credential is already registered")
+        if len(self.webauthn_credentials) >= MAX_WEBAUTHN_CREDENTIALS:
+            self.trigger_event(
+                WebAuthnRegistrationRejected,
+                registration_id=registration_id,
+                reason="limit_exceeded",
+                timestamp=at,
+            )
+            raise _too_many_credentials()
         self.trigger_event(
             WebAuthnCredentialRegistered,
             registration_id=registration_id,

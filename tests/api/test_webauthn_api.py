@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from typing import Any
 
 import httpx
@@ -296,6 +297,94 @@ def test_a_registration_with_null_transports_is_never_a_server_error(server: Liv
     assert response.status_code < 500, response.text
 
 
+def test_a_credential_id_over_1023_bytes_is_refused_at_registration(server: LiveServer) -> None:
+    """WebAuthn L2 §7.1: a credentialId longer than 1023 bytes fails the ceremony."""
+    client = server.client(new_user())
+    started = start_registration(client)
+    overlong = SoftAuthenticator().register(
+        started["options"], ORIGIN, credential_id=os.urandom(1024)
+    )
+    refused = finish_registration(client, started["registration_id"], overlong)
+    assert_problem(refused, 400, "invalid_credential")
+    assert "1023 bytes" in refused.json()["detail"]
+    assert client.get("/mfa/webauthn/credentials").json()["items"] == []
+    # the refusal used the ceremony up
+    good = SoftAuthenticator().register(started["options"], ORIGIN)
+    assert_problem(finish_registration(client, started["registration_id"], good), 409)
+
+
+def test_a_credential_id_of_1023_bytes_is_usable_and_manageable(server: LiveServer) -> None:
+    """The longest id the spec allows (1364 base64url characters) works on every route."""
+    client = server.client(new_user())
+    authenticator = SoftAuthenticator()
+    created = register_key(client, authenticator, credential_id=os.urandom(1023))
+    credential_id = created["credential_id"]
+    assert len(credential_id) == 1364
+    path = f"/mfa/webauthn/credentials/{credential_id}"
+
+    assert client.get(path).status_code == 200
+    renamed = client.put(path, json={"name": "long id"})
+    assert renamed.status_code == 200, renamed.text
+    stepped = step_up_with_key(client, authenticator)
+    assert stepped.status_code == 200, stepped.text
+    assert client.get(path).json()["sign_count"] == 1
+    primary = client.post(f"/mfa/credentials/{credential_id}/primary")
+    assert primary.status_code == 200, primary.text
+    deleted = client.delete(path)
+    assert deleted.status_code == 200, deleted.text
+    assert_problem(client.get(path), 404, "not_found")
+
+
+def test_a_credential_id_path_over_1364_characters_is_a_validation_error(
+    server: LiveServer,
+) -> None:
+    client = server.client(new_user())
+    register_key(client, SoftAuthenticator())
+    longest, too_long = "A" * 1364, "A" * 1365
+    for method in ("GET", "PUT", "DELETE"):
+        body = {"name": "x"} if method == "PUT" else None
+        url = "/mfa/webauthn/credentials/"
+        assert_problem(client.request(method, url + longest, json=body), 404, "not_found")
+        assert_problem(client.request(method, url + too_long, json=body), 400, "validation_error")
+
+    document = httpx.get(server.url + "/schema/openapi.json", timeout=10).json()
+    operations = document["paths"]["/mfa/webauthn/credentials/{credential_id}"]
+    for method in ("get", "put", "delete"):
+        [parameter] = [p for p in operations[method]["parameters"] if p["in"] == "path"]
+        assert parameter["schema"]["maxLength"] == 1364, (method, parameter)
+
+
+def test_ceremonies_opened_in_parallel_cannot_take_a_user_past_20_credentials(
+    server: LiveServer,
+) -> None:
+    client = server.client(new_user())
+    authenticator = SoftAuthenticator()
+    for _ in range(19):
+        register_key(client, authenticator)
+    ceremonies = [start_registration(client) for _ in range(5)]
+
+    answers = [
+        finish_registration(
+            client, c["registration_id"], authenticator.register(c["options"], ORIGIN)
+        )
+        for c in ceremonies
+    ]
+    assert answers[0].status_code == 201, answers[0].text
+    for refused in answers[1:]:
+        assert_problem(refused, 409, "limit_exceeded")
+    assert len(client.get("/mfa/webauthn/credentials").json()["items"]) == 20
+    # a refused ceremony is used up; a new one is refused from the start, with the same answer
+    retried = authenticator.register(ceremonies[1]["options"], ORIGIN)
+    assert_problem(
+        finish_registration(client, ceremonies[1]["registration_id"], retried),
+        409,
+        "challenge_used",
+    )
+    assert_problem(
+        client.post("/mfa/webauthn/credentials/register", json={}), 409, "limit_exceeded"
+    )
+
+
 # --------------------------------------------------------------------- WebAuthn step-up
 
 
@@ -486,6 +575,22 @@ def test_bad_assertions_are_403_and_count_towards_the_webauthn_lockout(
     assert int(locked.headers["Retry-After"]) == 30
     server.clock.advance(31)
     assert attempt().status_code == 200
+
+
+def test_a_nul_in_the_presented_credential_id_is_refused_and_never_stalls_the_read_side(
+    server: LiveServer,
+) -> None:
+    client = server.client(new_user())
+    authenticator = SoftAuthenticator()
+    register_key(client, authenticator)
+    challenge = open_challenge(client)
+    assertion = authenticator.get(challenge["options"], ORIGIN)
+    assertion["rawId"] = assertion["id"] = "a\x00b"
+    refused = step_up(client, challenge["challenge_id"], credential=assertion)
+    assert_problem(refused, 403, "invalid_code")
+    runtime = server.runtime
+    head = runtime.services.app.max_position()
+    assert runtime.read_models.wait_for(head, timeout=15), runtime.read_models.positions()
 
 
 def test_a_webauthn_challenge_needs_a_credential_and_a_code_challenge_needs_a_code(

@@ -23,6 +23,7 @@ from commands.verifiers import (
     WebAuthnVerificationError,
     authentication_options,
     b64url,
+    presented_credential_id,
     registration_options,
     verify_assertion,
     verify_registration,
@@ -238,6 +239,25 @@ def test_a_registration_from_another_origin_is_refused() -> None:
     response = SoftAuthenticator().register(options, "https://evil.example")
     with pytest.raises(WebAuthnVerificationError, match="origin"):
         verify_registration(RP, response, challenge)
+
+
+def test_a_credential_id_over_1023_bytes_fails_the_registration_ceremony() -> None:
+    """WebAuthn L2 §7.1: a credentialId longer than 1023 bytes fails the ceremony."""
+    challenge, options = creation_options()
+    response = SoftAuthenticator().register(options, ORIGIN, credential_id=os.urandom(1024))
+    with pytest.raises(WebAuthnVerificationError, match="longer than 1023 bytes"):
+        verify_registration(RP, response, challenge)
+
+
+def test_a_credential_id_of_1023_bytes_registers_and_can_be_presented() -> None:
+    challenge, options = creation_options()
+    raw = os.urandom(1023)
+    response = SoftAuthenticator().register(options, ORIGIN, credential_id=raw)
+    verified = verify_registration(RP, response, challenge)
+    assert unb64url(verified.credential_id) == raw
+    assert len(verified.credential_id) == 1364
+    assert presented_credential_id({"rawId": verified.credential_id}) == verified.credential_id
+    assert presented_credential_id({"rawId": verified.credential_id + "A"}) is None
 
 
 def test_an_assertion_from_another_origin_is_refused() -> None:
@@ -464,6 +484,23 @@ def test_a_failed_registration_consumes_its_ceremony(store: Store) -> None:
     assert len(rejected) == 1
     assert "origin" in rejected[0].reason
     assert started.registration_id not in store.load("alice").webauthn_registrations
+
+
+def test_a_registration_with_an_overlong_credential_id_is_recorded_as_rejected(
+    store: Store,
+) -> None:
+    services = services_for(store)
+    started = webauthn_commands.start_registration(services, "alice", None).value
+    overlong = SoftAuthenticator().register(started.options, ORIGIN, credential_id=os.urandom(1024))
+    with pytest.raises(webauthn_commands.InvalidCredentialError, match="1023 bytes"):
+        webauthn_commands.finish_registration(
+            services, "alice", started.registration_id, overlong, None
+        )
+    [rejected] = stored_events(store, "alice", "WebAuthnRegistrationRejected")
+    assert rejected.reason == "credential id longer than 1023 bytes"
+    mfa = store.load("alice")
+    assert mfa.webauthn_credentials == {}
+    assert started.registration_id not in mfa.webauthn_registrations
 
 
 # ------------------------------------------------------------------ malformed responses

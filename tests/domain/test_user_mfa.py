@@ -12,6 +12,7 @@ from eventsourcing.application import project_aggregate
 from domain.backup_codes import format_backup_code, hash_backup_code
 from domain.errors import (
     AlreadyEnrolledError,
+    ChallengeUsedError,
     CodeReplayedError,
     ConflictError,
     FactorLockedError,
@@ -23,6 +24,7 @@ from domain.errors import (
 from domain.lockout import MAX_CONSECUTIVE_FAILURES
 from domain.totp import MAX_TOTP_DEVICES, TotpStatus
 from domain.user_mfa import KNOWN_METHODS, UserMfa, method_summaries
+from domain.webauthn import MAX_WEBAUTHN_CREDENTIALS, VerifiedRegistration
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 STEP0 = int(T0.timestamp()) // 30
@@ -197,6 +199,39 @@ def test_a_user_may_hold_at_most_ten_totp_devices():
     with pytest.raises(LimitExceededError):
         register(mfa, "dev-one-too-many")
     assert len(mfa.totp_devices) == MAX_TOTP_DEVICES
+
+
+def webauthn_key(n: int) -> VerifiedRegistration:
+    return VerifiedRegistration(credential_id=f"cred-{n}", public_key="key", sign_count=0)
+
+
+def test_webauthn_ceremonies_opened_in_parallel_cannot_complete_past_the_cap():
+    # Given a user one credential short of the cap, with two ceremonies open
+    mfa = new_user()
+    for n in range(MAX_WEBAUTHN_CREDENTIALS - 1):
+        mfa.start_webauthn_registration(f"reg-{n}", "challenge", None, T0)
+        mfa.complete_webauthn_registration(f"reg-{n}", webauthn_key(n), None, T0)
+    mfa.start_webauthn_registration("tab-1", "challenge", None, T0)
+    mfa.start_webauthn_registration("tab-2", "challenge", None, T0)
+    new_events(mfa)
+
+    # When both complete
+    mfa.complete_webauthn_registration("tab-1", webauthn_key(100), None, at(1))
+    with pytest.raises(LimitExceededError, match=f"at most {MAX_WEBAUTHN_CREDENTIALS} WebAuthn"):
+        mfa.complete_webauthn_registration("tab-2", webauthn_key(101), None, at(2))
+
+    # Then the second is refused, recorded, and its ceremony is used up
+    assert len(mfa.webauthn_credentials) == MAX_WEBAUTHN_CREDENTIALS
+    assert "cred-101" not in mfa.webauthn_credentials
+    registered, rejected = new_events(mfa)
+    assert type(registered) is UserMfa.WebAuthnCredentialRegistered
+    assert type(rejected) is UserMfa.WebAuthnRegistrationRejected
+    assert (rejected.registration_id, rejected.reason) == ("tab-2", "limit_exceeded")
+    with pytest.raises(ChallengeUsedError):
+        mfa.pending_registration("tab-2", at(3))
+    # and no new ceremony opens, refused with the same error
+    with pytest.raises(LimitExceededError, match=f"at most {MAX_WEBAUTHN_CREDENTIALS} WebAuthn"):
+        mfa.start_webauthn_registration("tab-3", "challenge", None, at(4))
 
 
 # ---------------------------------------------------------------- validate and replay

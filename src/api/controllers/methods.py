@@ -23,9 +23,11 @@ from commands import methods
 from commands.app import Services, load_user
 from domain.errors import NotFoundError
 from domain.user_mfa import KNOWN_METHODS, method_summaries
+from domain.webauthn import MAX_CREDENTIAL_ID_CHARS
 
 MethodType = Annotated[str, PathParameter(max_length=32)]
-CredentialId = Annotated[str, PathParameter(max_length=128)]
+# Any credential id: a WebAuthn one can be as long as 1364 characters (the others are shorter).
+CredentialId = Annotated[str, PathParameter(max_length=MAX_CREDENTIAL_ID_CHARS)]
 
 
 def method_list(services: Services, user_id: str) -> MethodListResponse:

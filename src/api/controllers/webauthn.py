@@ -20,10 +20,10 @@ from api.schemas.webauthn import (
 )
 from commands import webauthn
 from domain.errors import NotFoundError
-from domain.webauthn import WebAuthnCredential
+from domain.webauthn import MAX_CREDENTIAL_ID_CHARS, WebAuthnCredential
 from projections.webauthn import get_webauthn_credential, list_webauthn_credentials
 
-CredentialId = Annotated[str, PathParameter(min_length=1, max_length=1024)]
+CredentialId = Annotated[str, PathParameter(min_length=1, max_length=MAX_CREDENTIAL_ID_CHARS)]
 
 
 def credential_response(
