@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -57,9 +58,10 @@ class DecoyLocks(Protocol):
 
 
 class PushSender(Protocol):
-    """Delivers a push payload to one device; True when the push service accepted it."""
+    """Delivers a push payload to devices at once, within a deadline; for each device, True
+    when its push service accepted it."""
 
-    def send(self, device: Any, payload: dict[str, Any]) -> bool: ...
+    def send_all(self, devices: Sequence[Any], payload: dict[str, Any]) -> list[bool]: ...
 
 
 class DeliveryError(Exception):

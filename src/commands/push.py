@@ -125,7 +125,7 @@ def deliver(services: Services, mfa: UserMfa, challenge: PushChallenge) -> None:
         "expires_at": challenge.expires_at.isoformat(),
         "context": challenge.context,
     }
-    delivered = [sender.send(device, payload) for device in mfa.push_devices.values()]
+    delivered = sender.send_all(list(mfa.push_devices.values()), payload)
     if not any(delivered):
         raise DeliveryFailedError("the push could not be delivered to any device")
 

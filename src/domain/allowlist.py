@@ -19,23 +19,34 @@ MAX_DESCRIPTION = 256
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 def parse_network(cidr: str) -> IpNetwork:
     """An IPv4 or IPv6 network in CIDR notation; host bits must be zero (`10.0.0.0/8`, not
-    `10.0.0.1/8`). A bare address is a one-address network."""
+    `10.0.0.1/8`). A bare address is a one-address network. An IPv4-mapped IPv6 network
+    (`::ffff:192.0.2.0/120`) is its IPv4 network, as `parse_ip` maps its addresses."""
+    if "%" in cidr:
+        raise InvalidValueError("cidr", "a zone index (`%...`) is not allowed")
     try:
-        return ipaddress.ip_network(cidr.strip(), strict=True)
+        network = ipaddress.ip_network(cidr.strip(), strict=True)
     except ValueError as exc:
         if "host bits set" in str(exc):
             raise InvalidValueError(
                 "cidr", "host bits set: the address must be the network's first address"
             ) from None
         raise InvalidValueError("cidr", "not an IPv4 or IPv6 network in CIDR notation") from None
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def parse_ip(ip: str) -> IpAddress:
     """An IPv4 or IPv6 address; an IPv4-mapped IPv6 address counts as its IPv4 address."""
+    if "%" in ip:
+        raise InvalidValueError("ip", "a zone index (`%...`) is not allowed")
     try:
         address = ipaddress.ip_address(ip.strip())
     except ValueError:
@@ -110,5 +121,8 @@ def checked_entry_fields(
             raise InvalidValueError("expires_at", "must include a time zone")
         if expires_at <= at:
             raise InvalidValueError("expires_at", "must be in the future")
-        expires_at = expires_at.astimezone(UTC)
+        try:
+            expires_at = expires_at.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+            raise InvalidValueError("expires_at", "must be before the year 10000 in UTC") from None
     return str(network), description, expires_at

@@ -4,7 +4,7 @@ risk evaluation and the config audit log."""
 from __future__ import annotations
 
 import concurrent.futures
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 import httpx
@@ -214,6 +214,10 @@ def test_unknown_allowlist_entries_are_not_found(server: LiveServer) -> None:
         ({"cidr": "10.0.0.0/8", "expires_at": "2030-01-01T00:00:00"}, "expires_at"),
         ({"cidr": "10.0.0.0/8", "description": "x" * 300}, "description"),
         ({"cidr": "10.0.0.0/8", "extra": 1}, "extra"),
+        # In the year 10000 once in UTC: no such time (it used to be a 500).
+        ({"cidr": "10.0.0.0/8", "expires_at": "9999-12-31T23:59:59-01:00"}, "expires_at"),
+        ({"cidr": "fe80::%eth0/128"}, "cidr"),  # a zone index names a local interface
+        ({"cidr": "fe80::%\u0000/128"}, "cidr"),
     ],
 )
 def test_invalid_allowlist_entries_are_validation_errors_naming_the_field(
@@ -364,6 +368,16 @@ def test_the_audit_log_filters_by_resource_actor_and_time_and_pages_newest_first
     assert [e["actor"] for e in window] == ["bob"]
     assert len(audit_log(alice, since=start.isoformat())) == 3
     assert audit_log(alice, until=start.isoformat()) == []
+    # The same instants written with an offset select the same changes.
+    plus_two = timezone(timedelta(hours=2))
+    assert (
+        audit_log(
+            alice,
+            since=middle.astimezone(plus_two).isoformat(),
+            until=(middle + timedelta(seconds=1)).astimezone(plus_two).isoformat(),
+        )
+        == window
+    )
 
     first = alice.get("/admin/mfa/config-audit-logs", params={"limit": 2}).json()
     assert [e["id"] for e in first["items"]] == [e["id"] for e in everything[:2]]
@@ -373,7 +387,14 @@ def test_the_audit_log_filters_by_resource_actor_and_time_and_pages_newest_first
     assert [e["id"] for e in rest["items"]] == [everything[2]["id"]]
     assert rest["next_cursor"] is None
 
-    for params in ({"resource_type": "cheese"}, {"cursor": "%%%"}, {"since": "yesterday"}):
+    for params in (
+        {"resource_type": "cheese"},
+        {"cursor": "%%%"},
+        {"since": "yesterday"},
+        # Outside the years 1-9999 once in UTC: no such time (these used to be 500s).
+        {"since": "9999-12-31T23:59:59-01:00"},
+        {"until": "0001-01-01T00:00:00+01:00"},
+    ):
         response = alice.get("/admin/mfa/config-audit-logs", params=params)
         assert response.status_code == 400, (params, response.text)
         assert response.json()["code"] == "validation_error"
@@ -405,6 +426,19 @@ def test_an_ip_inside_an_allowlist_entry_lowers_the_score_and_one_outside_does_n
     assert inside["score"] == 0
     assert deltas(inside)["allowlisted_network"] == -30
     assert deltas(inside_v6)["allowlisted_network"] == -30
+
+
+def test_an_ipv4_mapped_network_is_stored_as_its_ipv4_network_and_matches_both_spellings(
+    server: LiveServer,
+) -> None:
+    client = admin(server)
+    created = client.post("/admin/mfa/ip-whitelist", json={"cidr": "::ffff:192.0.2.0/120"})
+    assert created.status_code == 201, created.text
+    assert created.json()["cidr"] == "192.0.2.0/24"
+    user = new_user()
+    for ip in ("192.0.2.7", "::ffff:192.0.2.7"):
+        assert deltas(evaluate(client, user_id=user, ip=ip))["allowlisted_network"] == -30, ip
+    assert "allowlisted_network" not in deltas(evaluate(client, user_id=user, ip="192.0.3.7"))
 
 
 def test_an_expired_allowlist_entry_no_longer_lowers_the_score(server: LiveServer) -> None:
@@ -487,6 +521,7 @@ def test_caller_signals_move_the_score_and_unknown_ones_are_listed_but_ignored(
         ({"user_id": "u"}, "ip"),
         ({"user_id": "u", "ip": "999.0.0.1"}, "ip"),
         ({"user_id": "u", "ip": "10.0.0.0/8"}, "ip"),
+        ({"user_id": "u", "ip": "fe80::1%eth0"}, "ip"),
         ({"user_id": "u", "ip": "192.0.2.1", "signals": {"allowlisted_network": True}}, "signals"),
         ({"user_id": "u", "ip": "192.0.2.1", "signals": {"recent_failures": 0}}, "signals"),
         ({"user_id": "u", "ip": "192.0.2.1", "signals": {"fraud_reports": "many"}}, "signals"),

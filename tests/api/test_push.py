@@ -6,7 +6,9 @@ import base64
 import http.server
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from api.settings import Settings
+from commands.adapters.push import DEADLINE_SECONDS
+from tests.commands.test_push_sender import Dripper
 from tests.conftest import LiveServer, make_settings, new_user
 
 
@@ -173,6 +177,24 @@ def test_an_unanswered_push_expires_after_two_minutes(
     assert late.json()["code"] == "challenge_expired"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_device_endpoint_that_never_finishes_answering_cannot_hold_the_request(
+    push_server: LiveServer,
+) -> None:
+    """Twelve such pushes used to hold every handler thread of the API for as long as the
+    endpoint's owner liked (httpx's timeouts bound each read, not a request)."""
+    dripper = Dripper("headers")
+    try:
+        client = push_server.client(new_user())
+        App("slow", dripper.url).sync(client)
+        started = time.monotonic()
+        refused = client.post("/mfa/push/challenge")
+        assert time.monotonic() - started < DEADLINE_SECONDS + 2
+        assert refused.status_code == 502, refused.text
+    finally:
+        dripper.close()
+
+
 def test_push_bombing_is_throttled(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
 ) -> None:
@@ -232,6 +254,7 @@ def test_history_stats_and_status_views(
     client = push_server.client(user)
     app = App("phone", url)
     app.sync(client)
+    opened = push_server.clock.now()
     first = client.post("/mfa/push/challenge").json()
     push_server.clock.advance(4)
     assert app.approve(client, first["challenge_id"], first["number"]).status_code == 200
@@ -253,6 +276,15 @@ def test_history_stats_and_status_views(
     stats = admin.get("/admin/mfa/push/stats").json()
     assert stats["median_response_s"] == 4.0
     assert 0 < stats["approval_rate"] <= 1
+    # `since` is an instant, whatever its offset (it used to be compared as text).
+    for since in (opened, opened.astimezone(timezone(timedelta(hours=1)))):
+        assert admin.get("/admin/mfa/push/stats", params={"since": since.isoformat()}).json() == (
+            stats
+        ), since
+    later = (opened + timedelta(seconds=1)).astimezone(timezone(timedelta(hours=1)))
+    assert admin.get("/admin/mfa/push/stats", params={"since": later.isoformat()}).json()[
+        "total"
+    ] == (stats["total"] - 1)
     assert "number" not in json.dumps(items)
     assert client.get("/admin/mfa/push/stats").status_code == 403
 
@@ -326,3 +358,29 @@ def test_bad_keys_and_signatures_are_validation_errors(
     )
     assert garbage.status_code == 403
     assert client.post("/mfa/push/approve", json={"challenge_id": "x"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("device_id", "dev-1\n"),
+        ("name", "My phone\n"),
+        ("platform", "android\n"),
+        ("push_token", "https://push.example/t\n"),
+        ("app_version", "1.4.0\n"),
+    ],
+)
+def test_a_trailing_newline_in_a_device_field_is_a_validation_error(
+    push_server: LiveServer, field: str, value: str
+) -> None:
+    """Python's `$` also matches before a final newline; the patterns must not let one in."""
+    client = push_server.client(new_user())
+    app = App("dev-1", "https://push.example/t")
+
+    refused = app.sync(client, **{field: value})
+
+    assert refused.status_code == 400, refused.text
+    body = refused.json()
+    assert body["code"] == "validation_error"
+    assert [e["field"] for e in body["errors"]] == [field]
+    assert client.get("/mfa/devices/sync").json()["items"] == []

@@ -3,11 +3,15 @@ goes to the address that was checked (no second DNS lookup that could rebind it)
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
+import socketserver
 import ssl
 import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -246,7 +250,7 @@ def test_the_pinned_request_still_verifies_tls_for_the_host_name(
         dns["push.example"] = [["127.0.0.1"]]
         dns["other.example"] = [["127.0.0.1"]]
         client_context = ssl.create_default_context(cafile=str(cert))
-        transport = httpx.HTTPTransport(verify=client_context)
+        transport = httpx.AsyncHTTPTransport(verify=client_context)
         tls_sender = HttpPushSender(None, transport=transport)
         assert tls_sender.send(device(f"https://push.example:{port}/up"), {"challenge_id": "c"})
         assert received == [(f"push.example:{port}", '{"challenge_id":"c"}')]
@@ -255,3 +259,82 @@ def test_the_pinned_request_still_verifies_tls_for_the_host_name(
     finally:
         server.shutdown()
         server.server_close()
+
+
+class Dripper:
+    """A push endpoint on loopback that answers very slowly, a byte at a time: each read
+    completes well within httpx's 3 s read timeout, so only a deadline on the whole delivery
+    ends it. `part` is what drips: the response headers, or (after a complete head) the body."""
+
+    def __init__(self, part: str) -> None:
+        self.stop = threading.Event()
+        dripper = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.settimeout(1)
+                with contextlib.suppress(OSError):
+                    self.request.recv(65536)
+                    if part == "headers":
+                        self.request.sendall(b"HTTP/1.1 201 Created\r\n")
+                        while not dripper.stop.wait(0.2):
+                            self.request.sendall(b"X-Slow: 1\r\n")
+                    else:
+                        self.request.sendall(
+                            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        )
+                        while not dripper.stop.wait(0.2):
+                            self.request.sendall(b"1\r\nx\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/up"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def dripping() -> Iterator[Callable[[str], Dripper]]:
+    opened: list[Dripper] = []
+
+    def open_one(part: str) -> Dripper:
+        opened.append(Dripper(part))
+        return opened[-1]
+
+    yield open_one
+    for dripper in opened:
+        dripper.close()
+
+
+def test_an_endpoint_that_drips_its_headers_fails_at_the_deadline_and_the_others_still_count(
+    dripping: Callable[[str], Dripper],
+) -> None:
+    """A push endpoint is the device owner's to choose: one that never finishes answering
+    must not hold the request's worker thread (a few accounts would hold all of them)."""
+    sender = HttpPushSender(None, allow_private=True, deadline=1.0)
+    started = time.monotonic()
+    delivered = sender.send_all([device(dripping("headers").url), device(dripping("body").url)], {})
+    assert time.monotonic() - started < 2.0
+    # The one whose status line and headers came at once was accepted; the body is never read.
+    assert delivered == [False, True]
+    assert sender.send_all([], {}) == []
+
+
+def test_a_host_name_that_resolves_too_slowly_fails_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def slow_lookup(*_: Any, **__: Any) -> list[Any]:
+        time.sleep(3)
+        raise socket.gaierror("too late")
+
+    monkeypatch.setattr(push.socket, "getaddrinfo", slow_lookup)
+    started = time.monotonic()
+    delivered = HttpPushSender(None, deadline=0.5).send_all(
+        [device("https://slow-dns.example/up")], {}
+    )
+    assert delivered == [False]
+    assert time.monotonic() - started < 1.5

@@ -6,9 +6,13 @@ types it into the app, which is the point of number matching.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import logging
 import socket
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +22,14 @@ from domain.push import PushDevice
 
 log = logging.getLogger("mfa.push")
 TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+# The whole delivery of one challenge, to every device at once, DNS included. httpx's timeouts
+# bound each read, not a request: an endpoint that drips a byte a second would otherwise hold
+# the request's worker thread (and with a few accounts, every worker) for as long as it likes.
+DEADLINE_SECONDS = 5.0
+# Host names of device endpoints are resolved here (getaddrinfo has no timeout of its own); a
+# lookup that outlives the deadline is abandoned to its thread, which the resolver's own
+# timeouts end. Bounded, so that slow lookups cannot pile up threads.
+_RESOLVER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="push-dns")
 
 
 class UnsafeEndpointError(ValueError):
@@ -93,27 +105,61 @@ def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 class HttpPushSender:
-    """Delivers push payloads; returns whether the push service accepted it."""
+    """Delivers push payloads; says for each device whether its push service accepted it."""
 
     def __init__(
         self,
         webhook_url: str | None,
         *,
         allow_private: bool = False,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        deadline: float = DEADLINE_SECONDS,
     ) -> None:
         self.webhook_url = webhook_url
         self.allow_private = allow_private
-        self._transport = transport  # tests: httpx.MockTransport
+        self.deadline = deadline
+        self._transport = transport  # tests: httpx.MockTransport, or one with its own TLS
 
     def send(self, device: PushDevice, payload: dict[str, Any]) -> bool:
+        """Deliver to one device (see `send_all`)."""
+        return self.send_all([device], payload)[0]
+
+    def send_all(self, devices: Sequence[PushDevice], payload: dict[str, Any]) -> list[bool]:
+        """Deliver to every device at once; what has not been accepted within the deadline
+        failed. Called from worker threads, which have no event loop of their own."""
+        if not devices:
+            return []
+        return asyncio.run(self._send_all(devices, payload))
+
+    async def _send_all(self, devices: Sequence[PushDevice], payload: dict[str, Any]) -> list[bool]:
+        async with httpx.AsyncClient(transport=self._transport, timeout=TIMEOUT) as client:
+            tasks = [asyncio.create_task(self._send(client, d, payload)) for d in devices]
+            done, late = await asyncio.wait(tasks, timeout=self.deadline)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        for device, task in zip(devices, tasks, strict=True):
+            if task not in done:
+                log.warning(
+                    "push to device %s failed: not accepted within %.0f s",
+                    device.device_id,
+                    self.deadline,
+                )
+        return [task in done and task.result() for task in tasks]
+
+    async def _send(
+        self, client: httpx.AsyncClient, device: PushDevice, payload: dict[str, Any]
+    ) -> bool:
         try:
             if device.push_token.startswith(("https://", "http://")):
-                endpoint = check_endpoint(device.push_token, allow_private=self.allow_private)
-                response = self._post(endpoint, payload)
+                check = functools.partial(
+                    check_endpoint, device.push_token, allow_private=self.allow_private
+                )
+                endpoint = await asyncio.get_running_loop().run_in_executor(_RESOLVER, check)
+                status = await self._post(client, endpoint, payload)
             elif self.webhook_url:
                 body = {"token": device.push_token, "platform": device.platform, "data": payload}
-                response = self._post(Endpoint(self.webhook_url), body)
+                status = await self._post(client, Endpoint(self.webhook_url), body)
             else:
                 log.info(
                     "push (development, not sent) to device %s: challenge %s",
@@ -124,17 +170,21 @@ class HttpPushSender:
         except (httpx.HTTPError, httpx.InvalidURL, UnsafeEndpointError) as exc:
             log.warning("push to device %s failed: %s", device.device_id, type(exc).__name__)
             return False
-        if response.status_code >= 300:
-            log.warning(
-                "push to device %s refused: HTTP %s", device.device_id, response.status_code
-            )
+        if status >= 300:
+            log.warning("push to device %s refused: HTTP %s", device.device_id, status)
             return False
         return True
 
-    def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> httpx.Response:
+    @staticmethod
+    async def _post(client: httpx.AsyncClient, endpoint: Endpoint, body: dict[str, Any]) -> int:
         # Redirects are not followed (httpx's default): a 3xx is a refusal, and cannot send
-        # the payload on to an address that was never checked.
-        with httpx.Client(transport=self._transport, timeout=TIMEOUT) as client:
-            return client.post(
-                endpoint.url, json=body, headers=endpoint.headers, extensions=endpoint.extensions
-            )
+        # the payload on to an address that was never checked. The status line is the answer:
+        # the response body is never read.
+        async with client.stream(
+            "POST",
+            endpoint.url,
+            json=body,
+            headers=endpoint.headers,
+            extensions=endpoint.extensions,
+        ) as response:
+            return response.status_code
