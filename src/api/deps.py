@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -43,13 +43,13 @@ Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 PageCursor = Annotated[str | None, QueryParameter(max_length=512)]
 # The same rule as a user id in a body (`api.schemas.common.UserId`): no control characters.
 UserIdPath = Annotated[
-    str, PathParameter(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, PathParameter(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
 ]
 # A time in a query: RFC 3339 with an offset, declared as a string because Litestar would also
 # read an epoch number or a time without a zone as a datetime. Handlers call `parse_time`.
 RFC3339 = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$(?!\n)"
 )
 TimeQuery = Annotated[
     str | None, QueryParameter(pattern=RFC3339, max_length=64, schema_extra={"format": "date-time"})
@@ -58,15 +58,37 @@ READ_WAIT_SECONDS = 10.0
 
 
 def parse_time(name: str, value: str | None) -> datetime | None:
-    """The datetime of a `TimeQuery` value; 400 `validation_error` when no such time exists."""
+    """The instant of a `TimeQuery` value, in UTC; 400 `validation_error` when there is no such
+    time, or it lies outside the years 1-9999 once in UTC (`9999-12-31T23:59:59-01:00`)."""
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value.upper())
-    except ValueError as exc:
+        return datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         message = "not a valid RFC 3339 time"
         extra = [{"key": name, "message": message, "source": "query"}]
         raise ValidationException(detail=f"{name}: {message}", extra=extra) from exc
+
+
+MAX_JSON_DEPTH = 16
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a decoded JSON value (a scalar is 0), without
+    recursing."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return depth  # deep enough to refuse: no need to walk the rest
+            deepest = max(deepest, depth)
+            stack.extend((child, depth) for child in item)
+    return deepest
 
 
 class StrictJsonRequest(Request[Any, Any, Any]):
@@ -78,7 +100,19 @@ class StrictJsonRequest(Request[Any, Any, Any]):
     """
 
     async def json(self) -> Any:
-        value = await super().json()
+        try:
+            value = await super().json()
+        except RecursionError:  # msgspec's decoder, some thousands of levels deep
+            value = None
+            depth = MAX_JSON_DEPTH + 1
+        else:
+            depth = json_depth(value)
+        if depth > MAX_JSON_DEPTH:
+            # Nothing in the API nests this deep; deeper values would reach code (copies,
+            # re-encoding for py_webauthn) that recurses once per level.
+            message = f"nested more than {MAX_JSON_DEPTH} levels deep"
+            extra = [{"key": "data", "message": message, "source": "body"}]
+            raise ValidationException(detail=f"data: {message}", extra=extra)
         field = self.route_handler.parsed_data_field
         if field is not None:
             try:
@@ -140,7 +174,13 @@ class Runtime:
         """
         position = self.services.writes.position(user_id) if self.services.writes else 0
         claimed = request.headers.get(POSITION_HEADER, "")
-        if claimed.isdigit() and len(claimed) < 19 and int(claimed) > position:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if (
+            claimed.isascii()
+            and claimed.isdigit()
+            and len(claimed) < 19
+            and int(claimed) > position
+        ):
             # No write lies beyond the head of the log: a larger claim would only hold a
             # worker thread for the whole wait and then answer 503.
             position = min(int(claimed), self.services.app.max_position())
