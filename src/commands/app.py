@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random as _random
 import threading
 import time
@@ -236,6 +237,15 @@ def get_aggregate(services: Services, agg_id: UUID) -> UserMfa | None:
     except OperationalError as exc:
         raise StoreUnavailableError(str(exc)) from exc
     return mfa
+
+
+def forget_cached(services: Services, agg_id: UUID) -> None:
+    """Drop an aggregate from this process's cache (its key was destroyed: what it holds,
+    decrypted, must not outlive the key)."""
+    cache = services.app.repository.cache
+    if cache is not None:
+        with contextlib.suppress(KeyError):
+            cache.get(agg_id, evict=True)
 
 
 def load_user(services: Services, user_id: str) -> UserMfa | None:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
+from uuid import UUID
 
-from commands.app import Outcome, Services, epoch_aggregate_id, execute, get_aggregate
+from commands.app import (
+    Outcome,
+    Services,
+    epoch_aggregate_id,
+    execute,
+    forget_cached,
+    get_aggregate,
+)
 from domain.errors import NotEnrolledError
 from domain.user_mfa import UserMfa
 
@@ -26,7 +34,10 @@ def erase_user(services: Services, user_id: str) -> Outcome[bool]:
     epoch = services.epochs.epoch(user_id, fresh=True)
     agg_id = epoch_aggregate_id(services, user_id, epoch)
     position = 0
-    if get_aggregate(services, agg_id) is not None:
+    recent_pushes: list[UUID] = []
+    mfa = get_aggregate(services, agg_id)
+    if mfa is not None:
+        recent_pushes = [UUID(r.challenge_id) for r in mfa.push_requests]
         # NotEnrolledError: erased concurrently by another request; carry on with the keys.
         with contextlib.suppress(NotEnrolledError):
             position = execute(services, user_id, _erase, create=False).position
@@ -34,10 +45,12 @@ def erase_user(services: Services, user_id: str) -> Outcome[bool]:
     for old in range(epoch + 1):
         old_id = epoch_aggregate_id(services, user_id, old)
         services.app.vault.destroy(str(old_id))
-        cache = services.app.repository.cache
-        if cache is not None:
-            with contextlib.suppress(KeyError):
-                cache.get(old_id, evict=True)
+        forget_cached(services, old_id)
+    # Push challenges are aggregates of their own under the user's key. Older ones than the
+    # throttle remembers, or ones cached by other processes, are refused when next loaded
+    # (`commands.push.load_challenge` checks that the key still exists).
+    for challenge_id in recent_pushes:
+        forget_cached(services, challenge_id)
     return Outcome(True, position)
 
 

@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import AggregateNotFoundError
 
-from commands.app import Outcome, Services, aggregate_id, execute, load_user
+from commands.app import Outcome, Services, aggregate_id, execute, forget_cached, load_user
 from domain.errors import DeliveryFailedError, DomainError, NotFoundError
 from domain.push import PushDevice
 from domain.push_challenge import PushChallenge
@@ -157,6 +157,10 @@ def load_challenge(services: Services, challenge_id: str) -> PushChallenge:
     except (ValueError, AggregateNotFoundError):
         raise NotFoundError("no such push challenge") from None
     if not isinstance(challenge, PushChallenge):
+        raise NotFoundError("no such push challenge")
+    if services.app.vault.get(challenge.key_owner) is None:
+        # Its owner was erased (the key is destroyed) since this process cached it.
+        forget_cached(services, key)
         raise NotFoundError("no such push challenge")
     return challenge
 

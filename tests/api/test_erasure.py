@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from projections.audit import export_log
 from projections.rebuild import rebuild_projection
 from tests.api.test_oob import PHONE, enrol_sms
 from tests.api.test_persistence import _stored_text
+from tests.api.test_push import App, push_endpoint, push_server  # noqa: F401 - fixtures
 from tests.api.test_totp import enrol
 from tests.conftest import NATS_URL, LiveServer, make_settings, new_user, require_service
 from tests.integration.nats_support import PrivateNats, nats_problem, stream_messages
@@ -165,3 +167,34 @@ def test_erasure_needs_the_internal_scope(server: LiveServer) -> None:
     admin = server.client("root", "mfa:admin")
     assert admin.post("/internal/mfa/erase", json={"user_id": user}).status_code == 403
     assert httpx.post(server.url + "/internal/mfa/erase", json={"user_id": user}).status_code == 401
+
+
+def test_an_erased_users_push_challenges_are_gone_even_from_the_process_that_cached_them(
+    push_server: LiveServer,  # noqa: F811 - the fixture
+    push_endpoint: tuple[str, list[dict[str, Any]]],  # noqa: F811
+) -> None:
+    """Push challenges are aggregates of their own, encrypted with the user's key; one this
+    process had loaded (a status poll, the generic challenge) stayed readable from its cache,
+    context (IP, user agent) included, after the key was destroyed."""
+    url, _ = push_endpoint
+    user = new_user()
+    client = push_server.client(user)
+    internal = push_server.client("svc", "mfa:internal")
+    assert App("device-1", url).sync(client).status_code == 200
+    context = {"ip": "203.0.113.77", "user_agent": "Victim Browser/1.0", "app": "bank"}
+    old = client.post("/mfa/push/challenge", json={"context": context}).json()["challenge_id"]
+    push_server.clock.advance(15 * 60)  # older than the push throttle remembers
+    polled = client.post("/mfa/push/challenge", json={"context": context}).json()["challenge_id"]
+    generic = client.post("/mfa/challenge", json={"method": "push"})
+    assert generic.status_code == 201, generic.text
+    challenge_ids = [old, polled, generic.json()["challenge_id"]]
+    for challenge_id in challenge_ids:  # each is now in this process's aggregate cache
+        seen = internal.get(f"/internal/mfa/push/challenge/{challenge_id}")
+        assert seen.status_code == 200, seen.text
+
+    assert internal.post("/internal/mfa/erase", json={"user_id": user}).status_code == 200
+
+    for challenge_id in challenge_ids:
+        gone = internal.get(f"/internal/mfa/push/challenge/{challenge_id}")
+        assert gone.status_code == 404, (challenge_id, gone.text)
+        assert "203.0.113.77" not in gone.text
