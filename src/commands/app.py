@@ -14,7 +14,13 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    LRUCache,
+    ProcessingEvent,
+    Repository,
+)
 from eventsourcing.persistence import IntegrityError, Mapper, OperationalError
 
 from commands.decoys import DecoyLockouts
@@ -105,6 +111,28 @@ def event_store_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
     }
 
 
+class LockingRepository(Repository[UUID]):
+    """The library's repository, with each aggregate's cached copy read under a lock.
+
+    `Repository.get` fast-forwards a cached aggregate in place under a per-aggregate lock but
+    deep-copies it after releasing that lock: two requests for one user in this process
+    could copy it while the other applies new events to it ("dictionary changed size during
+    iteration", a 500). Here the whole get, copy included, holds one of a fixed set of locks.
+    """
+
+    STRIPES = 64
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stripes = [threading.Lock() for _ in range(self.STRIPES)]
+
+    def get(self, aggregate_id: UUID, **kwargs: Any) -> Any:
+        if self.cache is None or kwargs.get("version") is not None:
+            return super().get(aggregate_id, **kwargs)  # no cached copy is involved
+        with self._stripes[hash(aggregate_id) % self.STRIPES]:
+            return super().get(aggregate_id, **kwargs)
+
+
 class MfaApplication(Application[UUID]):
     """The event store of every UserMfa; events encrypted per user, snapshots every 100."""
 
@@ -116,6 +144,21 @@ class MfaApplication(Application[UUID]):
         self.listeners: list[Callable[[], None]] = []
         env = {"AGGREGATE_CACHE_MAXSIZE": "10000", **env}
         super().__init__(env)
+
+    def construct_repository(self) -> Repository[UUID]:
+        # The library reads the settings (AGGREGATE_CACHE_*); the same ones, and a lock.
+        plain = super().construct_repository()
+        cache_maxsize = None if plain.cache is None else 0  # 0: unbounded
+        if isinstance(plain.cache, LRUCache):
+            cache_maxsize = plain.cache.maxsize
+        return LockingRepository(
+            event_store=plain.event_store,
+            snapshot_store=plain.snapshot_store,
+            cache_maxsize=cache_maxsize,
+            fastforward=plain.fastforward,
+            fastforward_skipping=plain.fastforward_skipping,
+            deepcopy_from_cache=plain.deepcopy_from_cache,
+        )
 
     def construct_mapper(self) -> Mapper[UUID]:
         return EncryptingMapper(build_transcoder(ENTITY_TYPES), self.vault)
