@@ -31,7 +31,7 @@ MIN_SCORE, MAX_SCORE = 0, 100
 MAX_WEIGHT = 100
 MAX_WEIGHTS = 64
 MAX_STEP_UP_AGE_S = 7 * 24 * 3600
-SIGNAL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+SIGNAL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")  # whole names only: fullmatch
 
 # Built-in signals, by the direction their weight may push the score.
 ALLOWLISTED_NETWORK = "allowlisted_network"
@@ -167,7 +167,7 @@ def _weights(given: Mapping[str, int]) -> dict[str, int]:
     result: dict[str, int] = {}
     for name, value in sorted(given.items()):
         where = f"weights.{name}"
-        if not SIGNAL_NAME.match(name) or name in RESERVED_NAMES:
+        if not SIGNAL_NAME.fullmatch(name) or name in RESERVED_NAMES:
             raise InvalidValueError("weights", f"{name[:64]!r} is not a signal name ([a-z0-9_])")
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidValueError(where, "must be a whole number")

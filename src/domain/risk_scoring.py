@@ -75,7 +75,7 @@ def caller_signals(given: Mapping[str, bool | int | float]) -> CallerSignals:
         if name in DERIVED_SIGNALS:
             hint = "; send known_device" if name == NEW_DEVICE else ""
             raise InvalidValueError(where, f"is derived by the service{hint}")
-        if not SIGNAL_NAME.match(name) or name in RESERVED_NAMES:
+        if not SIGNAL_NAME.fullmatch(name) or name in RESERVED_NAMES:
             raise InvalidValueError("signals", f"{name[:64]!r} is not a signal name ([a-z0-9_])")
         if name in (KNOWN_DEVICE, USER_AGENT_CHANGED) and not isinstance(value, bool):
             raise InvalidValueError(where, "must be true or false")

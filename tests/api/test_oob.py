@@ -185,6 +185,86 @@ def test_invalid_phone_numbers_and_email_addresses_are_validation_errors(
     assert sms.messages == []
 
 
+NOT_A_PHONE_LINE = (
+    "phone_number: codes are only sent to mobile and fixed-line numbers "
+    "(not premium-rate, toll-free, VoIP or other special numbers)"
+)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "+19002345678",  # premium rate (US 900)
+        "+449098790000",  # premium rate (UK 09)
+        "+18002345678",  # toll free
+        "+448431234567",  # shared cost (UK 0843)
+        "+445612345678",  # VoIP
+        "+4970012345678",  # personal number
+    ],
+)
+def test_premium_rate_toll_free_voip_and_other_special_numbers_get_no_text(
+    server: LiveServer, sms: SmsProvider, number: str
+) -> None:
+    """Each is a valid number, but a text to it can pay its owner (toll fraud, SMS pumping)."""
+    client = server.client(new_user())
+
+    refused = client.put("/mfa/sms/enroll", json={"phone_number": number})
+
+    body = problem(refused, 400, "validation_error")
+    assert body["detail"] == NOT_A_PHONE_LINE
+    assert sms.messages == []
+
+
+@pytest.mark.parametrize("number", ["+447400123456", "+33123456789", "+14155552671"])
+def test_mobile_and_fixed_line_numbers_of_any_country_are_sms_destinations(
+    server: LiveServer, sms: SmsProvider, number: str
+) -> None:
+    client = server.client(new_user())
+
+    enrol_sms(client, sms, number)
+
+    assert [m["to"] for m in sms.messages] == [number]
+
+
+INVALID_EMAIL = (
+    "email: not a plain email address (encoded words and other syntax that mail software "
+    "rewrites are not accepted)"
+)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "=?utf-8?q?=76ictim?=@example.com",  # decodes to victim@example.com
+        "=?UTF-8?B?dmljdGlt?=@example.com",  # the same, base64
+        "=?utf-8?b?YQ0KUkNQVCBUTzo8eEBldmlsLmNvbT4=?=@example.com",  # "a\r\nRCPT TO:<x@evil.com>"
+        "=?utf-8?q?a?=.b@example.com",  # a.b@example.com
+    ],
+)
+def test_an_email_address_with_an_encoded_word_is_a_validation_error_and_nothing_is_mailed(
+    server: LiveServer, smtp: SmtpServer, address: str
+) -> None:
+    """email-validator takes these as a dot-atom; the mail library would decode them."""
+    client = server.client(new_user())
+
+    refused = client.put("/mfa/email/enroll", json={"email": address})
+
+    body = problem(refused, 400, "validation_error")
+    assert body["detail"] == INVALID_EMAIL
+    assert smtp.messages == []
+
+
+def test_an_email_address_with_letters_beyond_ascii_before_the_at_is_a_validation_error(
+    server: LiveServer, smtp: SmtpServer
+) -> None:
+    """Such a mailbox needs SMTPUTF8 all the way, and cannot be put in a `To` header as is."""
+    refused = server.client(new_user()).put("/mfa/email/enroll", json={"email": "josé@example.org"})
+
+    body = problem(refused, 400, "validation_error")
+    assert body["detail"] == "email: not a valid email address"
+    assert smtp.messages == []
+
+
 # ---------------------------------------------------------------- login codes
 
 
@@ -342,6 +422,32 @@ def test_one_phone_number_gets_at_most_eight_codes_an_hour_whichever_users_ask(
     assert {m["to"] for m in sms.messages} == {PHONE}
     other = server.client(new_user()).put("/mfa/sms/enroll", json={"phone_number": OTHER_PHONE})
     assert other.status_code == 202
+
+
+def test_encoded_word_spellings_of_a_mailbox_do_not_escape_its_send_limit(
+    server: LiveServer, smtp: SmtpServer
+) -> None:
+    """Each `=?utf-8?q?...?=` spelling would be a throttle key of its own, while the mail
+    library decodes them all to the one mailbox: they are refused, so its limit holds."""
+    victim = "victim@example.com"
+    first = server.client(new_user()).put("/mfa/email/enroll", json={"email": victim})
+    assert first.status_code == 202
+    problem(
+        server.client(new_user()).put("/mfa/email/enroll", json={"email": victim}),
+        429,
+        "rate_limited",
+    )
+    local = "victim"  # each spelling escapes another letter of it
+    spellings = [
+        f"=?utf-8?q?{local[:i]}={ord(local[i]):02X}{local[i + 1 :]}?=@example.com"
+        for i in range(len(local))
+    ]
+
+    for spelling in spellings:
+        answered = server.client(new_user()).put("/mfa/email/enroll", json={"email": spelling})
+        problem(answered, 400, "validation_error")
+
+    assert [recipients for recipients, _ in smtp.messages] == [[victim]]
 
 
 # ---------------------------------------------------------------- delivery failures

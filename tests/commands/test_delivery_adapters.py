@@ -81,6 +81,39 @@ def test_an_email_goes_out_as_plain_text_from_the_configured_sender(smtp: SmtpSe
     assert smtp.last_code("grace@example.org") == "123456"
 
 
+def test_the_envelope_and_the_to_header_name_the_address_exactly_as_given(
+    smtp: SmtpServer,
+) -> None:
+    sender = SmtpEmailSender(f"{smtp.url}?timeout=5", "mfa@example.org")
+
+    sender.send_email("judy+mfa@example.org", "Your verification code", "123456")
+
+    [(recipients, message)] = smtp.messages
+    assert recipients == ["judy+mfa@example.org"]
+    assert message["To"] == "judy+mfa@example.org"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "=?utf-8?q?=76ictim?=@example.com",  # the header parser would decode it to victim@
+        "=?utf-8?b?YQ0KUkNQVCBUTzo8eEBldmlsLmNvbT4=?=@example.com",  # ... to CR/LF in a header
+        "mallory@example.org\r\nBcc: x@example.org",
+        "not an address",
+    ],
+)
+def test_an_address_the_mail_library_would_rewrite_or_refuse_is_a_delivery_error(
+    smtp: SmtpServer, address: str
+) -> None:
+    """Never a ValueError (an HTTP 500), and nothing goes out."""
+    sender = SmtpEmailSender(f"{smtp.url}?timeout=5", "mfa@example.org")
+
+    with pytest.raises(DeliveryError):
+        sender.send_email(address, "Your verification code", "123456")
+
+    assert smtp.messages == []
+
+
 def test_required_starttls_refuses_a_server_that_does_not_offer_it(smtp: SmtpServer) -> None:
     sender = SmtpEmailSender(f"smtp+starttls://127.0.0.1:{smtp.port}", "mfa@example.org")
 

@@ -73,6 +73,13 @@ def test_a_caller_signal_with_a_weight_counts_weight_times_value() -> None:
     assert score == 35
 
 
+def test_a_weight_needs_a_whole_signal_name() -> None:
+    for name in ("vpn\n", "Vpn", "1vpn", "v" * 65, ""):
+        with pytest.raises(InvalidValueError) as refused:
+            draft_risk_policy(weights={name: 5})
+        assert refused.value.field == "weights", name
+
+
 def test_a_weight_of_zero_switches_a_signal_off() -> None:
     policy = draft_risk_policy(weights={"new_device": 0})
     score, reasons = score_risk(RiskSignals(known_device=False), policy)
@@ -197,6 +204,7 @@ def test_a_level_policy_keeps_methods_in_canonical_order_without_repeats_and_def
         ({"user_agent_changed": 3}, "signals.user_agent_changed"),
         ({"geo_velocity": 5000}, "signals.geo_velocity"),
         ({"Geo": 1}, "signals"),
+        ({"vpn\n": 1}, "signals"),  # `$` also matches before a final newline
         ({"score_bounds": 1}, "signals"),
     ],
 )

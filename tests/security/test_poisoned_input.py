@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -117,6 +118,63 @@ def test_control_characters_in_any_field_or_path_never_stall_the_read_side(stack
     assert len(fresh.get("/mfa/totp/devices").json()["items"]) == 1
 
 
+def _pattern_of(spec: dict[str, Any]) -> str | None:
+    for choice in (spec, *spec.get("oneOf", [])):
+        if choice.get("type") == "string" and "pattern" in choice:
+            pattern: str = choice["pattern"]
+            return pattern
+    return None
+
+
+def test_a_trailing_newline_is_refused_in_every_body_field_with_a_pattern(stack: Stack) -> None:
+    """Python's `$` also matches before a final newline, and msgspec tests patterns with
+    re.search: `^[^\\x00-\\x1f]+$` let "dev-1\\n" through. Each field is sent first, with a
+    value its pattern takes plus "\\n", so that the error it gets is its own."""
+    document = openapi(stack.server)
+    user = new_user()
+    clients = {"user": stack.client(user), "admin": stack.admin(), "internal": stack.internal()}
+    pool = {**valid_pool(stack, user), "signature": ["A" * 86], "number": ["42"]}
+    head = stack.server.runtime.services.app.max_position()
+    checked = set()
+    for route in app_routes(stack.server):
+        client = clients.get(route.area)
+        body = next(bodies(document, route, pool))
+        if client is None or body is None:
+            continue
+        operation = document["paths"][route.path][route.method.lower()]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        ref = schema.get("$ref") or next(
+            (c["$ref"] for c in schema.get("oneOf", []) if "$ref" in c), ""
+        )
+        properties = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]["properties"]
+        for name, spec in properties.items():
+            pattern = _pattern_of(spec)
+            if pattern is None:
+                continue
+            valid = pool.get(name, ["x"])[0]
+            assert re.search(pattern, valid), (str(route), name, pattern, valid)
+            poisoned = {name: f"{valid}\n", **{k: v for k, v in body.items() if k != name}}
+            answered = client.request(route.method, route.url(), json=poisoned)
+            assert_problem(answered, 400, "validation_error")
+            assert [e["field"] for e in answered.json()["errors"]] == [name], (str(route), name)
+            checked.add(name)
+    assert checked >= {
+        "device_id",
+        "name",
+        "platform",
+        "push_token",
+        "public_key",
+        "app_version",
+        "code",
+        "challenge_id",
+        "signature",
+        "number",
+        "user_id",
+        "description",
+    }, checked
+    assert stack.server.runtime.services.app.max_position() == head  # nothing was written
+
+
 def _cursor(values: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
@@ -183,6 +241,16 @@ def test_a_read_position_claimed_beyond_the_log_answers_at_once(stack: Stack) ->
     assert time.monotonic() - started < 3
 
 
+def test_a_read_position_of_other_than_ascii_digits_is_ignored(stack: Stack) -> None:
+    """Latin-1 header bytes "¹²³" are digits to str.isdigit() but not to int() (was a 500)."""
+    client = stack.client(new_user())
+    assert client.post("/mfa/totp/setup", json={}).status_code == 201
+    for claim in (b"\xb2", b"1\xb9", b"\xb3" * 5, b"-1", b"+7"):
+        listed = client.get("/mfa/totp/devices", headers={"X-MFA-Position": claim})
+        assert listed.status_code == 200, (claim, listed.text)
+        assert len(listed.json()["items"]) == 1
+
+
 def test_a_body_over_64_kib_is_refused_with_413_on_every_route_that_takes_one(
     stack: Stack,
 ) -> None:
@@ -206,6 +274,44 @@ def test_a_body_over_64_kib_is_refused_with_413_on_every_route_that_takes_one(
         assert_problem(answered, 413, "payload_too_large")
         # ... and the OpenAPI document says so
         assert "413" in operation["responses"], str(route)
+        checked += 1
+    assert checked >= 25
+    assert stack.server.runtime.services.app.max_position() == head  # nothing was written
+
+
+def test_a_body_nested_too_deeply_is_a_validation_error_on_every_json_route(
+    stack: Stack,
+) -> None:
+    """JSON nested more than 16 levels is refused before any handler sees it: thousands of
+    levels (which once exhausted the decoder's recursion, a 500), and one level too many."""
+    document = openapi(stack.server)
+    clients = {
+        "user": stack.client(new_user()),
+        "admin": stack.admin(),
+        "internal": stack.internal(),
+    }
+    head = stack.server.runtime.services.app.max_position()
+    bodies_too_deep = (
+        b'{"credential": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+        b'{"name": ' + b"[" * 16 + b"]" * 16 + b"}",  # 17 levels with the object
+    )
+    checked = 0
+    for route in app_routes(stack.server):
+        client = clients.get(route.area)
+        operation = document["paths"].get(route.path, {}).get(route.method.lower(), {})
+        if client is None or "requestBody" not in operation:
+            continue
+        for body in bodies_too_deep:
+            answered = client.request(
+                route.method,
+                route.url(),
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+            assert_problem(answered, 400, "validation_error")
+            problem = answered.json()
+            assert problem["type"].endswith("validation_error"), problem
+            assert "nested more than 16 levels" in problem["detail"], (str(route), problem)
         checked += 1
     assert checked >= 25
     assert stack.server.runtime.services.app.max_position() == head  # nothing was written

@@ -32,7 +32,9 @@ from projections.audit_log import RESOURCE_TYPES, list_config_audit_log
 from projections.base import InvalidCursorError, decode_cursor, encode_cursor
 
 EntryIdPath = Annotated[str, PathParameter(min_length=1, max_length=128)]
-ResourceType = Annotated[str | None, QueryParameter(pattern=f"^({'|'.join(RESOURCE_TYPES)})$")]
+ResourceType = Annotated[
+    str | None, QueryParameter(pattern=rf"^({'|'.join(RESOURCE_TYPES)})$(?!\n)")
+]
 Actor = Annotated[str | None, QueryParameter(min_length=1, max_length=256)]
 
 

@@ -38,9 +38,9 @@ from domain.risk_scoring import RiskAssessment
 
 T = TypeVar("T")
 REQUEST_ID_HEADER = "X-Request-ID"
-SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}$")
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}\Z")
 
-LevelPath = Annotated[str, PathParameter(pattern=f"^({'|'.join(RISK_LEVELS)})$")]
+LevelPath = Annotated[str, PathParameter(pattern=rf"^({'|'.join(RISK_LEVELS)})$(?!\n)")]
 
 
 def invalid_value_handler(_: Request[Any, Any, Any], exc: InvalidValueError) -> Response[Any]:

@@ -15,7 +15,7 @@ from api.schemas.common import Request, UserId
 from commands.erase import erase_user, reset_user
 
 Reason = Annotated[
-    str, QueryParameter(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, QueryParameter(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
 ]
 
 

@@ -24,7 +24,7 @@ from commands import totp
 from projections.devices import list_totp_devices
 
 UserIdQuery = Annotated[
-    str, QueryParameter(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, QueryParameter(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
 ]
 
 

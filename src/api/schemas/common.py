@@ -7,12 +7,20 @@ from typing import Annotated
 
 import msgspec
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
-OtpCode = Annotated[str, msgspec.Meta(min_length=6, max_length=8, pattern=r"^[0-9]+$")]
-Identifier = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
+# Every pattern ends in `$(?!\n)`, not `$`: msgspec and Litestar test patterns with re.search,
+# and Python's `$` also matches before a final "\n", so `^[a-z]+$` takes "abc\n". `$(?!\n)` is
+# the end of the string both there and in ECMA-262, the dialect of the OpenAPI document (which
+# has no `\Z`).
+Name = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
 ]
-UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+OtpCode = Annotated[str, msgspec.Meta(min_length=6, max_length=8, pattern=r"^[0-9]+$(?!\n)")]
+Identifier = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$(?!\n)")
+]
+UserId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
+]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -21,7 +21,7 @@ Method = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 Level = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Cidr = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Description = Annotated[str, msgspec.Meta(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Description = Annotated[str, msgspec.Meta(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$(?!\n)")]
 
 
 class Thresholds(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

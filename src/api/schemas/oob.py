@@ -11,7 +11,7 @@ from api.schemas.common import Request
 
 PhoneNumber = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 EmailAddress = Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
-SixDigitCode = Annotated[str, msgspec.Meta(min_length=6, max_length=6, pattern=r"^[0-9]{6}$")]
+SixDigitCode = Annotated[str, msgspec.Meta(min_length=6, max_length=6, pattern=r"^[0-9]{6}$(?!\n)")]
 
 
 class EnrolSmsRequest(Request):

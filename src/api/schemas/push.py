@@ -9,18 +9,18 @@ import msgspec
 
 from api.schemas.common import Identifier, Name, Request
 
-Platform = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$")]
+Platform = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$(?!\n)")]
 # No control characters in anything stored: PostgreSQL text cannot hold NUL, and a read model
-# that cannot write one row stops every read model.
-Printable = r"^[^\x00-\x1f\x7f]*$"
+# that cannot write one row stops every read model. (`$(?!\n)`: see api.schemas.common.)
+Printable = r"^[^\x00-\x1f\x7f]*$(?!\n)"
 PushToken = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, pattern=Printable)]
 PublicKey = Annotated[
-    str, msgspec.Meta(min_length=43, max_length=44, pattern=r"^[A-Za-z0-9_-]+=?$")
+    str, msgspec.Meta(min_length=43, max_length=44, pattern=r"^[A-Za-z0-9_-]+=?$(?!\n)")
 ]
 Signature = Annotated[
-    str, msgspec.Meta(min_length=86, max_length=88, pattern=r"^[A-Za-z0-9_-]+=*$")
+    str, msgspec.Meta(min_length=86, max_length=88, pattern=r"^[A-Za-z0-9_-]+=*$(?!\n)")
 ]
-Number = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{2}$")]
+Number = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{2}$(?!\n)")]
 ContextValue = Annotated[str, msgspec.Meta(max_length=256)]
 
 
@@ -81,7 +81,7 @@ class DenyPushRequest(Request):
     challenge_id: Identifier
     device_id: Identifier
     signature: Signature
-    reason: Annotated[str, msgspec.Meta(pattern=r"^[a-z_]{1,32}$")] | None = None
+    reason: Annotated[str, msgspec.Meta(pattern=r"^[a-z_]{1,32}$(?!\n)")] | None = None
 
 
 class PushChallengeResponse(msgspec.Struct, kw_only=True):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from email.errors import MessageError
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -92,25 +94,35 @@ class SmtpEmailSender:
         self.sender = sender
 
     def send_email(self, to: str, subject: str, body: str) -> None:
+        """Mail `body` to the mailbox `to`; any failure, building the message included, is a
+        DeliveryError."""
+        try:
+            message = self._message(to, subject, body)
+            # Command handlers run in worker threads without an event loop of their own.
+            asyncio.run(self._send(message, to))
+        except (aiosmtplib.SMTPException, MessageError, OSError, TimeoutError, ValueError) as exc:
+            # Header defects (an address the parser refuses, CR/LF in a header) are ValueErrors.
+            log.warning("SMTP delivery failed: %s", type(exc).__name__)
+            raise DeliveryError("the email could not be handed to the SMTP server") from None
+
+    def _message(self, to: str, subject: str, body: str) -> EmailMessage:
         message = EmailMessage()
         message["From"] = self.sender
-        message["To"] = to
+        # An Address, not a string: a string header is parsed, and RFC 2047 encoded words in it
+        # decoded, so the mail could go to another mailbox than the one given (and throttled).
+        message["To"] = Address(addr_spec=to)
         message["Subject"] = subject
         message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or "localhost")
         message["Auto-Submitted"] = "auto-generated"
         message.set_content(body)
-        try:
-            # Command handlers run in worker threads without an event loop of their own.
-            asyncio.run(self._send(message))
-        except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
-            log.warning("SMTP delivery failed: %s", type(exc).__name__)
-            raise DeliveryError("the email could not be handed to the SMTP server") from None
+        return message
 
-    async def _send(self, message: EmailMessage) -> None:
+    async def _send(self, message: EmailMessage, to: str) -> None:
         config = self.config
         await aiosmtplib.send(
             message,
+            recipients=[to],  # the envelope names `to` itself, never what the headers decode to
             hostname=config.hostname,
             port=config.port,
             username=config.username,
