@@ -15,7 +15,10 @@ hung for as long. Selected with `PERSISTENCE_MODULE=infra.event_store:FailFastPo
   with the length of the outage; a pool that had no connection to give is nudged to start one
   (`_ensure_reconnecting`), or it could refuse every call forever after a long outage;
 - once a connection was lost or the pool had none to give, calls wait for one only briefly for
-  a while (`infra.sql.ConnectionWait`): an outage does not hold every thread for the timeout.
+  a while (`infra.sql.ConnectionWait`): an outage does not hold every thread for the timeout;
+- connections carry `infra.sql`'s keepalives, TCP user timeout, statement timeout and answer
+  deadline, so a server that stops answering without closing them fails a call in seconds;
+  such a call is not tried again (another connection would wait as long, for the same answer).
 """
 
 from __future__ import annotations
@@ -36,7 +39,14 @@ from eventsourcing.postgres import (
 )
 from psycopg.sql import SQL, Identifier
 
-from infra.sql import ConnectionWait, ThrottledCheck, connection_lost
+from infra.sql import (
+    BoundedConnection,
+    ConnectionWait,
+    NoAnswerError,
+    ThrottledCheck,
+    connection_lost,
+    connection_settings,
+)
 
 READ_ATTEMPTS = 2
 RETRY_WAIT_SECONDS = 0.05
@@ -67,6 +77,8 @@ def _call(recorder: PostgresAggregateRecorder, call: Callable[[], T], attempts: 
             if isinstance(exc.__cause__, _POOL_GAVE_UP):
                 _ensure_reconnecting(pool)
                 raise
+            if isinstance(exc.__cause__, NoAnswerError):
+                raise
             if attempt == attempts:
                 raise
             time.sleep(RETRY_WAIT_SECONDS)
@@ -79,8 +91,12 @@ def _ensure_reconnecting(pool: psycopg_pool.ConnectionPool[Any]) -> None:
     Its reconnection gives up after `RECONNECT_SECONDS`, and with `POSTGRES_MAX_WAITING` set,
     the callers that timed out stay counted as waiting: once they reach the limit, every call
     is refused before the pool would start a new connection, and it never recovers by itself.
-    `check()` starts one when none is under way (and is a no-op otherwise).
+    `check()` starts one when none is under way. It also pings every idle connection, in this
+    thread: with idle ones left the pool is not stuck (a failed ping starts a replacement), and
+    against a server that stopped answering, those pings would hold the caller for seconds each.
     """
+    if pool.get_stats().get("pool_available", 0):
+        return
     with contextlib.suppress(Exception):
         pool.check()
 
@@ -220,6 +236,9 @@ class FailFastPostgresFactory(PostgresFactory):
         if pool._check is not None:  # POSTGRES_PRE_PING: ping idle connections only
             pool._check = ThrottledCheck()
         _waits[pool] = ConnectionWait(pool.timeout)
+        pool.connection_class = BoundedConnection
         connect_timeout = self.env.get(self.POSTGRES_CONNECT_TIMEOUT)
-        if connect_timeout and isinstance(pool.kwargs, dict):
-            pool.kwargs["connect_timeout"] = int(connect_timeout)
+        if isinstance(pool.kwargs, dict):
+            pool.kwargs.update(connection_settings())
+            if connect_timeout:
+                pool.kwargs["connect_timeout"] = int(connect_timeout)

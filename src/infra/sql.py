@@ -7,6 +7,7 @@ SQL is written once with `%s` placeholders and PostgreSQL-compatible upserts, wh
 
 from __future__ import annotations
 
+import inspect
 import sqlite3
 import threading
 import time
@@ -18,6 +19,9 @@ from typing import Any, Protocol
 
 import psycopg
 import psycopg_pool
+from psycopg.abc import RV, PQGen
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import Row
 
 
 @contextmanager
@@ -148,6 +152,75 @@ OUTAGE_WAIT_SECONDS = 0.5
 OUTAGE_HOLD_SECONDS = 2.0
 PING_INTERVAL_SECONDS = 1.0
 
+# A server that stops answering without closing the connection (a partition, a frozen host or
+# process) must cost a request seconds, not as long as TCP keeps the dead connection open:
+# - TCP: keepalives probe a connection awaiting an answer (or idle) after 2 s, and
+#   `tcp_user_timeout` drops it once data or probes go unacknowledged for 5 s;
+# - the server cancels a statement after STATEMENT_TIMEOUT_SECONDS: above the appends' 5 s
+#   lock_timeout (a lock wait fails as itself), and the connection stays usable;
+# - the client gives up on a round trip after ANSWER_SECONDS (a frozen process whose kernel
+#   still acknowledges, which TCP cannot tell from a slow one), later than the server's own
+#   cancel, so a merely slow statement is never abandoned; a pre-use ping, after PING_SECONDS.
+STATEMENT_TIMEOUT_SECONDS = 8
+ANSWER_SECONDS = 10.0
+PING_SECONDS = 2.0
+TCP_SETTINGS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 2,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,  # milliseconds
+}
+
+
+def connection_settings(conninfo: str = "") -> dict[str, Any]:
+    """The pools' libpq settings (above). The URL's own win: its keepalive settings are kept,
+    and its `options` go after ours, where a later `-c statement_timeout` overrides ours."""
+    given = conninfo_to_dict(conninfo) if conninfo else {}
+    settings = {k: v for k, v in TCP_SETTINGS.items() if k not in given}
+    timeout = f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"
+    settings["options"] = f"{timeout} {given['options']}" if given.get("options") else timeout
+    return settings
+
+
+class NoAnswerError(psycopg.OperationalError):
+    """PostgreSQL did not answer a round trip in time; the connection was closed."""
+
+
+# psycopg 3.3 (the least pyproject.toml allows) bounds a wait: `Connection.wait(timeout=)`
+# raises its `_WaitTimeout`. Checked anyway, so that an older one degrades to the TCP bounds.
+_BOUNDED_WAIT = "timeout" in inspect.signature(psycopg.Connection.wait).parameters
+_WAIT_TIMEOUT: type[Exception] = getattr(psycopg.errors, "_WaitTimeout", NoAnswerError)
+
+
+class BoundedConnection(psycopg.Connection[Row]):
+    """A connection that gives up on a round trip after `answer_seconds` (see above)."""
+
+    answer_seconds = ANSWER_SECONDS
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        if not _BOUNDED_WAIT:
+            return super().wait(gen, interval)
+        if timeout is not None:  # the caller's own deadline, and its own handling of it
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, self.answer_seconds)
+        except _WAIT_TIMEOUT:
+            # The request is on its way and an answer may still come: never reuse the connection.
+            self.close()
+            raise NoAnswerError(
+                f"PostgreSQL did not answer within {self.answer_seconds:g} s"
+            ) from None
+
+    @contextmanager
+    def answering_within(self, seconds: float) -> Iterator[None]:
+        """Another deadline for the round trips made inside (a ping expects an instant one)."""
+        self.answer_seconds = seconds
+        try:
+            yield
+        finally:
+            del self.answer_seconds  # back to the class's
+
 
 def connection_lost(exc: BaseException | None) -> bool:
     """Whether a psycopg (pool) error says the server is gone, not that one statement failed."""
@@ -193,7 +266,11 @@ class ThrottledCheck:
             if conn.closed or conn.broken:
                 raise psycopg.OperationalError("the connection is closed")
             return
-        psycopg_pool.ConnectionPool.check_connection(conn)
+        if isinstance(conn, BoundedConnection):
+            with conn.answering_within(PING_SECONDS):
+                psycopg_pool.ConnectionPool.check_connection(conn)
+        else:
+            psycopg_pool.ConnectionPool.check_connection(conn)
         self._checked[conn] = now
 
 
@@ -205,11 +282,12 @@ class PostgresDatabase:
     def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self._pool = psycopg_pool.ConnectionPool(
             conninfo,
+            connection_class=BoundedConnection[Any],
             min_size=min_size,
             max_size=max_size,
             # A request waits this long for a connection, then answers 503.
             timeout=POOL_TIMEOUT_SECONDS,
-            kwargs={"connect_timeout": 3, "autocommit": False},
+            kwargs={"connect_timeout": 3, "autocommit": False, **connection_settings(conninfo)},
             open=False,
             check=ThrottledCheck(),
             # Give up a failing reconnection soon: the pool then reconnects on demand, instead

@@ -1,0 +1,104 @@
+"""A PostgreSQL that stops answering without closing its connections (a partition, a frozen
+host or process): a request answers 503 `unavailable` within seconds instead of holding its
+thread for as long as TCP keeps the dead connection open, and the same process serves again
+once the server answers.
+
+Crashes and restarts (connections closed or reset) are in tests/integration/test_faults.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import build_runtime
+from infra.sql import ANSWER_SECONDS, PING_SECONDS, POOL_TIMEOUT_SECONDS
+from tests.conftest import (
+    LiveServer,
+    MutableClock,
+    create_pg_database,
+    drop_pg_database,
+    make_settings,
+    new_user,
+)
+from tests.integration.pg_support import FreezableProxy
+
+pytestmark = pytest.mark.postgres
+
+RECOVERY_BOUND = 15.0
+
+
+@pytest.fixture
+def proxy(postgres_admin_url: str) -> Iterator[FreezableProxy]:
+    url = create_pg_database(postgres_admin_url)
+    proxy = FreezableProxy(url)
+    yield proxy
+    proxy.close()
+    drop_pg_database(postgres_admin_url, url)
+
+
+def _serve(tmp_path: Path, proxy: FreezableProxy, pool_size: int) -> LiveServer:
+    settings = make_settings(tmp_path, proxy.proxied_url, MFA_DB_POOL_SIZE=str(pool_size))
+    clock = MutableClock()
+    runtime = build_runtime(settings, clock=clock, run_projections=False)
+    return LiveServer(runtime=runtime, clock=clock).start()
+
+
+def _generate(client: httpx.Client) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = client.post("/mfa/backup-codes/generate")
+    return response, time.monotonic() - started
+
+
+def _assert_recovers(client: httpx.Client) -> None:
+    deadline = time.monotonic() + RECOVERY_BOUND
+    while (status := _generate(client)[0].status_code) != 201:
+        assert status == 503, status
+        assert time.monotonic() < deadline, "the same process did not serve again"
+        time.sleep(0.2)
+
+
+def test_a_command_answers_503_within_seconds_when_postgres_stops_answering_idle_connections(
+    tmp_path: Path, proxy: FreezableProxy
+) -> None:
+    """Idle pooled connections are pinged before use: each ping gives up after PING_SECONDS."""
+    server = _serve(tmp_path, proxy, pool_size=4)
+    try:
+        client = server.client(new_user())
+        assert _generate(client)[0].status_code == 201
+        time.sleep(1.2)  # past the pre-use ping's throttle: the next checkout pings
+        proxy.freeze()
+        response, took = _generate(client)
+        assert response.status_code == 503
+        assert response.json()["code"] == "unavailable"
+        assert took < POOL_TIMEOUT_SECONDS + 2 * PING_SECONDS + 1
+        proxy.thaw()
+        _assert_recovers(client)
+    finally:
+        proxy.thaw()
+        server.stop()
+
+
+def test_a_command_answers_503_within_seconds_when_postgres_stops_answering_mid_statement(
+    tmp_path: Path, proxy: FreezableProxy
+) -> None:
+    """A connection used within the last second is not pinged: its statement goes out and the
+    answer never comes; the round trip gives up after ANSWER_SECONDS, and is not tried again."""
+    server = _serve(tmp_path, proxy, pool_size=1)
+    try:
+        client = server.client(new_user())
+        assert _generate(client)[0].status_code == 201
+        proxy.freeze()
+        response, took = _generate(client)
+        assert response.status_code == 503
+        assert response.json()["code"] == "unavailable"
+        assert took < ANSWER_SECONDS + 2
+        proxy.thaw()
+        _assert_recovers(client)
+    finally:
+        proxy.thaw()
+        server.stop()
