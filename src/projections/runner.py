@@ -10,14 +10,17 @@ an event count twice.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
+from commands.adapters.vault import MasterKeyMismatchError
 from commands.app import MfaApplication
 from domain.user_mfa import UserMfa
 from infra.lease import Lease
@@ -51,6 +54,20 @@ MIN_BATCH_INTERVAL = 0.01
 # it (`_apply_alone`): one bad event must not stop every read model for every user.
 ISOLATE_AFTER_FAILURES = 3
 LEASE_CHECK_SECONDS = 1.0
+# Failures of the process's surroundings, not of an event: the batch is tried again later and
+# never gone through one by one, and no event is skipped for them. With another master key
+# than the one that wrapped the data keys, every event would be skipped by every read model.
+ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (
+    MasterKeyMismatchError,
+    DatabaseUnavailableError,
+    StoreOperationalError,
+    StoreInterfaceError,
+    psycopg.OperationalError,  # also a statement cancelled by its timeout
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,  # locked or I/O (SQLite also reports some SQL mistakes so)
+    OSError,
+    MemoryError,
+)
 
 
 def default_projections() -> list[Projection]:
@@ -176,10 +193,14 @@ class ProjectionRunner:
                     self.failing = False
                 else:
                     self._wake.wait(LEASE_CHECK_SECONDS)
-            except (DatabaseUnavailableError, StoreOperationalError, StoreInterfaceError) as exc:
+            except MasterKeyMismatchError as exc:
                 failures += 1
                 self.failing = True
-                log.warning("database unavailable: %s", type(exc).__name__)
+                log.error("projections cannot read the log: %s", exc)
+            except ENVIRONMENT_ERRORS as exc:
+                failures += 1
+                self.failing = True
+                log.warning("projections paused (%s); retrying", type(exc).__name__)
             except Exception:
                 failures += 1
                 self.failing = True
@@ -217,7 +238,8 @@ class ProjectionRunner:
         """Apply the next event to each projection in a savepoint of its own. A projection
         that refuses it skips it: the skip is logged and kept in `mfa_projection_skips` (shown
         by `mfa projections status`; a rebuild after the fix applies the event again). Only the
-        error's type is kept: its message could quote the event's data."""
+        error's type is kept: its message could quote the event's data. An ENVIRONMENT_ERRORS
+        failure is no reason to skip: it is raised, and the event tried again later."""
         notifications = self.app.recorder.select_notifications(start=self.position + 1, limit=1)
         if not notifications:
             return
@@ -225,7 +247,9 @@ class ProjectionRunner:
         try:
             event: Any = self.app.mapper.to_domain_event(notification)
             unreadable: str | None = None
-        except Exception as exc:  # no projection can have it
+        except ENVIRONMENT_ERRORS:
+            raise
+        except Exception as exc:  # the event itself cannot be decoded: no projection can have it
             event, unreadable = None, type(exc).__name__
         db = self.read_models.db
         projections = self.read_models.projections
@@ -241,6 +265,8 @@ class ProjectionRunner:
                     cur.execute("SAVEPOINT mfa_one_projection")
                     try:
                         projection.process(projection_cur, event)
+                    except ENVIRONMENT_ERRORS:
+                        raise
                     except Exception as exc:
                         cur.execute("ROLLBACK TO SAVEPOINT mfa_one_projection")
                         error = type(exc).__name__

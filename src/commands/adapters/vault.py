@@ -21,6 +21,7 @@ _DDL = {
 }
 NONCE_BYTES = 12
 CACHE_SECONDS = 30.0
+CHECKED_KEYS = 3  # at startup, see `_check_master_key`
 
 
 class MasterKeyMismatchError(RuntimeError):
@@ -47,6 +48,26 @@ class SqlKeyVault:
         self._lock = threading.Lock()
         with db.transaction() as cur:
             cur.execute(_DDL[db.dialect])
+        self._check_master_key()
+
+    def _check_master_key(self) -> None:
+        """Refuse to start when the master key unwraps none of a few stored data keys: with
+        another key every user's data would be unreadable (and every read model would skip
+        every event). A few, not one: a single damaged row must not stop the service."""
+        with self._db.read() as cur:
+            cur.execute("SELECT key_id, wrapped FROM mfa_data_keys LIMIT %s", (CHECKED_KEYS,))
+            rows = cur.fetchall()
+        for key_id, wrapped in rows:
+            try:
+                self._unwrap(key_id, bytes(wrapped))
+            except MasterKeyMismatchError:
+                continue
+            return
+        if rows:
+            raise MasterKeyMismatchError(
+                "MFA_MASTER_KEY unwraps none of the stored data keys: it is not the key they "
+                "were wrapped with"
+            )
 
     def _remember(self, key_id: str, key: bytes) -> bytes:
         with self._lock:
