@@ -67,6 +67,7 @@ class NatsRelay:
         # it holds the lease); None = read it again from the database.
         self._position: int | None = None
         self._users: dict[str, str] = {}
+        self._short_window_reported = False  # see `ensure_stream`
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,7 +154,15 @@ class NatsRelay:
         )
         try:
             js = nc.jetstream(timeout=5)
-            await ensure_stream(js)
+            window = await ensure_stream(js)
+            if window < DUPLICATE_WINDOW_SECONDS and not self._short_window_reported:
+                self._short_window_reported = True
+                log.warning(
+                    "stream %s has a maximum age of %.0f s: its duplicate window is cut to that, "
+                    "so events re-sent after an outage longer than that may reach consumers twice",
+                    STREAM,
+                    window,
+                )
             self.connected = True
             last_lease_check = time.monotonic()
             started = 0.0
@@ -345,8 +354,17 @@ class SubjectChanges:
         return changes
 
 
-async def ensure_stream(js: Any) -> None:
-    """Create the stream, or bring its subjects, storage and duplicate window up to date."""
+async def ensure_stream(js: Any) -> float:
+    """Create the stream, or bring its subjects and duplicate window up to date; returns the
+    duplicate window (seconds).
+
+    The window is 24 hours, or the stream's maximum age when an operator gave it a shorter
+    one: JetStream refuses a window longer than the maximum age, and the relay would publish
+    nothing. Refusing to publish would hold back every event from every consumer, whereas a
+    shorter window costs at most a duplicate message (which consumers must bear anyway) for a
+    batch re-sent after an outage longer than the maximum age, whose first copy has expired
+    from the stream by then.
+    """
     wanted = StreamConfig(
         name=STREAM,
         subjects=SUBJECTS,
@@ -357,12 +375,14 @@ async def ensure_stream(js: Any) -> None:
         info = await js.stream_info(STREAM)
     except NotFoundError:
         await js.add_stream(wanted)
-        return
+        return DUPLICATE_WINDOW_SECONDS
     config = info.config
-    if config.subjects != SUBJECTS or config.duplicate_window != DUPLICATE_WINDOW_SECONDS:
-        await js.update_stream(
-            config.evolve(subjects=SUBJECTS, duplicate_window=DUPLICATE_WINDOW_SECONDS)
-        )
+    window = float(DUPLICATE_WINDOW_SECONDS)
+    if config.max_age:  # 0 or None: no maximum age
+        window = min(window, config.max_age)
+    if config.subjects != SUBJECTS or config.duplicate_window != window:
+        await js.update_stream(config.evolve(subjects=SUBJECTS, duplicate_window=window))
+    return window
 
 
 async def nats_reachable(url: str, timeout: float = 1.5) -> bool:

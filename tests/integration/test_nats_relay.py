@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import os
 import signal
 import subprocess
@@ -13,15 +15,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
+from nats.js.api import StorageType, StreamConfig
 
+from api.app import build_runtime
 from api.settings import Settings
-from projections.public_events import event_id
+from commands import backup_codes, totp
+from projections import nats_relay
+from projections.nats_relay import NatsRelay
+from projections.public_events import PUBLIC_EVENTS, event_id
 from tests.api.helpers import code_at
 from tests.api.test_totp import enrol
 from tests.conftest import (
     NATS_URL,
     LiveServer,
+    MutableClock,
+    close_runtime,
     create_pg_database,
     drop_pg_database,
     make_settings,
@@ -221,3 +231,84 @@ def test_two_workers_share_the_work_through_leases_not_luck(
             if worker.poll() is None:
                 worker.terminate()
                 worker.wait(timeout=15)
+
+
+def _stream_with_a_maximum_age(url: str, max_age: float) -> None:
+    """The stream as an operator may create it beforehand (docs/events.md)."""
+
+    async def create() -> None:
+        nc = await nats.connect(url, connect_timeout=2)
+        try:
+            await nc.jetstream().add_stream(
+                StreamConfig(
+                    name=nats_relay.STREAM,
+                    subjects=nats_relay.SUBJECTS,
+                    storage=StorageType.FILE,
+                    max_age=max_age,
+                )
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(create())
+
+
+def _ensure_stream(url: str) -> tuple[float, StreamConfig]:
+    async def ensure() -> tuple[float, StreamConfig]:
+        nc = await nats.connect(url, connect_timeout=2)
+        try:
+            js = nc.jetstream()
+            window = await nats_relay.ensure_stream(js)
+            return window, (await js.stream_info(nats_relay.STREAM)).config
+        finally:
+            await nc.close()
+
+    return asyncio.run(ensure())
+
+
+def test_an_operator_stream_with_a_maximum_age_under_a_day_dedupes_for_that_age(
+    private_nats: PrivateNats,
+) -> None:
+    """JetStream refuses a duplicate window longer than the maximum age (error 10052)."""
+    _stream_with_a_maximum_age(private_nats.url, max_age=3600)
+
+    window, config = _ensure_stream(private_nats.url)
+
+    assert window == 3600
+    assert (config.max_age, config.duplicate_window) == (3600, 3600)
+    assert _ensure_stream(private_nats.url)[0] == 3600  # and again: nothing left to change
+
+
+def test_the_relay_publishes_to_a_stream_with_a_maximum_age_and_warns_once(
+    tmp_path: Path, private_nats: PrivateNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mfa.relay")
+    _stream_with_a_maximum_age(private_nats.url, max_age=3600)
+    runtime = build_runtime(
+        make_settings(tmp_path, f"sqlite:///{tmp_path / 'mfa.sqlite'}"),
+        clock=MutableClock(),
+        run_projections=False,
+    )
+    app = runtime.services.app
+    relay = NatsRelay(app, runtime.db, private_nats.url, poll_interval=0.01)
+    try:
+        backup_codes.generate_backup_codes(runtime.services, new_user())
+        relay.start()
+        _wait(lambda: relay.position() == app.max_position())
+
+        private_nats.stop()  # the next session looks at the stream again
+        private_nats.start()
+        totp.set_up_totp(runtime.services, new_user(), "phone")
+        _wait(lambda: relay.position() == app.max_position(), timeout=30)
+
+        expected = [
+            event_id(n.originator_id, n.originator_version)
+            for n in app.recorder.select_notifications(start=1, limit=100)
+            if type(app.mapper.to_domain_event(n)) in PUBLIC_EVENTS
+        ]
+        assert [m["msg_id"] for m in stream_messages(private_nats.url)] == expected
+        warnings = [r for r in caplog.records if "maximum age" in r.getMessage()]
+        assert len(warnings) == 1, caplog.text
+    finally:
+        relay.stop()
+        close_runtime(runtime)

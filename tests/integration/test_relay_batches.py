@@ -21,6 +21,7 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from api.app import build_runtime
 from api.deps import Runtime
 from commands import backup_codes, totp
+from infra.sql import DatabaseUnavailableError
 from projections import nats_relay
 from projections.nats_relay import NatsRelay
 from projections.public_events import PUBLIC_EVENTS, event_id
@@ -116,6 +117,56 @@ def test_a_batch_failing_midway_stores_the_acked_prefix_and_the_rerun_fills_it_o
 
         assert positions_at_session_start[:2] == [0, acked_prefix_end]
         expected = [event_id(e.originator_id, e.originator_version) for _, e in public]
+        assert [m["msg_id"] for m in stream_messages(private_nats.url)] == expected
+    finally:
+        if relay is not None:
+            relay.stop()
+        close_runtime(runtime)
+
+
+def test_a_position_write_failing_after_every_ack_re_sends_the_batch_once_as_duplicates(
+    tmp_path: Path, private_nats: PrivateNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole batch is on the stream, then storing the position fails (the database went
+    away between the acks and the write). The next session sends the batch again: JetStream
+    takes every message as a duplicate (the chained `Nats-Expected-Last-Msg-Id` included), and
+    that one session brings the relay to the head of the log."""
+    runtime = build_runtime(
+        make_settings(tmp_path, f"sqlite:///{tmp_path / 'mfa.sqlite'}"),
+        clock=MutableClock(),
+        run_projections=False,
+    )
+    relay: NatsRelay | None = None
+    try:
+        _log(runtime, users=4)
+        app = runtime.services.app
+        notifications = app.recorder.select_notifications(start=1, limit=10_000)
+        head = notifications[-1].id
+        public = [
+            e for n in notifications if type(e := app.mapper.to_domain_event(n)) in PUBLIC_EVENTS
+        ]
+        expected = [event_id(e.originator_id, e.originator_version) for e in public]
+        assert len(notifications) <= nats_relay.BATCH_SIZE  # all in one batch
+
+        real_set_position = nats_relay.set_position
+        writes: list[int] = []
+
+        def failing_once(cur: Any, name: str, position: int) -> None:
+            writes.append(position)
+            if len(writes) == 1:
+                raise DatabaseUnavailableError("gone between the acks and the position write")
+            real_set_position(cur, name, position)
+
+        monkeypatch.setattr(nats_relay, "set_position", failing_once)
+        relay = NatsRelay(app, runtime.db, private_nats.url, poll_interval=0.01)
+        relay.start()
+        deadline = time.monotonic() + 20
+        while relay.position() < head:
+            assert time.monotonic() < deadline, f"the relay is at {relay.position()} of {head}"
+            time.sleep(0.05)
+        relay.stop()
+
+        assert writes == [head, head]  # the failed write, then the whole re-sent batch at once
         assert [m["msg_id"] for m in stream_messages(private_nats.url)] == expected
     finally:
         if relay is not None:
