@@ -15,6 +15,8 @@ from typing import Protocol
 
 import psycopg
 
+from infra.sql import BoundedConnection, connection_settings
+
 
 class Lease(Protocol):
     """Something only one holder can have at a time."""
@@ -41,7 +43,14 @@ class PostgresLease:
             return True
         self.release()
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=3)
+            # Bounded like the pools' connections: `still_held` against a server that stopped
+            # answering gives the lease up in seconds instead of holding the worker's thread.
+            conn = BoundedConnection.connect(
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=3,
+                **connection_settings(self._conninfo),
+            )
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
         except psycopg.Error:
             return False

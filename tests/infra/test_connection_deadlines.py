@@ -15,6 +15,7 @@ from eventsourcing.application import Application
 from psycopg.rows import tuple_row
 
 from commands.app import event_store_env
+from infra.lease import PostgresLease
 from infra.sql import (
     PING_SECONDS,
     STATEMENT_TIMEOUT_SECONDS,
@@ -141,3 +142,19 @@ def test_a_read_model_query_against_an_unanswering_server_is_unavailable_then_re
                 time.sleep(0.1)
     finally:
         db.close()
+
+
+def test_a_lease_whose_server_stops_answering_is_given_up_within_the_deadline(
+    proxy: FreezableProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The projection runner and the relay ask `still_held` every second: against a frozen
+    server that call held their thread for as long as TCP kept the connection."""
+    monkeypatch.setattr(BoundedConnection, "answer_seconds", 1.0)
+    lease = PostgresLease(proxy.proxied_url, f"test-{uuid.uuid4()}")
+    assert lease.try_acquire()
+    assert lease.still_held()
+    proxy.freeze()
+    started = time.monotonic()
+    assert not lease.still_held()
+    assert _elapsed(started) < 3
+    lease.release()
