@@ -73,22 +73,27 @@ def parse_time(name: str, value: str | None) -> datetime | None:
 MAX_JSON_DEPTH = 16
 
 
-def json_depth(value: Any) -> int:
-    """How deeply arrays and objects nest in a decoded JSON value (a scalar is 0), without
-    recursing."""
-    deepest = 0
+def nested_too_deeply(value: Any) -> bool:
+    """Whether arrays and objects nest more than MAX_JSON_DEPTH levels in a decoded JSON
+    value, found without recursing."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
             item = list(item.values())
         if isinstance(item, list):
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return depth  # deep enough to refuse: no need to walk the rest
-            deepest = max(deepest, depth)
-            stack.extend((child, depth) for child in item)
-    return deepest
+            if depth == MAX_JSON_DEPTH:
+                return True
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def _nested_too_deeply_error() -> ValidationException:
+    # Nothing in the API nests this deep; deeper values would reach code (copies, re-encoding
+    # for py_webauthn) that recurses once per level.
+    message = f"nested more than {MAX_JSON_DEPTH} levels deep"
+    extra = [{"key": "data", "message": message, "source": "body"}]
+    return ValidationException(detail=f"data: {message}", extra=extra)
 
 
 class StrictJsonRequest(Request[Any, Any, Any]):
@@ -103,16 +108,9 @@ class StrictJsonRequest(Request[Any, Any, Any]):
         try:
             value = await super().json()
         except RecursionError:  # msgspec's decoder, some thousands of levels deep
-            value = None
-            depth = MAX_JSON_DEPTH + 1
-        else:
-            depth = json_depth(value)
-        if depth > MAX_JSON_DEPTH:
-            # Nothing in the API nests this deep; deeper values would reach code (copies,
-            # re-encoding for py_webauthn) that recurses once per level.
-            message = f"nested more than {MAX_JSON_DEPTH} levels deep"
-            extra = [{"key": "data", "message": message, "source": "body"}]
-            raise ValidationException(detail=f"data: {message}", extra=extra)
+            raise _nested_too_deeply_error() from None
+        if nested_too_deeply(value):
+            raise _nested_too_deeply_error()
         field = self.route_handler.parsed_data_field
         if field is not None:
             try:

@@ -7,7 +7,6 @@ SQL is written once with `%s` placeholders and PostgreSQL-compatible upserts, wh
 
 from __future__ import annotations
 
-import inspect
 import sqlite3
 import threading
 import time
@@ -188,9 +187,8 @@ class NoAnswerError(psycopg.OperationalError):
 
 
 # psycopg 3.3 (the least pyproject.toml allows) bounds a wait: `Connection.wait(timeout=)`
-# raises its `_WaitTimeout`. Checked anyway, so that an older one degrades to the TCP bounds.
-_BOUNDED_WAIT = "timeout" in inspect.signature(psycopg.Connection.wait).parameters
-_WAIT_TIMEOUT: type[Exception] = getattr(psycopg.errors, "_WaitTimeout", NoAnswerError)
+# raises its `_WaitTimeout`.
+_WAIT_TIMEOUT: type[Exception] = psycopg.errors._WaitTimeout
 
 
 class BoundedConnection(psycopg.Connection[Row]):
@@ -199,8 +197,6 @@ class BoundedConnection(psycopg.Connection[Row]):
     answer_seconds = ANSWER_SECONDS
 
     def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
-        if not _BOUNDED_WAIT:
-            return super().wait(gen, interval)
         if timeout is not None:  # the caller's own deadline, and its own handling of it
             return super().wait(gen, interval, timeout)
         try:
