@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import socket
 import threading
 import time
@@ -123,19 +124,22 @@ class LiveServer:
     clients: list[httpx.Client] = field(default_factory=list)
 
     def start(self, port: int | None = None) -> LiveServer:
-        port = port or free_port()
+        # The server is handed the socket bound here, so no other process can take the port
+        # between choosing it and listening on it.
+        sock = bind_port(port or free_port())
         config = uvicorn.Config(
-            create_app(runtime=self.runtime), host="127.0.0.1", port=port, log_level="warning"
+            create_app(runtime=self.runtime), host="127.0.0.1", port=0, log_level="warning"
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread = threading.Thread(target=self._server.run, args=([sock],), daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 15
         while not self._server.started:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                sock.close()
                 raise RuntimeError("server did not start")
             time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         return self
 
     def stop(self) -> None:
@@ -166,11 +170,33 @@ class LiveServer:
         return client
 
 
+# Ports are chosen below the kernel's ephemeral range (32768-60999 by default): a port the
+# kernel hands out with bind(0) can be taken again at once by any outgoing connection of a
+# parallel test worker before the server that was meant to have it starts listening.
+_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A loopback port nothing listens on, outside the range outgoing connections use."""
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        try:
+            bind_port(port).close()
+        except OSError:
+            continue
         return port
+    raise RuntimeError("no free loopback port")
+
+
+def bind_port(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def close_runtime(runtime: Runtime) -> None:

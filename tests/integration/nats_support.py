@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import msgspec
 import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from tests.conftest import NATS_URL, require_service
+from tests.conftest import NATS_URL, free_port, require_service
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -43,9 +42,7 @@ class PrivateNats:
         if not Path(NATS_SERVER).exists():
             require_service("nats-server binary", "not installed")
         self.store = store
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
