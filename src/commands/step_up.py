@@ -201,11 +201,7 @@ def _verify_webauthn(
     try:
         return verify_assertion(_rp(services), credential, challenge.webauthn_challenge, stored)
     except WebAuthnVerificationError as exc:
-        raise mfa.reject_webauthn_assertion(presented, _short(exc.reason), now) from None
-
-
-def _short(reason: str) -> str:
-    return reason.split(",")[0][:80]
+        raise mfa.reject_webauthn_assertion(presented, exc.reason, now) from None
 
 
 def _token(
