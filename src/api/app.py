@@ -42,7 +42,7 @@ from api.deps import (
     provide_user,
 )
 from api.errors import EXCEPTION_HANDLERS
-from api.input_rules import refuse_control_characters
+from api.input_rules import apply_input_rules
 from api.settings import Settings
 from commands.adapters.decoys import SqlDecoyLockouts
 from commands.adapters.dev_log import LogSender
@@ -216,7 +216,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             "user": Provide(provide_user, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        before_request=refuse_control_characters,
+        before_request=apply_input_rules,
         request_class=StrictJsonRequest,
         openapi_config=openapi,
         on_startup=[on_startup],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,15 +11,13 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 from api.settings import Settings
+from domain.ids import has_unsafe_characters
 
 ADMIN_SCOPE = "mfa:admin"
 INTERNAL_SCOPE = "mfa:internal"
 # Identity providers' access tokens are well under 2 KB; anything far larger is refused before
 # it is decoded (base64 and JSON of a megabyte header would be work done for an attacker).
 MAX_TOKEN_LENGTH = 8192
-# A subject becomes the user id: no control characters (NUL cannot be stored in PostgreSQL
-# text and would stall every projection; NUL also separates a user id from its erasure epoch).
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _NUMERIC_DATES = ("exp", "nbf", "iat")
 
 
@@ -81,7 +78,10 @@ class TokenVerifier:
         scope = claims.get("scope", "")
         if not isinstance(sub, str) or not sub or not isinstance(scope, str):
             raise NotAuthorizedException(detail="invalid token claims")
-        if len(sub) > 256 or _CONTROL_CHARACTERS.search(sub):
+        # A subject becomes the user id: no control character (NUL cannot be stored in
+        # PostgreSQL text; it also separates a user id from its erasure epoch) and no lone
+        # surrogate (the id is hashed and stored as UTF-8).
+        if len(sub) > 256 or has_unsafe_characters(sub):
             raise NotAuthorizedException(detail="invalid token claims")
         for name in _NUMERIC_DATES:  # RFC 7519 NumericDate: a JSON number, not "1700000000"
             value = claims.get(name)

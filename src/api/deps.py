@@ -88,12 +88,14 @@ def nested_too_deeply(value: Any) -> bool:
     return False
 
 
-def _nested_too_deeply_error() -> ValidationException:
-    # Nothing in the API nests this deep; deeper values would reach code (copies, re-encoding
-    # for py_webauthn) that recurses once per level.
-    message = f"nested more than {MAX_JSON_DEPTH} levels deep"
+def _body_error(message: str) -> ValidationException:
     extra = [{"key": "data", "message": message, "source": "body"}]
     return ValidationException(detail=f"data: {message}", extra=extra)
+
+
+# Nothing in the API nests this deep; deeper values would reach code (copies, re-encoding for
+# py_webauthn) that recurses once per level.
+_NESTED_TOO_DEEPLY = f"nested more than {MAX_JSON_DEPTH} levels deep"
 
 
 class StrictJsonRequest(Request[Any, Any, Any]):
@@ -108,9 +110,11 @@ class StrictJsonRequest(Request[Any, Any, Any]):
         try:
             value = await super().json()
         except RecursionError:  # msgspec's decoder, some thousands of levels deep
-            raise _nested_too_deeply_error() from None
+            raise _body_error(_NESTED_TOO_DEEPLY) from None
+        except UnicodeDecodeError:  # msgspec lets this through Litestar's DecodeError handler
+            raise _body_error("not valid UTF-8") from None
         if nested_too_deeply(value):
-            raise _nested_too_deeply_error()
+            raise _body_error(_NESTED_TOO_DEEPLY)
         field = self.route_handler.parsed_data_field
         if field is not None:
             try:

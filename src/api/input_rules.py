@@ -2,28 +2,55 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from litestar import Request
-from litestar.exceptions import ValidationException
+from litestar.exceptions import NotFoundException, ValidationException
 
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-MESSAGE = "control characters are not allowed"
+from domain.ids import has_unsafe_characters
+
+MESSAGE = "control characters and lone surrogates are not allowed"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
-    """Before every handler: no control character in a path or query parameter (400).
+async def apply_input_rules(request: Request[Any, Any, Any]) -> None:
+    """Before every handler: the path names its target exactly (404 otherwise), and no path or
+    query parameter holds a control character or a lone surrogate (400).
 
     A coroutine, so that Litestar calls it in the event loop rather than in a worker thread.
+    """
+    refuse_inexact_paths(request)
+    refuse_control_characters(request)
+
+
+def refuse_inexact_paths(request: Request[Any, Any, Any]) -> None:
+    """An encoded slash or an empty segment in the path is a 404, and so is a trailing slash on
+    a request that changes something.
+
+    The server decodes `%2F` before routing and the router drops empty segments, so
+    `DELETE /mfa/trusted-devices/%2F` (an id that is only a slash) or
+    `DELETE /mfa/trusted-devices/` (an empty id) would otherwise reach the collection's
+    `DELETE /mfa/trusted-devices`, which revokes every device.
+    """
+    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    path = raw.partition(b"?")[0]
+    inexact = b"%2f" in path.lower() or b"//" in path
+    if path != b"/" and path.endswith(b"/") and request.method not in SAFE_METHODS:
+        inexact = True
+    if inexact:
+        raise NotFoundException(detail="no such resource")
+
+
+def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
+    """No control character in a path or query parameter (400).
 
     None is part of a valid id, name or cursor, and PostgreSQL text cannot even hold NUL: a
     lookup with one would fail in the database (500), and a stored one would stop every
-    read model.
+    read model. Nor is a lone surrogate, which cannot be encoded for the database at all.
     """
     sources = (("path", request.path_params.items()), ("query", request.query_params.items()))
     for source, items in sources:
         for key, value in items:
-            if isinstance(value, str) and CONTROL_CHARACTERS.search(value):
+            if isinstance(value, str) and has_unsafe_characters(value):
                 extra = [{"key": key, "message": MESSAGE, "source": source}]
                 raise ValidationException(detail=f"{key}: {MESSAGE}", extra=extra)

@@ -1,10 +1,23 @@
-"""Identifiers: aggregate ids derived from user ids with a keyed hash."""
+"""Identifiers: aggregate ids derived from user ids with a keyed hash, and the characters no
+identifier (or any other text taken from a caller) may hold."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from uuid import UUID
+
+# Control characters (NUL above all, which PostgreSQL text cannot hold) and lone UTF-16
+# surrogates (which Python's json module and PyJWT decode from "\ud800" escapes, and which
+# cannot be encoded as UTF-8 for the database or a hash): text with one was made to break
+# something.
+_UNSAFE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def has_unsafe_characters(text: str) -> bool:
+    """Whether `text` holds a control character or a lone surrogate."""
+    return _UNSAFE.search(text) is not None
 
 
 def user_mfa_id(user_id: str, id_key: bytes) -> UUID:

@@ -9,10 +9,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from domain.erasure import UserErased, UserMfaReset
+from domain.ids import has_unsafe_characters
 from domain.user_mfa import UserMfa
 from infra.sql import Cursor
 
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 TRACKING_DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_tracking ("
     "projection TEXT PRIMARY KEY, position BIGINT NOT NULL, updated_at TEXT)"
@@ -209,9 +209,9 @@ def decode_cursor(
         raise InvalidCursorError("malformed cursor")
     if not all(isinstance(v, str | int) for v in values):
         raise InvalidCursorError("malformed cursor")
-    # The service's cursors hold times and ids; a control character (NUL above all, which
-    # PostgreSQL cannot compare) means someone else made this one.
-    if any(isinstance(v, str) and _CONTROL_CHARACTERS.search(v) for v in values):
+    # The service's cursors hold times and ids; a control character or a lone surrogate
+    # means someone else made this one.
+    if any(isinstance(v, str) and has_unsafe_characters(v) for v in values):
         raise InvalidCursorError("malformed cursor")
     if any(isinstance(v, int) and not -(2**63) <= v < 2**63 for v in values):
         raise InvalidCursorError("malformed cursor")  # beyond any BIGINT

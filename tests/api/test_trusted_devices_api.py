@@ -78,7 +78,9 @@ def test_a_remembered_token_checks_as_trusted(server: LiveServer) -> None:
 
 
 @pytest.mark.parametrize(
-    "token", [None, "", "unknown", "A" * 43, "not a token at all!", "x" * 256], ids=repr
+    "token",
+    [None, "", "unknown", "A" * 43, "not a token at all!", "x" * 256, "x" * 257, "x" * 8000],
+    ids=lambda token: repr(token)[:20],
 )
 def test_a_missing_or_unknown_token_is_not_trusted_and_not_an_error(
     server: LiveServer, token: str | None
@@ -274,3 +276,17 @@ def test_the_trusted_device_endpoints_need_a_token(server: LiveServer) -> None:
         ("DELETE", f"{BASE}/some-id"),
     ):
         assert_problem(anonymous.request(method, path), 401, "unauthorized")
+
+
+@pytest.mark.parametrize("suffix", ["/%2F", "/%2f", "/", "//", "//x"])
+def test_a_delete_that_does_not_name_one_device_exactly_revokes_nothing(
+    server: LiveServer, suffix: str
+) -> None:
+    """The server decodes `%2F` and the router drops empty segments: without the exact-path
+    rule these reached `DELETE /mfa/trusted-devices`, which revokes every device."""
+    client = server.client(new_user())
+    tokens = [remember(client)["device_token"] for _ in range(2)]
+    refused = client.delete(BASE + suffix)
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["code"] == "not_found"
+    assert all(trusted(client, token) for token in tokens)

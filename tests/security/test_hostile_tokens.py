@@ -336,6 +336,7 @@ def test_tokens_without_or_with_malformed_subject_or_expiry_are_refused(stack: S
         "subject with NUL and an epoch": {"sub": "alice\x001"},
         "subject with a newline": {"sub": "alice\nadmin"},
         "subject with DEL": {"sub": "alice\x7f"},
+        "subject with a lone surrogate": {"sub": "alice\ud800"},
         "overlong subject": {"sub": "a" * 257},
         "scope a list": {"scope": [ADMIN]},
         "scope a number": {"scope": 7},

@@ -208,6 +208,8 @@ def test_crafted_pagination_cursors_are_validation_errors_never_server_errors(
         _cursor([None, None]),
         _cursor([[1], {"x": 1}]),
         _cursor([10**30, -(10**30)]),
+        _cursor(["\ud800", "x"]),  # json.loads makes a lone surrogate, UTF-8 cannot hold it
+        _cursor(["2026-01-01T00:00:00+00:00", "\udfff"]),
         "not base64!",
     ]
     for route in paged:
@@ -288,6 +290,17 @@ def test_a_body_over_64_kib_is_refused_with_413_on_every_route_that_takes_one(
         assert_problem(answered, 413, "payload_too_large")
         # ... and the OpenAPI document says so
         assert "413" in operation["responses"], str(route)
+    assert stack.server.runtime.services.app.max_position() == head  # nothing was written
+
+
+def test_a_body_that_is_not_utf8_is_a_validation_error_on_every_json_route(
+    stack: Stack,
+) -> None:
+    """msgspec's UnicodeDecodeError slips past Litestar's decode-error handler (once a 500)."""
+    head = stack.server.runtime.services.app.max_position()
+    for body in (b'{"code": "\xff"}', b"\xff", b'{"name": "\xed\xa0\x80"}'):
+        for _, _, answered in raw_body_to_every_route(stack, body):
+            assert_problem(answered, 400, "validation_error")
     assert stack.server.runtime.services.app.max_position() == head  # nothing was written
 
 

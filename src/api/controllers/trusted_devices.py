@@ -24,9 +24,9 @@ from domain.errors import NotFoundError
 from projections.trusted_devices import get_trusted_device, list_trusted_devices
 
 DeviceId = Annotated[str, PathParameter(min_length=1, max_length=128)]
-DeviceToken = Annotated[
-    str | None, HeaderParameter(name="X-MFA-Device-Token", required=False, max_length=256)
-]
+# No length bound: whatever an app kept is only a token that is known or not (`trusted: false`),
+# never a 400; the server's header size limit bounds the hashing.
+DeviceToken = Annotated[str | None, HeaderParameter(name="X-MFA-Device-Token", required=False)]
 
 
 class TrustedDeviceController(Controller):
