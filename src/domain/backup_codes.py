@@ -107,11 +107,16 @@ class BackupCodeMixin(UserMfaState):
         )
 
     def use_backup_code(self, code: str, at: datetime) -> int:
-        """Spend one unused code; returns how many remain. Its own failure budget."""
+        """Spend one unused code; returns how many remain. Its own failure budget.
+
+        Once every code of a set is spent, any code is a wrong or reused one (403, counted
+        like any other failure), as while some remain; only a user who never had a set (or
+        whose set was reset) is not enrolled.
+        """
         self._ensure_unlocked(BACKUP_CODE, at)
         codes = self.backup_codes
-        if codes is None or codes.remaining() == 0:
-            raise NotEnrolledError("no unused backup codes")
+        if codes is None:
+            raise NotEnrolledError("no backup codes")
         index = codes.find_unused(code)
         if index is None:
             raise self._fail(BACKUP_CODE, "wrong_code", at, codes.set_id)

@@ -40,6 +40,28 @@ def test_each_code_works_once_and_regeneration_revokes_the_old_set(server: LiveS
     assert ok.json()["remaining"] == 9
 
 
+def test_a_reused_code_is_invalid_even_after_the_last_one_was_spent(server: LiveServer) -> None:
+    """API.md: a reused code is 403 `invalid_code` with `attempts_remaining`; a spent set is
+    no reason to answer otherwise (it once said 409 `not_enrolled`)."""
+    client = server.client(new_user())
+    codes = client.post("/mfa/backup-codes/generate").json()["codes"]
+    challenge = client.post("/mfa/challenge", json={"method": "backup_code"}).json()
+    for code in codes:
+        assert client.post("/mfa/backup-codes/verify", json={"code": code}).status_code == 200
+    assert client.get("/mfa/backup-codes/count").json() == {"remaining": 0, "total": 10}
+    for attempt in (
+        client.post("/mfa/backup-codes/verify", json={"code": codes[-1]}),
+        client.post(
+            "/mfa/step-up", json={"challenge_id": challenge["challenge_id"], "code": codes[0]}
+        ),
+    ):
+        assert attempt.status_code == 403, attempt.text
+        assert attempt.json()["code"] == "invalid_code"
+        assert "attempts_remaining" in attempt.json()
+    # but no new challenge is opened for a spent set
+    assert client.post("/mfa/challenge", json={"method": "backup_code"}).status_code == 409
+
+
 def test_twenty_concurrent_uses_of_one_code_let_exactly_one_through(server: LiveServer) -> None:
     client = server.client(new_user())
     code = client.post("/mfa/backup-codes/generate").json()["codes"][0]
