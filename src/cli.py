@@ -134,7 +134,7 @@ def audit_state(user: str, at_text: str) -> None:
     from projections.audit import state_at
 
     try:
-        at = datetime.fromisoformat(at_text.replace("Z", "+00:00"))
+        at = datetime.fromisoformat(at_text.upper())  # RFC 3339 allows "t" and "z"
     except ValueError as exc:
         raise click.BadParameter(f"not an RFC 3339 time: {at_text}") from exc
     if at.tzinfo is None:
@@ -147,7 +147,13 @@ def audit_state(user: str, at_text: str) -> None:
 
 
 @audit.command("export")
-@click.option("--after", default=0, show_default=True, help="start after this log position")
+@click.option(
+    "--after",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2**63 - 1),
+    help="start after this log position",
+)
 def audit_export(after: int) -> None:
     """The whole log as JSON lines, streamed."""
     from projections.audit import export_log

@@ -67,20 +67,24 @@ def describe_event(event: Any, position: int | None) -> dict[str, Any]:
     }
 
 
-def event_positions(app: MfaApplication, aggregate_id: UUID) -> dict[int, int]:
-    """Version → notification id for one aggregate (the recorders keep both)."""
+def event_positions(
+    app: MfaApplication, aggregate_id: UUID, first: int, last: int
+) -> dict[int, int]:
+    """Version → notification id for one aggregate's versions `first`..`last` (the recorders
+    keep both)."""
     recorder: Any = app.recorder
     table = recorder.events_table_name
+    where = "originator_id = {0} AND originator_version BETWEEN {0} AND {0}"
     with recorder.datastore.transaction(commit=False) as cur:
         if type(recorder).__module__.startswith("eventsourcing.sqlite"):
             cur.execute(
-                f"SELECT rowid, originator_version FROM {table} WHERE originator_id = ?",
-                (aggregate_id.hex,),
+                f"SELECT rowid, originator_version FROM {table} WHERE {where.format('?')}",
+                (aggregate_id.hex, first, last),
             )
             return {int(version): int(rowid) for rowid, version in cur.fetchall()}
         cur.execute(
-            f"SELECT notification_id, originator_version FROM {table} WHERE originator_id = %s",
-            (aggregate_id,),
+            f"SELECT notification_id, originator_version FROM {table} WHERE {where.format('%s')}",
+            (aggregate_id, first, last),
         )
         return {int(r["originator_version"]): int(r["notification_id"]) for r in cur.fetchall()}
 
@@ -88,9 +92,18 @@ def event_positions(app: MfaApplication, aggregate_id: UUID) -> dict[int, int]:
 def user_history(
     app: MfaApplication, aggregate_id: UUID, after_version: int = 0, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """A user's events in order, from `after_version` on."""
-    positions = event_positions(app, aggregate_id)
-    events = app.events.get(aggregate_id, gt=after_version or None, limit=limit)
+    """A user's events in order, from `after_version` on, each with its log position.
+
+    The events are read first: a position never changes once written, so every event read
+    has one by the time the positions are read, even when a command for the user commits
+    between the two reads.
+    """
+    events = list(app.events.get(aggregate_id, gt=after_version or None, limit=limit))
+    if not events:
+        return []
+    positions = event_positions(
+        app, aggregate_id, events[0].originator_version, events[-1].originator_version
+    )
     return [describe_event(e, positions.get(e.originator_version)) for e in events]
 
 

@@ -129,8 +129,8 @@ def list_config_audit_log(
         where.append("at < %s")
         params.append(utc_text(until))
     if cursor:
-        (before_seq,) = decode_cursor(cursor, 1)
-        if not isinstance(before_seq, int) or before_seq < 0:
+        (before_seq,) = decode_cursor(cursor, 1, (int,))
+        if before_seq < 0:
             raise InvalidCursorError("malformed cursor")
         where.append("seq < %s")
         params.append(before_seq)

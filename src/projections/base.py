@@ -207,7 +207,8 @@ def decode_cursor(
         raise InvalidCursorError("malformed cursor") from exc
     if not isinstance(values, list) or len(values) != arity:
         raise InvalidCursorError("malformed cursor")
-    if not all(isinstance(v, str | int) for v in values):
+    # (JSON true/false decode to bools, which are ints to isinstance but not to PostgreSQL)
+    if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values):
         raise InvalidCursorError("malformed cursor")
     # The service's cursors hold times and ids; a control character or a lone surrogate
     # means someone else made this one.

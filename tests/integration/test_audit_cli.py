@@ -75,10 +75,24 @@ def test_history_state_export_and_projection_commands_replay_the_log(
     assert before[0]["backup_codes"] is None
     assert before[0]["totp_devices"][0]["status"] == "active"
     after = run_mfa(env, "audit", "state", user, "--at", server.clock.now().isoformat())
+    lower_case = server.clock.now().strftime("%Y-%m-%dt%H:%M:%S.%fz")
+    assert run_mfa(env, "audit", "state", user, "--at", lower_case) == after
     assert after[0]["backup_codes"]["remaining"] == 10
     assert secret not in json.dumps(after)
 
     exported = run_mfa(env, "audit", "export")
+    for beyond in (str(2**63), "-1"):  # clean usage errors, never a traceback
+        refused = subprocess.run(
+            [str(MFA), "audit", "export", "--after", beyond],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert "--after" in refused.stderr
     assert [e["position"] for e in exported] == list(range(1, len(exported) + 1))
     assert len(exported) >= len(history)
 

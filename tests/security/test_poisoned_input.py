@@ -208,6 +208,9 @@ def test_crafted_pagination_cursors_are_validation_errors_never_server_errors(
         _cursor([None, None]),
         _cursor([[1], {"x": 1}]),
         _cursor([10**30, -(10**30)]),
+        _cursor([True]),  # a bool is an int to Python, not to PostgreSQL (once a 500)
+        _cursor([0, True]),
+        _cursor([True, 1]),
         _cursor(["\ud800", "x"]),  # json.loads makes a lone surrogate, UTF-8 cannot hold it
         _cursor(["2026-01-01T00:00:00+00:00", "\udfff"]),
         "not base64!",

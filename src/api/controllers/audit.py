@@ -33,8 +33,8 @@ class AuditController(Controller):
         """The user's events in order: type, time, version, position, data with secrets masked."""
         epoch, after = 0, 0
         if cursor:
-            epoch, after = decode_cursor(cursor, 2)
-            if not all(isinstance(v, int) and v >= 0 for v in (epoch, after)):
+            epoch, after = decode_cursor(cursor, 2, (int, int))
+            if epoch < 0 or after < 0:
                 raise InvalidCursorError("malformed cursor")
         ids = user_aggregate_ids(runtime.services, user_id)
         entries: list[tuple[int, dict[str, Any]]] = []
