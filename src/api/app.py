@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from litestar import Litestar
+from litestar.datastructures import CacheControlHeader
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -222,6 +223,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         request_max_body_size=64 * 1024,
+        # Secrets are shown once (TOTP seeds, backup codes, device and step-up tokens) and every
+        # answer is about one user's state: no cache or proxy may keep any of it.
+        cache_control=CacheControlHeader(no_store=True),
         debug=False,
     )
     app.state.runtime = rt

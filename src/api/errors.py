@@ -102,6 +102,8 @@ def problem(
     body = {"type": f"urn:mfa:problem:{code}", "title": title, "status": status, "detail": detail}
     body["code"] = code
     body.update(extra or {})
+    # as on every other answer (the app's cache_control does not reach exception handlers)
+    headers = {"Cache-Control": "no-store", **(headers or {})}
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -367,3 +367,17 @@ def test_each_secret_is_shown_once_and_in_no_later_response(session: Session) ->
     assert problems == [], "\n".join(map(str, problems))
     shown = [s for s in session.secrets if s.shown_at is not None]
     assert all(s.found_in(session.responses[s.shown_at].text) for s in shown)
+
+
+def test_no_cache_may_keep_a_response(session: Session) -> None:
+    """`Cache-Control: no-store` on the one response that shows each secret, and on every
+    other one: each is about one user's state, problems included."""
+    shown = [session.responses[s.shown_at] for s in session.secrets if s.shown_at is not None]
+    assert len(shown) >= 5
+    assert all(response.headers.get("cache-control") == "no-store" for response in shown)
+    storable = {
+        (r.request.method, r.request.url.path, r.status_code)
+        for r in session.responses
+        if r.headers.get("cache-control") != "no-store"
+    }
+    assert storable == set()
