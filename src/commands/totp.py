@@ -38,6 +38,11 @@ def set_up_totp(services: Services, user_id: str, name: str | None) -> Outcome[T
     """Register a pending device with a fresh secret; verified by its first valid code."""
     device_id = str(uuid.UUID(bytes=services.random.token_bytes(16), version=4))
     secret = new_totp_secret(services.random.token_bytes(20))
+    # Both before anything is saved: should either fail, no device is left behind.
+    uri = provisioning_uri(
+        secret, DEFAULT_DIGITS, DEFAULT_PERIOD, DEFAULT_ALGORITHM, user_id, services.totp_issuer
+    )
+    qr_svg = _qr_svg(uri)
 
     def decide(mfa: UserMfa, now: datetime) -> TotpDevice:
         mfa.register_totp_device(
@@ -52,8 +57,7 @@ def set_up_totp(services: Services, user_id: str, name: str | None) -> Outcome[T
         return mfa.totp_devices[device_id]
 
     outcome = execute(services, user_id, decide)
-    uri = provisioning_uri(outcome.value, user_id, services.totp_issuer)
-    return Outcome(TotpSetup(outcome.value, secret, uri, _qr_svg(uri)), outcome.position)
+    return Outcome(TotpSetup(outcome.value, secret, uri, qr_svg), outcome.position)
 
 
 def verify_totp(

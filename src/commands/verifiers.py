@@ -52,7 +52,9 @@ def _totp(secret: str, digits: int, period: int, algorithm: str) -> pyotp.TOTP:
 
 def totp_timecode(device: TotpDevice, code: str, at: datetime) -> int | None:
     """The time step `code` matches for this device within ±1 step, or None."""
-    if len(code) != device.digits or not code.isdigit():
+    # ASCII digits only: str.isdigit() also takes fullwidth or superscript digits, which
+    # pyotp would then normalise (NFKC) to the digits they resemble and accept.
+    if len(code) != device.digits or not (code.isascii() and code.isdigit()):
         return None
     totp = _totp(device.secret, device.digits, device.period, device.algorithm)
     try:
@@ -66,9 +68,18 @@ def totp_code(device: TotpDevice, at: datetime) -> str:
     return str(_totp(device.secret, device.digits, device.period, device.algorithm).at(at))
 
 
-def provisioning_uri(device: TotpDevice, account: str, issuer: str) -> str:
-    """The otpauth:// URI an authenticator app scans."""
-    totp = _totp(device.secret, device.digits, device.period, device.algorithm)
+# The account part of the URI's label is for display only; a user id may be 256 characters,
+# each up to 12 once percent-encoded, which no QR code could hold.
+MAX_LABEL_CHARS = 64
+
+
+def provisioning_uri(
+    secret: str, digits: int, period: int, algorithm: str, account: str, issuer: str
+) -> str:
+    """The otpauth:// URI an authenticator app scans, its account shortened for display."""
+    if len(account) > MAX_LABEL_CHARS:
+        account = account[: MAX_LABEL_CHARS - 1] + "\u2026"
+    totp = _totp(secret, digits, period, algorithm)
     return str(totp.provisioning_uri(name=account, issuer_name=issuer))
 
 

@@ -28,7 +28,7 @@ from domain.backup_codes import BACKUP_CODE, BackupCodeMixin, BackupCodeSet
 from domain.base import UserMfaEvent
 from domain.challenge import ChallengeMixin, MfaChallenge
 from domain.erasure import ErasureMixin
-from domain.errors import ConflictError, NotEnrolledError, NotFoundError
+from domain.errors import ConflictError, DomainError, NotEnrolledError, NotFoundError
 from domain.lockout import FactorLock
 from domain.oob import OobMixin
 from domain.oob_codes import EMAIL, OOB_METHODS, SMS
@@ -246,6 +246,16 @@ class UserMfa(
         )
         return method
 
+    def current_primary(self) -> tuple[str, str] | None:
+        """The primary (method, credential id) while that credential can be used: a disabled
+        TOTP device or SMS/email factor stays chosen, and is primary again once re-enabled."""
+        if self.primary_credential is None:
+            return None
+        try:
+            return self._method_of(self.primary_credential), self.primary_credential
+        except DomainError:
+            return None
+
     def _method_of(self, credential_id: str) -> str:
         device = self.totp_devices.get(credential_id)
         if device is not None:
@@ -270,12 +280,14 @@ class UserMfa(
         active = self.active_totp_devices()
         codes = self.backup_codes
         remaining = codes.remaining() if codes else 0
+        primary = self.current_primary()
+        primary_method = primary[0] if primary else None
         known = {
             TOTP: MethodSummary(
                 TOTP,
                 bool(active),
                 len(self.totp_devices),
-                self.primary_method == TOTP,
+                primary_method == TOTP,
                 {"active_devices": len(active)},
             ),
             BACKUP_CODE: MethodSummary(
@@ -289,7 +301,7 @@ class UserMfa(
                 WEBAUTHN,
                 bool(self.webauthn_credentials),
                 len(self.webauthn_credentials),
-                self.primary_method == WEBAUTHN,
+                primary_method == WEBAUTHN,
                 {
                     "phishing_resistant": True,
                     "passkeys": sum(c.backup_eligible for c in self.webauthn_credentials.values()),
@@ -300,19 +312,19 @@ class UserMfa(
             PUSH,
             bool(self.push_devices),
             len(self.push_devices),
-            self.primary_method == PUSH,
+            primary_method == PUSH,
             {"number_matching": True},
         )
-        known[SMS] = self._oob_summary(SMS)
-        known[EMAIL] = self._oob_summary(EMAIL)
+        known[SMS] = self._oob_summary(SMS, primary_method)
+        known[EMAIL] = self._oob_summary(EMAIL, primary_method)
         return [known.get(m) or MethodSummary(m, False, 0, False, {}) for m in KNOWN_METHODS]
 
-    def _oob_summary(self, method: str) -> MethodSummary:
+    def _oob_summary(self, method: str, primary_method: str | None) -> MethodSummary:
         return MethodSummary(
             method,
             self.is_enrolled(method),
             0 if self.oob_factor(method) is None else 1,
-            self.primary_method == method,
+            primary_method == method,
             self.oob_details(method),
         )
 

@@ -65,3 +65,23 @@ def test_locks_show_in_the_status(server: LiveServer) -> None:
         client.post("/mfa/totp/validate", json={"code": "000000"})
     status = client.get(f"/mfa/status/{user}").json()
     assert [lock["factor"] for lock in status["locks"]] == ["otp"]
+
+
+def test_a_disabled_primary_is_not_reported_until_it_is_enabled_again(server: LiveServer) -> None:
+    user = new_user()
+    client = server.client(user)
+    device_id, _ = enrol(client, server)
+    assert client.post(f"/mfa/credentials/{device_id}/primary").status_code == 200
+
+    def primary() -> tuple[bool, str | None, str | None]:
+        methods = client.get("/mfa/methods").json()
+        totp = next(m for m in methods["items"] if m["method"] == "totp")
+        status = client.get(f"/mfa/status/{user}").json()
+        assert methods["primary_method"] == status["primary_method"]
+        return totp["primary"], status["primary_method"], status["primary_credential_id"]
+
+    assert primary() == (True, "totp", device_id)
+    assert client.post(f"/mfa/totp/devices/{device_id}/disable").status_code == 200
+    assert primary() == (False, None, None)  # it cannot be used, so it is not offered
+    assert client.post(f"/mfa/totp/devices/{device_id}/enable").status_code == 200
+    assert primary() == (True, "totp", device_id)  # the user's choice was kept

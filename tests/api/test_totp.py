@@ -209,3 +209,23 @@ def test_malformed_codes_are_validation_errors_that_change_nothing(server: LiveS
     server.clock.advance(30)
     ok = client.post("/mfa/totp/validate", json={"code": code_at(secret, server.clock.now())})
     assert ok.status_code == 200
+
+
+def test_setup_for_a_long_non_ascii_user_id_fits_a_qr_code(server: LiveServer) -> None:
+    """256 CJK characters are over 2,300 once percent-encoded in the URI's label, more than any
+    QR code holds: setup answered 500 after saving the pending device. The label is now
+    shortened for display; the device is the user's as always."""
+    client = server.client("\u7528" * 256)
+    setup = client.post("/mfa/totp/setup", json={"name": "phone"})
+    assert setup.status_code == 201, setup.text
+    body = setup.json()
+    assert body["qr_svg"].startswith("<svg")
+    assert "%E2%80%A6" in body["otpauth_uri"]  # the ellipsis of the shortened account
+    verified = client.post(
+        "/mfa/totp/verify",
+        json={"device_id": body["device_id"], "code": code_at(body["secret"], server.clock.now())},
+    )
+    assert verified.status_code == 200, verified.text
+    assert [d["device_id"] for d in client.get("/mfa/totp/devices").json()["items"]] == [
+        body["device_id"]
+    ]

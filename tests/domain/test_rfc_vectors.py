@@ -179,3 +179,13 @@ def test_new_totp_secret_is_unpadded_base32_of_160_bits():
     assert len(secret) == 32
     assert "=" not in secret
     assert set(secret) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+
+def test_a_code_in_other_than_ascii_digits_matches_nothing():
+    """pyotp normalises (NFKC) what it compares, so fullwidth digits would pass for ASCII ones."""
+    code = totp_code(HOTP_DEVICE, NOW)
+    fullwidth = "".join(chr(0xFF10 + int(c)) for c in code)
+    arabic_indic = "".join(chr(0x0660 + int(c)) for c in code)
+    assert totp_timecode(HOTP_DEVICE, code, NOW) is not None
+    assert totp_timecode(HOTP_DEVICE, fullwidth, NOW) is None
+    assert totp_timecode(HOTP_DEVICE, arabic_indic, NOW) is None

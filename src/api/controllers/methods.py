@@ -34,7 +34,7 @@ def method_list(services: Services, user_id: str) -> MethodListResponse:
     """Every method with its state, from the aggregate (user-scoped decisions read it)."""
     mfa = load_user(services, user_id)
     items = method_summaries(mfa)
-    primary = mfa.primary_method if mfa else None
+    primary = mfa.current_primary() if mfa else None
     return MethodListResponse(
         items=[
             MethodResponse(
@@ -46,7 +46,7 @@ def method_list(services: Services, user_id: str) -> MethodListResponse:
             )
             for m in items
         ],
-        primary_method=primary,
+        primary_method=primary[0] if primary else None,
     )
 
 
@@ -54,6 +54,7 @@ def status_of(services: Services, user_id: str) -> StatusResponse:
     """A user's MFA status, from the aggregate."""
     listing = method_list(services, user_id)
     mfa = load_user(services, user_id)
+    primary = mfa.current_primary() if mfa else None
     now = services.clock.now()
     locks = []
     if mfa is not None:
@@ -67,8 +68,8 @@ def status_of(services: Services, user_id: str) -> StatusResponse:
         user_id=user_id,
         mfa_enabled=mfa.mfa_enabled() if mfa else False,
         methods=listing.items,
-        primary_method=mfa.primary_method if mfa else None,
-        primary_credential_id=mfa.primary_credential if mfa else None,
+        primary_method=listing.primary_method,
+        primary_credential_id=primary[1] if primary else None,
         locks=locks,
     )
 
