@@ -52,7 +52,6 @@ import psycopg
 import pyotp
 from common import ROOT, CpuSample, machine_description, percentile, rss_kib, table
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from eventsourcing.utils import get_topic
 from harness import (
     NatsTap,
     RawHttp,
@@ -68,7 +67,7 @@ from harness import (
 )
 from totp_validate import PERIOD, SAFETY_SECONDS, free_port, step_at
 
-from projections.public_events import PUBLIC_EVENTS
+from projections.public_events import PUBLIC_TOPICS
 
 sys.path.insert(0, str(ROOT))
 from tests.support.delivery import SmsProvider, SmtpServer, code_in
@@ -560,12 +559,11 @@ async def drive(args: argparse.Namespace, stack: Stack, load: Load) -> dict[str,
 
 def check_events(database_url: str, arrivals: dict[str, float], acked_top: int) -> dict[str, Any]:
     """Public events stored vs what reached NATS; positions of public events."""
-    public_topics = {get_topic(cls) for cls in PUBLIC_EVENTS}
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT originator_id, originator_version, notification_id, topic FROM mfa_events"
         ).fetchall()
-    public = {int(n): event_id(o, v) for o, v, n, t in rows if t in public_topics}
+    public = {int(n): event_id(o, v) for o, v, n, t in rows if t in PUBLIC_TOPICS}
     head = max((int(r[2]) for r in rows), default=0)
     not_seen = [p for p, i in public.items() if i not in arrivals]
     return {

@@ -320,7 +320,8 @@ def execute(
     """Load → decide → save, retried on a concurrent write; refusals' events are saved too.
 
     `decide` calls one domain method. A DomainError it raises is re-raised after the events
-    it recorded (failed attempts, lockouts) are saved. With `create=False` an unknown user
+    it recorded (failed attempts, lockouts) are saved; a user's first call that is refused
+    with nothing recorded saves nothing. With `create=False` an unknown user
     raises `missing()` and nothing is written. Other aggregates that `decide` appends to
     `extra` are saved in the same atomic append (the list is emptied before each attempt).
     """
@@ -329,6 +330,7 @@ def execute(
             extra.clear()
         now = services.clock.now()
         mfa = load_user(services, user_id)
+        started = mfa is None
         if mfa is None:
             if not create:
                 raise (missing or _not_enrolled)()
@@ -337,6 +339,8 @@ def execute(
         try:
             value = decide(mfa, now)
         except DomainError:
+            if started and len(mfa.pending_events) == 1:
+                raise  # a refused first call leaves no trace: not even the user's `Created`
             pending = mfa.pending_events or any(o.pending_events for o in others)
             if pending and not _save(services, user_id, mfa, *others):
                 _backoff(attempt)

@@ -26,7 +26,7 @@ from domain.user_mfa import UserMfa
 from infra.lease import Lease
 from infra.sql import Database, DatabaseUnavailableError, compact_log
 from projections.base import TRACKING_DDL
-from projections.public_events import PUBLIC_EVENTS, encode, to_public
+from projections.public_events import encode, is_published, to_public
 from projections.runner import MIN_BATCH_INTERVAL
 from projections.tracking import lock_position, set_position
 
@@ -198,7 +198,7 @@ class NatsRelay:
             for notification in notifications:
                 event = self.app.mapper.to_domain_event(notification)
                 ack = None
-                if type(event) in PUBLIC_EVENTS:
+                if is_published(event):
                     message = to_public(event, self._subject_of(event, subjects))
                     headers = {"Nats-Msg-Id": message.id}
                     if previous is not None:

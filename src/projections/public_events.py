@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from eventsourcing.utils import get_topic
 
 from commands.store import RedactedEvent
 from domain.push_challenge import PushChallenge
@@ -176,6 +177,24 @@ PUBLIC_EVENTS: dict[type[Any], tuple[str, int, Callable[[Any], dict[str, Any]]]]
     UserMfa.UserErased: ("mfa.user.erased", 1, lambda e: {}),
     RedactedEvent: ("mfa.event.redacted", 1, lambda e: {}),
 }
+
+
+# The stored topics of the public types (a redacted event keeps its original one).
+PUBLIC_TOPICS = frozenset(get_topic(cls) for cls in PUBLIC_EVENTS if cls is not RedactedEvent)
+
+
+def is_published(event: Any) -> bool:
+    """Whether the relay publishes `event`: one of a public type, or the redacted stand-in
+    for one.
+
+    An event whose type is not public stays unpublished once redacted. Otherwise publishing
+    a range of the log again after an erasure would bring new messages between the
+    duplicates of the first time, and JetStream refuses a new message whose
+    `Nats-Expected-Last-Msg-Id` names a duplicate that is not the last one it stored.
+    """
+    if type(event) is RedactedEvent:
+        return event.redacted_topic in PUBLIC_TOPICS
+    return type(event) in PUBLIC_EVENTS
 
 
 def to_public(event: Any, subject: str) -> CloudEvent:

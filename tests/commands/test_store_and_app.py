@@ -292,6 +292,32 @@ def test_execute_with_create_starts_the_aggregate_of_a_new_user(store: Store):
     assert stored_types(store, "newcomer") == [UserMfa.Created]
 
 
+def test_a_new_users_refused_first_call_writes_nothing_not_even_created(store: Store):
+    """A new user's first call refused before anything happened (a throttled SMS enrolment,
+    say) stored the user's `Created` (published as `mfa.user.created`) with no state."""
+
+    def refuse(mfa: UserMfa, now: datetime) -> None:
+        raise NotEnrolledError("refused")
+
+    with pytest.raises(NotEnrolledError):
+        execute(store.services, "newcomer", refuse)
+
+    assert store.rows() == []
+    assert load_user(store.services, "newcomer") is None
+
+
+def test_a_new_users_refused_first_call_keeps_what_it_recorded(store: Store):
+    """...but a refusal that recorded something (a failure that counts) is saved with it."""
+
+    def fail(mfa: UserMfa, now: datetime) -> None:
+        raise mfa.reject_webauthn_assertion(None, "malformed_response", now)
+
+    with pytest.raises(InvalidCodeError):
+        execute(store.services, "newcomer", fail)
+
+    assert stored_types(store, "newcomer") == [UserMfa.Created, UserMfa.VerificationFailed]
+
+
 # ---------------------------------------------------------------- what the store holds
 
 

@@ -9,6 +9,7 @@ must leave the stream with every event once, in log order.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,12 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from api.app import build_runtime
 from api.deps import Runtime
-from commands import backup_codes, totp
+from commands import backup_codes, erase, step_up, totp
 from infra.sql import DatabaseUnavailableError
 from projections import nats_relay
 from projections.nats_relay import NatsRelay
-from projections.public_events import PUBLIC_EVENTS, event_id
+from projections.public_events import event_id, is_published
+from projections.tracking import set_position
 from tests.conftest import MutableClock, close_runtime, make_settings, new_user
 from tests.integration.nats_support import PrivateNats, stream_messages
 
@@ -88,7 +90,7 @@ def test_a_batch_failing_midway_stores_the_acked_prefix_and_the_rerun_fills_it_o
         public = [
             (n, app.mapper.to_domain_event(n))
             for n in notifications
-            if type(app.mapper.to_domain_event(n)) in PUBLIC_EVENTS
+            if is_published(app.mapper.to_domain_event(n))
         ]
         assert nats_relay.BATCH_SIZE >= len(notifications) > FAIL_AT  # all in the first batch
         failing = notifications.index(public[FAIL_AT - 1][0])
@@ -142,9 +144,7 @@ def test_a_position_write_failing_after_every_ack_re_sends_the_batch_once_as_dup
         app = runtime.services.app
         notifications = app.recorder.select_notifications(start=1, limit=10_000)
         head = notifications[-1].id
-        public = [
-            e for n in notifications if type(e := app.mapper.to_domain_event(n)) in PUBLIC_EVENTS
-        ]
+        public = [e for n in notifications if is_published(e := app.mapper.to_domain_event(n))]
         expected = [event_id(e.originator_id, e.originator_version) for e in public]
         assert len(notifications) <= nats_relay.BATCH_SIZE  # all in one batch
 
@@ -212,11 +212,7 @@ def test_a_message_jetstream_refuses_holds_back_the_rest_of_its_batch(
         _log(runtime, users=1)  # created, registered, registered (refused), revoked, ...
         app = runtime.services.app
         notifications = app.recorder.select_notifications(start=1, limit=10_000)
-        public = [
-            (n, e)
-            for n in notifications
-            if type(e := app.mapper.to_domain_event(n)) in PUBLIC_EVENTS
-        ]
+        public = [(n, e) for n in notifications if is_published(e := app.mapper.to_domain_event(n))]
         expected = [event_id(e.originator_id, e.originator_version) for _, e in public]
         refused = notifications.index(public[2][0])
         _limit_per_subject(private_nats.url, limited=True)
@@ -237,6 +233,62 @@ def test_a_message_jetstream_refuses_holds_back_the_rest_of_its_batch(
             assert time.monotonic() < deadline, "the relay did not catch up"
             time.sleep(0.05)
         assert [m["msg_id"] for m in stream_messages(private_nats.url)] == expected
+    finally:
+        if relay is not None:
+            relay.stop()
+        close_runtime(runtime)
+
+
+def _catch_up(relay: NatsRelay, head: int) -> None:
+    deadline = time.monotonic() + 30
+    while relay.position() < head:
+        assert time.monotonic() < deadline, f"the relay is at {relay.position()} of {head}"
+        time.sleep(0.05)
+
+
+def test_publishing_again_across_an_erasure_adds_only_the_erasure_after_the_duplicates(
+    tmp_path: Path,
+    database_url: str,
+    private_nats: PrivateNats,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After an erasure the user's stored events read as redacted. Published again from an
+    earlier position (the relay crashed before storing it, or an operator reset it), those of
+    public types are duplicates of the first time, and those of other types stay unpublished:
+    the stream gains only the erasure, after everything, in one session. (Redacted stand-ins
+    for the unpublished ones were new messages between duplicates: JetStream refused each,
+    after an ack timeout, and stored the erasure before them.)"""
+    runtime = build_runtime(
+        make_settings(tmp_path, database_url), clock=MutableClock(), run_projections=False
+    )
+    relay: NatsRelay | None = None
+    try:
+        services = runtime.services
+        app = services.app
+        user = new_user()
+        backup_codes.generate_backup_codes(services, user)
+        for _ in range(3):  # `ChallengeIssued`, a type that is not published
+            step_up.create_challenge(services, user, "backup_code")
+        _log(runtime, users=1)  # someone else's events after the user's
+        relay = NatsRelay(app, runtime.db, private_nats.url, poll_interval=0.01)
+        relay.start()
+        _catch_up(relay, app.max_position())
+        relay.stop()
+        before = [m["msg_id"] for m in stream_messages(private_nats.url)]
+
+        erase.erase_user(services, user)
+        with runtime.db.transaction() as cur:
+            set_position(cur, nats_relay.TRACKING_NAME, 0)
+        caplog.clear()
+        relay = NatsRelay(app, runtime.db, private_nats.url, poll_interval=0.01)
+        relay.start()
+        _catch_up(relay, app.max_position())
+        relay.stop()
+
+        stream = stream_messages(private_nats.url)
+        assert [m["msg_id"] for m in stream[: len(before)]] == before
+        assert [m["event"]["type"] for m in stream[len(before) :]] == ["mfa.user.erased"]
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     finally:
         if relay is not None:
             relay.stop()
