@@ -7,6 +7,8 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +17,7 @@ import jwt
 import msgspec
 
 from api.settings import Settings
+from domain.ids import has_unsafe_characters
 
 
 @click.group()
@@ -22,9 +25,34 @@ def main() -> None:
     """MFA service."""
 
 
+@contextmanager
+def _starting() -> Iterator[None]:
+    """A bad configuration or an unreachable database ends the command with one line that
+    names the cause (exit 1), not a traceback."""
+    import sqlite3
+
+    import psycopg
+
+    from commands.adapters.vault import MasterKeyMismatchError
+
+    try:
+        yield
+    except (ValueError, MasterKeyMismatchError) as exc:  # ConfigError and the adapters' checks
+        raise click.ClickException(str(exc)) from None
+    except (psycopg.Error, sqlite3.Error, OSError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        message = f"cannot open the database or data folder: {first_line}"
+        raise click.ClickException(message) from None
+
+
+def _settings() -> Settings:
+    with _starting():
+        return Settings.from_env()
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--workers",
     default=1,
@@ -37,9 +65,9 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run the HTTP API (with the projections in-process unless MFA_PROJECTIONS=worker)."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import build_runtime, close_runtime, create_app
 
-    settings = Settings.from_env()  # also refuses a bad configuration before forking
+    settings = _settings()
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -47,10 +75,16 @@ def serve(host: str, port: int, workers: int) -> None:
         "access_log": False,
     }
     if workers == 1:
-        uvicorn.run(create_app(settings), **options)
+        with _starting():
+            app = create_app(settings)
+        uvicorn.run(app, **options)
         return
     if not settings.uses_postgres:
         raise click.BadParameter("several workers need MFA_DATABASE_URL=postgresql://...")
+    # What would make every server process fail at start is found here, once, before forking
+    # (uvicorn would start a failed process again and again).
+    with _starting():
+        close_runtime(build_runtime(settings, run_projections=False))
     # Each process builds its own app; leases keep the projections and the relay in one.
     uvicorn.run("api.app:create_app", factory=True, workers=workers, **options)
 
@@ -60,11 +94,12 @@ def worker() -> None:
     """Run the projections (and, once configured, the NATS relay) until stopped."""
     from api.app import build_runtime
 
-    settings = Settings.from_env()
+    settings = _settings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    runtime = build_runtime(settings, run_projections=True)
+    with _starting():
+        runtime = build_runtime(settings, run_projections=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -78,10 +113,23 @@ def worker() -> None:
 @main.command()
 @click.option("--sub", required=True, help="the user id (token subject)")
 @click.option("--scope", default="", help='space-separated scopes, e.g. "mfa:admin"')
-@click.option("--ttl", default=3600, show_default=True, type=int, help="lifetime in seconds")
+@click.option(
+    "--ttl",
+    default=3600,
+    show_default=True,
+    type=click.IntRange(1, 366 * 86400),
+    help="lifetime in seconds",
+)
 def token(sub: str, scope: str, ttl: int) -> None:
     """Print a development JWT signed with MFA_JWT_SECRET."""
-    settings = Settings.from_env()
+    if not sub or len(sub) > 256 or has_unsafe_characters(sub):
+        raise click.BadParameter("1 to 256 characters, no control characters", param_hint="--sub")
+    settings = _settings()
+    if settings.jwt_public_key:
+        raise click.ClickException(
+            "the service takes RS256/ES256 tokens (MFA_JWT_PUBLIC_KEY): get them from the "
+            "identity provider; mfa token signs only with MFA_JWT_SECRET"
+        )
     if not settings.jwt_secret:
         raise click.ClickException("mfa token signs with MFA_JWT_SECRET, which is not set")
     now = int(time.time())
@@ -100,7 +148,9 @@ def _offline_runtime() -> Any:
     from api.app import build_runtime
 
     logging.basicConfig(level="WARNING")
-    return build_runtime(Settings.from_env(), run_projections=False)
+    settings = _settings()
+    with _starting():
+        return build_runtime(settings, run_projections=False)
 
 
 def _echo_json(value: object) -> None:

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import uvicorn
 
-from api.app import build_runtime, create_app
+from api.app import build_runtime, close_runtime, create_app
 from api.deps import Runtime
 from api.settings import Settings
 
@@ -127,6 +127,7 @@ class LiveServer:
         # The server is handed the socket bound here, so no other process can take the port
         # between choosing it and listening on it.
         sock = bind_port(port or free_port())
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"  # (uvloop takes the socket over)
         config = uvicorn.Config(
             create_app(runtime=self.runtime), host="127.0.0.1", port=0, log_level="warning"
         )
@@ -139,7 +140,7 @@ class LiveServer:
                 sock.close()
                 raise RuntimeError("server did not start")
             time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.url = url
         return self
 
     def stop(self) -> None:
@@ -197,12 +198,6 @@ def bind_port(port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def close_runtime(runtime: Runtime) -> None:
-    runtime.stop()
-    runtime.services.app.close()
-    runtime.db.close()
 
 
 @pytest.fixture

@@ -148,6 +148,13 @@ def build_runtime(
     )
 
 
+def close_runtime(runtime: Runtime) -> None:
+    """Stop the background work and close the stores."""
+    runtime.stop()
+    runtime.services.app.close()
+    runtime.db.close()
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
     """The Litestar application. Projections start with it when they run in-process."""
     settings = settings or (runtime.settings if runtime else Settings.from_env())
@@ -227,6 +234,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         # answer is about one user's state: no cache or proxy may keep any of it.
         cache_control=CacheControlHeader(no_store=True),
         debug=False,
+        # The root logger is set up above from MFA_LOG_LEVEL; Litestar's default configuration
+        # would set it to INFO again. Unhandled errors are logged by `internal_error_handler`.
+        logging_config=None,
     )
     app.state.runtime = rt
     app.state.verifier = TokenVerifier(settings)

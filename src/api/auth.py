@@ -10,7 +10,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from api.settings import Settings
+from api.settings import Settings, load_jwt_public_key
 from domain.ids import has_unsafe_characters
 
 ADMIN_SCOPE = "mfa:admin"
@@ -44,8 +44,7 @@ class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self._key: Any
         if settings.jwt_public_key:
-            self._key = settings.jwt_public_key
-            self._algorithms = ["RS256", "ES256"]
+            self._key, self._algorithms = load_jwt_public_key(settings.jwt_public_key)
         elif settings.jwt_secret:
             self._key = settings.jwt_secret
             self._algorithms = ["HS256"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import os
@@ -11,6 +12,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 log = logging.getLogger("mfa.settings")
 
@@ -38,8 +44,75 @@ ENVIRONMENT: dict[str, str] = {
     "MFA_PUSH_ALLOW_PRIVATE": "allow plain-HTTP and private-network push endpoints (tests, labs)",
     "MFA_PROJECTIONS": "`inprocess` (default) or `worker` (projections run in `mfa worker`)",
     "MFA_DB_POOL_SIZE": "PostgreSQL connections per process for the event store (default 10)",
+    "MFA_HANDLER_THREADS": "threads running request handlers per process (default pool size + 2)",
+    "MFA_WORKERS": "server processes of `mfa serve` (PostgreSQL only; default 1)",
     "MFA_LOG_LEVEL": "log level (default INFO)",
 }
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+class ConfigError(ValueError):
+    """A configuration variable holds a value the service cannot use; the message names it."""
+
+
+def _text(env: Mapping[str, str], name: str) -> str:
+    return (env.get(name) or "").strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = _text(env, name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of `choices`, in any case; `default` when unset."""
+    text = _text(env, name)
+    if not text:
+        return default
+    for choice in choices:
+        if text.lower() == choice.lower():
+            return choice
+    raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {text!r}")
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    text = _text(env, name).lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{name} must be 1, true, yes or on (or 0, false, no, off), not {text!r}")
+
+
+def _master_key(text: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError("MFA_MASTER_KEY must be base64 of exactly 32 bytes")
+    return key
+
+
+def load_jwt_public_key(pem: str) -> tuple[Any, list[str]]:
+    """The public key of `MFA_JWT_PUBLIC_KEY` and the one algorithm it verifies (RS256 for an
+    RSA key, ES256 for a P-256 one); ConfigError for anything else."""
+    try:
+        key = serialization.load_pem_public_key(pem.strip().encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ConfigError("MFA_JWT_PUBLIC_KEY must be a PEM public key") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return key, ["RS256"]
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key, ["ES256"]
+    raise ConfigError("MFA_JWT_PUBLIC_KEY must be an RSA or a P-256 (ES256) public key")
 
 
 def _generated_secrets(data_dir: Path) -> dict[str, str]:
@@ -104,7 +177,7 @@ class Settings:
         data_dir = Path(env.get("MFA_DATA_DIR") or "./var").resolve()
         database_url = env.get("MFA_DATABASE_URL") or f"sqlite:///{data_dir / 'mfa.sqlite'}"
         if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError("MFA_DATABASE_URL must start with sqlite:/// or postgresql://")
+            raise ConfigError("MFA_DATABASE_URL must start with sqlite:/// or postgresql://")
         # Demo sessions (`/demo/session`) sign tokens with the JWT secret: only a generated one
         # may serve, never an operator's (which the identity provider or others may share).
         development = not (env.get("MFA_JWT_SECRET") or env.get("MFA_JWT_PUBLIC_KEY"))
@@ -119,9 +192,10 @@ class Settings:
                 env.setdefault(name, generated[name])
                 if not env[name]:
                     env[name] = generated[name]
-        master_key = base64.b64decode(env["MFA_MASTER_KEY"], validate=True)
-        if len(master_key) != 32:
-            raise ValueError("MFA_MASTER_KEY must be base64 of exactly 32 bytes")
+        master_key = _master_key(env["MFA_MASTER_KEY"])
+        public_key = env.get("MFA_JWT_PUBLIC_KEY") or None
+        if public_key is not None:
+            load_jwt_public_key(public_key)  # refused now, not on every request
         origins = tuple(
             o.strip() for o in (env.get("MFA_WEBAUTHN_ORIGINS") or "").split(",") if o.strip()
         )
@@ -131,7 +205,7 @@ class Settings:
             jwt_secret=env.get("MFA_JWT_SECRET") or None,
             master_key=master_key,
             nats_url=env.get("MFA_NATS_URL") or None,
-            jwt_public_key=env.get("MFA_JWT_PUBLIC_KEY") or None,
+            jwt_public_key=public_key,
             jwt_issuer=env.get("MFA_JWT_ISSUER") or None,
             jwt_audience=env.get("MFA_JWT_AUDIENCE") or None,
             webauthn_rp_id=env.get("MFA_WEBAUTHN_RP_ID") or "localhost",
@@ -142,13 +216,15 @@ class Settings:
             email_from=env.get("MFA_EMAIL_FROM") or "mfa@localhost",
             sms_webhook_url=env.get("MFA_SMS_WEBHOOK_URL") or None,
             push_webhook_url=env.get("MFA_PUSH_WEBHOOK_URL") or None,
-            projections_in_process=(env.get("MFA_PROJECTIONS") or "inprocess") != "worker",
-            step_up_ttl_seconds=int(env.get("MFA_STEP_UP_TTL_SECONDS") or "300"),
-            push_allow_private=(env.get("MFA_PUSH_ALLOW_PRIVATE") or "").lower()
-            in ("1", "true", "yes"),
-            trusted_device_days=int(env.get("MFA_TRUSTED_DEVICE_DAYS") or "30"),
-            db_pool_size=int(env.get("MFA_DB_POOL_SIZE") or "10"),
-            handler_threads=int(env.get("MFA_HANDLER_THREADS") or "0"),
-            log_level=env.get("MFA_LOG_LEVEL") or "INFO",
+            projections_in_process=_choice(
+                env, "MFA_PROJECTIONS", ("inprocess", "worker"), "inprocess"
+            )
+            == "inprocess",
+            step_up_ttl_seconds=_int(env, "MFA_STEP_UP_TTL_SECONDS", 300, 1, 3600),
+            push_allow_private=_flag(env, "MFA_PUSH_ALLOW_PRIVATE"),
+            trusted_device_days=_int(env, "MFA_TRUSTED_DEVICE_DAYS", 30, 1, 90),
+            db_pool_size=_int(env, "MFA_DB_POOL_SIZE", 10, 1, 200),
+            handler_threads=_int(env, "MFA_HANDLER_THREADS", 0, 0, 512),
+            log_level=_choice(env, "MFA_LOG_LEVEL", LOG_LEVELS, "INFO"),
             development_secrets=development,
         )

@@ -94,3 +94,20 @@ def test_several_workers_on_sqlite_are_refused_before_starting(tmp_path: Path) -
     )
     assert done.returncode == 2
     assert "several workers need MFA_DATABASE_URL=postgresql://" in done.stderr
+
+
+def test_a_configuration_every_worker_would_fail_on_is_refused_once_before_forking(
+    tmp_path: Path, pg_env: dict[str, str]
+) -> None:
+    """uvicorn starts a failed server process again and again: the parent builds the runtime
+    once first, so a bad setting ends `mfa serve` with one line instead of a crash loop."""
+    done = subprocess.run(
+        [str(MFA), "serve", "--port", "0"],
+        env={**os.environ, **pg_env, "MFA_SMTP_URL": "ftp://mail.example"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("Error: MFA_SMTP_URL")

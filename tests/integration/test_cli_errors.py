@@ -1,0 +1,117 @@
+"""The `mfa` command on a bad configuration or an unreachable database: one line naming the
+cause and exit 1, never a traceback; and MFA_LOG_LEVEL holds for `mfa serve`."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from api.app import build_runtime, close_runtime
+from commands.backup_codes import generate_backup_codes
+from tests.conftest import make_settings
+from tests.integration.test_faults import Service
+
+MFA = Path(sys.executable).parent / "mfa"
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": "",
+        "MFA_JWT_SECRET": "cli-secret-" + "c" * 40,
+        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    return subprocess.run(
+        [str(MFA), *args],
+        env={**os.environ, **base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+CASES = {
+    "database url": ({"MFA_DATABASE_URL": "mysql://x/y"}, "MFA_DATABASE_URL"),
+    "master key": ({"MFA_MASTER_KEY": "not-base64!!"}, "MFA_MASTER_KEY"),
+    "number": ({"MFA_STEP_UP_TTL_SECONDS": "abc"}, "MFA_STEP_UP_TTL_SECONDS"),
+    "range": ({"MFA_HANDLER_THREADS": "-3"}, "MFA_HANDLER_THREADS"),
+    "log level": ({"MFA_LOG_LEVEL": "verbose"}, "MFA_LOG_LEVEL"),
+    "smtp url": ({"MFA_SMTP_URL": "ftp://x"}, "MFA_SMTP_URL"),
+    "public key": ({"MFA_JWT_SECRET": "", "MFA_JWT_PUBLIC_KEY": "garbage"}, "MFA_JWT_PUBLIC_KEY"),
+    "no database": (
+        {"MFA_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/mfa"},
+        "cannot open the database",
+    ),
+}
+
+
+@pytest.mark.parametrize(("env", "named"), CASES.values(), ids=CASES)
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"], ["audit", "export"]])
+def test_a_bad_configuration_is_one_line_naming_it_and_exit_1(
+    tmp_path: Path, command: list[str], env: dict[str, str], named: str
+) -> None:
+    done = run(tmp_path, *command, **env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert named in error, done.stderr
+
+
+def test_a_master_key_that_unwraps_nothing_is_one_line(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'var' / 'mfa.sqlite'}")
+    runtime = build_runtime(settings, run_projections=False)
+    generate_backup_codes(runtime.services, "someone")  # a data key wrapped by one master key
+    close_runtime(runtime)
+    done = run(tmp_path, "audit", "export")  # ... read with another (run() makes a new one)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "MFA_MASTER_KEY" in done.stderr
+
+
+def test_mfa_token_refuses_what_the_service_would_refuse(tmp_path: Path) -> None:
+    for args in (["--sub", ""], ["--sub", "a\tb"], ["--sub", "x", "--ttl", "0"]):
+        done = run(tmp_path, "token", *args)
+        assert done.returncode == 2, (args, done.stderr)
+    public_key_only = run(
+        tmp_path, "token", "--sub", "x", MFA_JWT_SECRET="", MFA_JWT_PUBLIC_KEY=_pem()
+    )
+    assert public_key_only.returncode == 1
+    assert "MFA_JWT_PUBLIC_KEY" in public_key_only.stderr
+
+
+def _pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def test_mfa_log_level_holds_for_the_server(tmp_path: Path) -> None:
+    """Litestar's default logging set the root logger to INFO again after the service had
+    set it from MFA_LOG_LEVEL."""
+    env = {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": "",
+        "MFA_JWT_SECRET": "fault-test-secret-" + "f" * 32,
+        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "MFA_LOG_LEVEL": "warning",
+    }
+    log = tmp_path / "serve.log"
+    service = Service(env, log).start()
+    try:
+        with service.client("someone") as client:
+            assert client.post("/mfa/backup-codes/generate").status_code == 201
+    finally:
+        service.stop()
+    lines = log.read_text().splitlines()
+    assert any("WARNING" in line for line in lines), lines  # the log works...
+    assert not [line for line in lines if " INFO " in line]  # ... and INFO stays out
