@@ -18,6 +18,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from domain.ids import has_unsafe_characters
+
 log = logging.getLogger("mfa.settings")
 
 # Every environment variable the service reads, with what it means. compose.yaml and the docs
@@ -71,6 +73,14 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
     return value
+
+
+def _label(env: Mapping[str, str], name: str, default: str) -> str:
+    """A name shown to users (in authenticator apps, in QR codes): 1 to 64 characters."""
+    text = _text(env, name) or default
+    if len(text) > 64 or has_unsafe_characters(text):
+        raise ConfigError(f"{name} must be at most 64 characters, without control characters")
+    return text
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
@@ -209,9 +219,9 @@ class Settings:
             jwt_issuer=env.get("MFA_JWT_ISSUER") or None,
             jwt_audience=env.get("MFA_JWT_AUDIENCE") or None,
             webauthn_rp_id=env.get("MFA_WEBAUTHN_RP_ID") or "localhost",
-            webauthn_rp_name=env.get("MFA_WEBAUTHN_RP_NAME") or "MFA service",
+            webauthn_rp_name=_label(env, "MFA_WEBAUTHN_RP_NAME", "MFA service"),
             webauthn_origins=origins or ("http://localhost:8000",),
-            totp_issuer=env.get("MFA_TOTP_ISSUER") or "MFA service",
+            totp_issuer=_label(env, "MFA_TOTP_ISSUER", "MFA service"),
             smtp_url=env.get("MFA_SMTP_URL") or None,
             email_from=env.get("MFA_EMAIL_FROM") or "mfa@localhost",
             sms_webhook_url=env.get("MFA_SMS_WEBHOOK_URL") or None,

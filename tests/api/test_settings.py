@@ -75,6 +75,8 @@ def test_values_are_read_in_any_case_and_with_surrounding_blanks(tmp_path: Path)
         ("MFA_LOG_LEVEL", "verbose"),
         ("MFA_PROJECTIONS", "workers"),
         ("MFA_PUSH_ALLOW_PRIVATE", "maybe"),
+        ("MFA_TOTP_ISSUER", "x" * 65),  # it goes into every QR code
+        ("MFA_WEBAUTHN_RP_NAME", "line\nbreak"),
         ("MFA_JWT_PUBLIC_KEY", "garbage"),
         ("MFA_JWT_PUBLIC_KEY", pem(ed25519.Ed25519PrivateKey.generate())),
         ("MFA_JWT_PUBLIC_KEY", pem(ec.generate_private_key(ec.SECP384R1()))),
