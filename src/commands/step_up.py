@@ -13,7 +13,6 @@ from commands.app import Outcome, Services, execute, load_user
 from commands.push import deliver, load_challenge, open_push_challenge
 from commands.verifiers import (
     RelyingParty,
-    VerifiedAssertion,
     WebAuthnVerificationError,
     authentication_options,
     b64url,
@@ -34,6 +33,7 @@ from domain.oob_codes import OOB_METHODS
 from domain.push import PUSH
 from domain.push_challenge import APPROVED, EXPIRED, PENDING
 from domain.user_mfa import BACKUP_CODE, TOTP, WEBAUTHN, UserMfa
+from domain.webauthn import VerifiedAssertion
 
 STEP_UP_ISSUER = "urn:mfa:service"
 
@@ -152,13 +152,7 @@ def _prove(
         if credential is None:
             raise MissingProofError("credential: a WebAuthn challenge needs `credential`")
         verified = _verify_webauthn(services, mfa, challenge, credential, now)
-        stored = mfa.accept_webauthn_assertion(
-            verified.credential_id,
-            verified.sign_count,
-            verified.user_verified,
-            verified.backed_up,
-            now,
-        )
+        stored = mfa.accept_webauthn_assertion(verified, now)
         return stored.credential_id, assurance(
             WEBAUTHN, user_verified=verified.user_verified, synced=stored.backup_eligible
         )

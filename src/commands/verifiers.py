@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 
 import pyotp
+from cryptography.exceptions import InternalError as CryptographyInternalError
+from cryptography.exceptions import UnsupportedAlgorithm
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -33,6 +35,7 @@ from domain.totp import TotpDevice
 from domain.webauthn import (
     MAX_CREDENTIAL_ID_BYTES,
     MAX_CREDENTIAL_ID_CHARS,
+    VerifiedAssertion,
     VerifiedRegistration,
     WebAuthnCredential,
 )
@@ -104,16 +107,6 @@ class RelyingParty:
     origins: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class VerifiedAssertion:
-    """What a valid assertion told us."""
-
-    credential_id: str
-    sign_count: int
-    user_verified: bool
-    backed_up: bool
-
-
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
@@ -122,7 +115,20 @@ def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-_VERIFY_ERRORS = (WebAuthnException, ValueError, KeyError, TypeError, AttributeError, IndexError)
+# What py_webauthn (and cryptography under it) raise on a malformed response: an attestation
+# certificate with a key cryptography does not know raises UnsupportedAlgorithm, not a
+# ValueError.
+_VERIFY_ERRORS = (
+    WebAuthnException,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    UnsupportedAlgorithm,
+    CryptographyInternalError,
+)
 
 
 def registration_options(
@@ -168,16 +174,21 @@ def verify_registration(
     transports = response.get("transports") if isinstance(response, dict) else None
     if not isinstance(transports, list):
         transports = []
+    # Outside the signature and stored: only the values WebAuthn defines, each once.
+    known = [t for t in transports if isinstance(t, str) and t in _TRANSPORTS]
     return VerifiedRegistration(
         credential_id=b64url(verified.credential_id),
         public_key=b64url(verified.credential_public_key),
         sign_count=verified.sign_count,
-        transports=[str(t) for t in transports if isinstance(t, str)][:8],
+        transports=list(dict.fromkeys(known)),
         aaguid=str(verified.aaguid),
         backup_eligible=verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE,
         backed_up=verified.credential_backed_up,
         user_verified=verified.user_verified,
     )
+
+
+_TRANSPORTS = frozenset(AuthenticatorTransport._value2member_map_)
 
 
 def authentication_options(
@@ -191,11 +202,7 @@ def authentication_options(
         allow_credentials=[
             PublicKeyCredentialDescriptor(
                 id=unb64url(c.credential_id),
-                transports=[
-                    AuthenticatorTransport(t)
-                    for t in c.transports
-                    if t in AuthenticatorTransport._value2member_map_
-                ],
+                transports=[AuthenticatorTransport(t) for t in c.transports if t in _TRANSPORTS],
             )
             for c in credentials
         ],
@@ -241,6 +248,7 @@ def verify_assertion(
         sign_count=verified.new_sign_count,
         user_verified=verified.user_verified,
         backed_up=verified.credential_backed_up,
+        backup_eligible=verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE,
     )
 
 

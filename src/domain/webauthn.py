@@ -74,6 +74,17 @@ class VerifiedRegistration:
     user_verified: bool = False
 
 
+@dataclass(frozen=True)
+class VerifiedAssertion:
+    """What the verifier extracted from a valid assertion (its signature checked)."""
+
+    credential_id: str
+    sign_count: int
+    user_verified: bool = False
+    backed_up: bool = False
+    backup_eligible: bool = False
+
+
 class WebAuthnRegistrationStarted(UserMfaEvent):
     TOPIC = "mfa.webauthn.registration_started.v1"
     registration_id: str
@@ -307,26 +318,29 @@ class WebAuthnMixin(UserMfaState):
         self.trigger_event(WebAuthnCredentialDeleted, credential_id=credential_id, timestamp=at)
 
     def accept_webauthn_assertion(
-        self,
-        credential_id: str,
-        sign_count: int,
-        user_verified: bool,
-        backed_up: bool,
-        at: datetime,
+        self, verified: VerifiedAssertion, at: datetime
     ) -> WebAuthnCredential:
-        """A cryptographically valid assertion passes unless its sign count went backwards.
+        """A cryptographically valid assertion passes unless its sign count went backwards or
+        its backup eligibility changed.
 
         When either count is non-zero the new one must be greater: otherwise the
         authenticator may have been cloned, which is recorded and refused, now and later.
+        Backup eligibility is fixed when a credential is created (WebAuthn L3 §6.1.3): an
+        assertion that says otherwise is refused, so the stored backup state (which decides
+        the `amr` key type) stays possible.
         """
         self._ensure_unlocked(WEBAUTHN, at)
+        credential_id = verified.credential_id
         credential = self.webauthn_credentials.get(credential_id)
         if credential is None:
             raise self._fail(WEBAUTHN, "unknown_credential", at, credential_id)
         if credential.clone_suspected:
             # A possibly cloned authenticator stays refused until the user registers anew.
             raise self._fail(WEBAUTHN, "clone_suspected", at, credential_id)
+        if verified.backup_eligible != credential.backup_eligible:
+            raise self._fail(WEBAUTHN, "backup_eligibility_changed", at, credential_id)
         stored = credential.sign_count
+        sign_count = verified.sign_count
         if (sign_count > 0 or stored > 0) and sign_count <= stored:
             self.trigger_event(
                 WebAuthnCloneSuspected,
@@ -340,8 +354,8 @@ class WebAuthnMixin(UserMfaState):
             WebAuthnAssertionAccepted,
             credential_id=credential_id,
             sign_count=sign_count,
-            user_verified=user_verified,
-            backed_up=backed_up,
+            user_verified=verified.user_verified,
+            backed_up=verified.backed_up,
             reset_lock=self._succeed(WEBAUTHN),
             timestamp=at,
         )

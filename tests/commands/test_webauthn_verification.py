@@ -12,7 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
+import cbor2
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from commands import step_up as step_up_commands
 from commands import webauthn as webauthn_commands
@@ -31,7 +36,7 @@ from commands.verifiers import (
 )
 from domain.errors import InvalidCodeError
 from domain.user_mfa import UserMfa
-from domain.webauthn import VerifiedRegistration, WebAuthnCredential
+from domain.webauthn import VerifiedAssertion, VerifiedRegistration, WebAuthnCredential
 from tests.commands.conftest import Store
 from tests.support.soft_authenticator import SoftAuthenticator, unb64url
 
@@ -72,13 +77,7 @@ class Enrolled:
         """Verify an assertion and let the domain accept it."""
         challenge, response = self.assertion(**kwargs)
         verified = verify_assertion(RP, response, challenge, self.credential)
-        return self.mfa.accept_webauthn_assertion(
-            verified.credential_id,
-            verified.sign_count,
-            verified.user_verified,
-            verified.backed_up,
-            at,
-        )
+        return self.mfa.accept_webauthn_assertion(verified, at)
 
 
 def enrolled(user_id: str = "alice", **register_kwargs: Any) -> Enrolled:
@@ -162,9 +161,7 @@ def test_a_valid_registration_and_assertion_pass() -> None:
     assert verified.user_verified is True
     assert verified.backed_up is False
 
-    accepted = user.mfa.accept_webauthn_assertion(
-        verified.credential_id, verified.sign_count, True, False, T0 + timedelta(seconds=5)
-    )
+    accepted = user.mfa.accept_webauthn_assertion(verified, T0 + timedelta(seconds=5))
     assert accepted.sign_count == 1
     assert accepted.last_used_at == T0 + timedelta(seconds=5)
     assert accepted.clone_suspected is False
@@ -336,7 +333,7 @@ def test_an_assertion_signed_by_another_key_is_refused() -> None:
 def test_the_domain_refuses_an_unknown_credential_and_counts_a_failure() -> None:
     user = enrolled()
     with pytest.raises(InvalidCodeError) as refused:
-        user.mfa.accept_webauthn_assertion("no-such-credential", 1, True, False, T0)
+        user.mfa.accept_webauthn_assertion(VerifiedAssertion("no-such-credential", 1), T0)
     assert refused.value.attempts_remaining == 4
     events = drain(user.mfa)
     assert [type(e).__name__ for e in events] == ["VerificationFailed"]
@@ -652,3 +649,44 @@ def test_a_presented_id_that_is_not_base64url_is_not_recorded() -> None:
     assert presented_credential_id({"rawId": "AbC-_9"}) == "AbC-_9"
     for made_up in ("abc\n{evil}", "a b", "ab=", "ab/c+", "", "é"):
         assert presented_credential_id({"rawId": made_up}) is None
+
+
+def test_only_the_transports_webauthn_defines_are_kept_each_once() -> None:
+    """`transports` is outside the signature and is stored and shown: control characters and
+    7 KB strings were kept as sent."""
+    challenge, options = creation_options()
+    response = SoftAuthenticator().register(options, ORIGIN)
+    response["response"]["transports"] = ["usb\x00\x1b[31m\r\n", "x" * 7000, "nfc", "usb", "nfc"]
+    assert verify_registration(RP, response, challenge).transports == ["nfc", "usb"]
+
+
+def _certificate_with_an_unknown_curve() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attestation")])
+    der = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime(2020, 1, 1))
+        .not_valid_after(datetime(2040, 1, 1))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    p256, unknown = bytes.fromhex("06082a8648ce3d030107"), bytes.fromhex("06082a8648ce3d030109")
+    return der.replace(p256, unknown)
+
+
+def test_an_attestation_certificate_cryptography_cannot_read_is_a_verification_error() -> None:
+    """py_webauthn reads a `packed` attestation's certificate outside its own error handling:
+    a key cryptography does not know raised UnsupportedAlgorithm (a 500 over HTTP)."""
+    challenge, options = creation_options()
+    response = SoftAuthenticator().register(options, ORIGIN)
+    attestation = cbor2.loads(unb64url(response["response"]["attestationObject"]))
+    attestation["fmt"] = "packed"
+    certificate = _certificate_with_an_unknown_curve()
+    attestation["attStmt"] = {"alg": -7, "sig": b"\x30\x00", "x5c": [certificate]}
+    response["response"]["attestationObject"] = b64url(cbor2.dumps(attestation))
+    with pytest.raises(WebAuthnVerificationError, match=r"^malformed_response$"):
+        verify_registration(RP, response, challenge)
