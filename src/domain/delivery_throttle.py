@@ -75,14 +75,15 @@ class DeliveryThrottle(Aggregate):
         return cls._create(cls.Created, id=throttle_id, timestamp=at)
 
     def next_send_at(self, at: datetime, *, enrolment: bool = False) -> datetime | None:
-        """When this destination may be sent another code (None: now). Enrolment codes also
-        have a smaller budget of their own."""
-        times = [next_send_at(self.sends, at, MAX_SENDS_PER_DESTINATION)]
+        """When this destination may be sent another code (None: now).
+
+        Enrolment codes go by their own smaller budget only. Anyone may ask to enrol any
+        number or address, so their answer must not depend on the login codes its owner
+        was sent: that would tell a stranger when the owner logs in.
+        """
         if enrolment:
-            enrolments = self.enrolment_sends
-            times.append(next_send_at(enrolments, at, MAX_ENROLMENT_SENDS_PER_DESTINATION))
-        known = [t for t in times if t is not None]
-        return max(known) if known else None
+            return next_send_at(self.enrolment_sends, at, MAX_ENROLMENT_SENDS_PER_DESTINATION)
+        return next_send_at(self.sends, at, MAX_SENDS_PER_DESTINATION)
 
     def record_send(self, at: datetime, *, enrolment: bool = False) -> None:
         """Count one message to this destination."""

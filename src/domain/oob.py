@@ -20,6 +20,7 @@ from domain.oob_codes import (
     LOGIN,
     MAX_SENDS_PER_USER,
     OOB_METHODS,
+    SEND_WINDOW,
     STRENGTH,
     NewOobCode,
     OobCode,
@@ -64,15 +65,30 @@ class OobMixin(UserMfaState):
         return next_send_at(self.oob_sends.get(method, []), at, MAX_SENDS_PER_USER)
 
     def ensure_oob_send_allowed(
-        self, method: str, at: datetime, destination_next: datetime | None = None
+        self,
+        method: str,
+        at: datetime,
+        destination_next: datetime | None = None,
+        *,
+        conceal_destination: bool = False,
     ) -> None:
         """A code may be sent unless the factor is locked, or the user's or the destination's
         cooldown or hourly cap applies (`destination_next` comes from its DeliveryThrottle).
-        Refused sends are not recorded: they would turn requests into unbounded writes."""
+        Refused sends are not recorded: they would turn requests into unbounded writes.
+
+        The user's own limit is answered first, and alone. With `conceal_destination` (a
+        destination the user has not verified: an enrolment) the destination's limit is
+        answered with the whole send window, not with when it ends, which would say when
+        someone else last enrolled it.
+        """
         self._ensure_unlocked(method, at)
-        times = [t for t in (self.oob_next_send_at(method, at), destination_next) if t]
-        if times:
-            raise RateLimitedError(f"too many {method} codes were sent; wait", max(times), at)
+        message = f"too many {method} codes were sent; wait"
+        user_next = self.oob_next_send_at(method, at)
+        if user_next is not None:
+            raise RateLimitedError(message, user_next, at)
+        if destination_next is not None:
+            retry_at = at + SEND_WINDOW if conceal_destination else destination_next
+            raise RateLimitedError(message, retry_at, at)
 
     def start_oob_enrolment(
         self,
@@ -87,7 +103,7 @@ class OobMixin(UserMfaState):
         factor = self.oob_factor(method)
         if factor is not None and factor.is_active():
             raise AlreadyEnrolledError(f"{method} is already enrolled; disable it first")
-        self.ensure_oob_send_allowed(method, at, destination_next)
+        self.ensure_oob_send_allowed(method, at, destination_next, conceal_destination=True)
         events = OOB_EVENTS[method]
         self.trigger_event(events.enrolment_started, destination=destination, timestamp=at)
         return self._issue(method, ENROLL, None, code, at + CODE_TTL, at)

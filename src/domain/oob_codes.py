@@ -44,7 +44,9 @@ def hash_oob_code(code: str, salt: str, key: bytes) -> str:
 def next_send_at(sends: Sequence[datetime], at: datetime, limit: int) -> datetime | None:
     """When one more send is allowed (the cooldown after the last send, and at most `limit`
     sends per window); None when it is allowed now."""
-    recent = sorted(s for s in sends if s <= at and at - s < SEND_WINDOW)
+    # A send stamped after `at` (by an instance whose clock runs a little ahead) still counts:
+    # dropping it would let two instances send at once.
+    recent = sorted(s for s in sends if at - s < SEND_WINDOW)
     times: list[datetime] = []
     if recent and at - recent[-1] < RESEND_COOLDOWN:
         times.append(recent[-1] + RESEND_COOLDOWN)
@@ -90,8 +92,14 @@ class OobCode:
     sent_at: datetime | None = None
 
     def is_usable(self, at: datetime) -> bool:
-        """Unexpired and with attempts left (a used or voided code is gone altogether)."""
-        return at < self.expires_at and self.failures < MAX_CODE_ATTEMPTS
+        """Sent, unexpired and with attempts left (a used or voided code is gone altogether).
+
+        Until its `CodeSent` is recorded a code does not pass: the provider may take the
+        message and then answer an error (the code is voided then), and a crash between
+        issuing and sending leaves a code nobody was sent.
+        """
+        sent = self.sent_at is not None
+        return sent and at < self.expires_at and self.failures < MAX_CODE_ATTEMPTS
 
     def matches(self, code: str, key: bytes) -> bool:
         """Constant-time comparison of a presented code with the stored hash."""

@@ -394,25 +394,28 @@ def test_a_user_gets_at_most_five_codes_an_hour(server: LiveServer, sms: SmsProv
 def test_one_phone_number_gets_at_most_eight_codes_an_hour_whichever_users_ask(
     server: LiveServer, sms: SmsProvider
 ) -> None:
-    alice = server.client(new_user())
-    bob = server.client(new_user())
-    enrol_sms(alice, sms)
+    """Per number: 8 codes an hour in all, at most 3 of them enrolments. Anyone may ask to
+    enrol any number, so an enrolment's answer depends on no login code of its owner, and a
+    refused one does not say when the number was last sent a code: a stranger would learn
+    when the owner logs in."""
+    alice, bob, carol = (server.client(new_user()) for _ in range(3))
+    enrol_sms(alice, sms)  # 1 (an enrolment)
     for _ in range(4):
         server.clock.advance(61)
-        alice.post("/mfa/sms/send")
+        assert alice.post("/mfa/sms/send").status_code == 202  # 2-5
+    server.clock.advance(5)
+    enrol_sms(bob, sms)  # 6: Alice's login code 5 s ago does not hold it back
     server.clock.advance(5)
 
-    too_soon = bob.put("/mfa/sms/enroll", json={"phone_number": PHONE})
+    too_soon = carol.put("/mfa/sms/enroll", json={"phone_number": PHONE})
 
-    problem(too_soon, 429, "rate_limited")
-    assert too_soon.headers["Retry-After"] == "55"  # the number's cooldown, not Bob's
-    server.clock.advance(55)
-    enrol_sms(bob, sms)
+    problem(too_soon, 429, "rate_limited")  # 60 s between enrolment codes of a number...
+    assert too_soon.headers["Retry-After"] == "3600"  # ... but not "55", which dates Bob's
     for _ in range(2):
         server.clock.advance(61)
-        assert bob.post("/mfa/sms/send").status_code == 202
+        assert bob.post("/mfa/sms/send").status_code == 202  # 7-8
     server.clock.advance(61)
-    elapsed = 4 * 61 + 5 + 55 + 3 * 61
+    elapsed = 4 * 61 + 5 + 5 + 3 * 61
 
     capped = bob.post("/mfa/sms/send")
 
@@ -422,6 +425,26 @@ def test_one_phone_number_gets_at_most_eight_codes_an_hour_whichever_users_ask(
     assert {m["to"] for m in sms.messages} == {PHONE}
     other = server.client(new_user()).put("/mfa/sms/enroll", json={"phone_number": OTHER_PHONE})
     assert other.status_code == 202
+
+
+def test_a_refused_enrolment_answers_the_users_own_limit_before_the_numbers(
+    server: LiveServer, sms: SmsProvider
+) -> None:
+    """While a user's own cooldown runs, asking to enrol someone else's number is answered
+    with that cooldown alone: it cannot be used to probe the number for free."""
+    victim, prober = server.client(new_user()), server.client(new_user())
+    enrol_sms(victim, sms)
+    assert prober.put("/mfa/sms/enroll", json={"phone_number": OTHER_PHONE}).status_code == 202
+    server.clock.advance(20)
+    sent = len(sms.messages)
+    answers = {
+        number: prober.put("/mfa/sms/enroll", json={"phone_number": number})
+        for number in (PHONE, "+14155550166")
+    }
+    for answer in answers.values():
+        problem(answer, 429, "rate_limited")
+    assert {a.headers["Retry-After"] for a in answers.values()} == {"40"}
+    assert len(sms.messages) == sent
 
 
 def test_encoded_word_spellings_of_a_mailbox_do_not_escape_its_send_limit(
