@@ -153,11 +153,27 @@ def registration_options(
     return loaded
 
 
+def _refuse_cross_origin(credential: dict[str, Any]) -> None:
+    """A ceremony run in an iframe of another site (`crossOrigin`, `topOrigin` in the client
+    data) is refused: the service's pages are never meant to be embedded, and py_webauthn
+    does not look at either member. Client data that cannot be read is left to py_webauthn,
+    which refuses it."""
+    response = credential.get("response")
+    raw = response.get("clientDataJSON") if isinstance(response, dict) else None
+    try:
+        data = json.loads(unb64url(raw)) if isinstance(raw, str) else None
+    except (ValueError, RecursionError):  # (JSON nested thousands deep)
+        return
+    if isinstance(data, dict) and (data.get("crossOrigin") is True or "topOrigin" in data):
+        raise WebAuthnVerificationError("cross_origin")
+
+
 def verify_registration(
     rp: RelyingParty, credential: dict[str, Any], challenge: str
 ) -> VerifiedRegistration:
     """Check a RegistrationResponseJSON against the ceremony's challenge, RP id and origins;
     a credential id over 1023 bytes fails the ceremony (WebAuthn L2 §7.1)."""
+    _refuse_cross_origin(credential)
     try:
         verified = verify_registration_response(
             credential=credential,
@@ -231,6 +247,7 @@ def verify_assertion(
     The sign-count rule is the domain's (it records a suspected clone), so the library is
     given 0 as the current count here.
     """
+    _refuse_cross_origin(credential)
     try:
         verified = verify_authentication_response(
             credential=credential,
@@ -269,6 +286,7 @@ _REASONS = (
 )
 REASON_CODES = frozenset(code for _, code in _REASONS) | {
     "credential_id_too_long",
+    "cross_origin",
     "malformed_response",
 }
 

@@ -690,3 +690,25 @@ def test_an_attestation_certificate_cryptography_cannot_read_is_a_verification_e
     response["response"]["attestationObject"] = b64url(cbor2.dumps(attestation))
     with pytest.raises(WebAuthnVerificationError, match=r"^malformed_response$"):
         verify_registration(RP, response, challenge)
+
+
+def test_a_ceremony_in_an_iframe_of_another_site_is_refused() -> None:
+    """py_webauthn checks `origin` but not `crossOrigin`/`topOrigin`: a page of ours framed
+    by another site passes its origin check."""
+    challenge, options = creation_options()
+    framed = SoftAuthenticator().register(options, ORIGIN, top_origin="https://evil.example")
+    with pytest.raises(WebAuthnVerificationError, match=r"^cross_origin$"):
+        verify_registration(RP, framed, challenge)
+    user = enrolled()
+    challenge, options = request_options([user.credential])
+    framed = user.authenticator.get(options, ORIGIN, top_origin="https://evil.example")
+    with pytest.raises(WebAuthnVerificationError, match=r"^cross_origin$"):
+        verify_assertion(RP, framed, challenge, user.credential)
+
+
+def test_client_data_nested_thousands_deep_is_refused_not_raised() -> None:
+    challenge, options = creation_options()
+    response = SoftAuthenticator().register(options, ORIGIN)
+    response["response"]["clientDataJSON"] = b64url(b"[" * 40_000)
+    with pytest.raises(WebAuthnVerificationError):
+        verify_registration(RP, response, challenge)

@@ -68,9 +68,17 @@ def flags_byte(
     )
 
 
-def client_data(kind: str, challenge: str, origin: str) -> bytes:
-    """CollectedClientData as a browser serialises it."""
-    data = {"type": kind, "challenge": challenge, "origin": origin, "crossOrigin": False}
+def client_data(kind: str, challenge: str, origin: str, top_origin: str | None = None) -> bytes:
+    """CollectedClientData as a browser serialises it (`top_origin`: as in an iframe of
+    another site, which makes it cross-origin)."""
+    data: dict[str, Any] = {
+        "type": kind,
+        "challenge": challenge,
+        "origin": origin,
+        "crossOrigin": top_origin is not None,
+    }
+    if top_origin is not None:
+        data["topOrigin"] = top_origin
     return json.dumps(data, separators=(",", ":")).encode()
 
 
@@ -119,6 +127,7 @@ class SoftAuthenticator:
         sign_count: int = 0,
         credential_id: bytes | None = None,
         challenge: str | None = None,
+        top_origin: str | None = None,
     ) -> dict[str, Any]:
         """A RegistrationResponseJSON for PublicKeyCredentialCreationOptionsJSON.
 
@@ -163,7 +172,7 @@ class SoftAuthenticator:
             {"fmt": "none", "attStmt": {}, "authData": authenticator_data}
         )
         client_data_json = client_data(
-            "webauthn.create", challenge or options_json["challenge"], origin
+            "webauthn.create", challenge or options_json["challenge"], origin, top_origin
         )
         return {
             "id": credential.id,
@@ -189,6 +198,7 @@ class SoftAuthenticator:
         user_verified: bool = True,
         sign_count: int | None = None,
         challenge: str | None = None,
+        top_origin: str | None = None,
     ) -> dict[str, Any]:
         """An AuthenticationResponseJSON for PublicKeyCredentialRequestOptionsJSON.
 
@@ -212,7 +222,7 @@ class SoftAuthenticator:
             hashlib.sha256(rp_id.encode()).digest() + bytes([flags]) + count.to_bytes(4, "big")
         )
         client_data_json = client_data(
-            "webauthn.get", challenge or options_json["challenge"], origin
+            "webauthn.get", challenge or options_json["challenge"], origin, top_origin
         )
         signature = credential.private_key.sign(
             authenticator_data + hashlib.sha256(client_data_json).digest(),
