@@ -9,7 +9,7 @@
    each concurrency level for --pg-seconds. The result is transactions (= events) per second:
    the most a single event store can append, since the table lock serializes appends.
 2. Then, in the same run, bench/totp_validate.py (its functions: a fresh database, `mfa serve`,
-   5000 enrolled users, the raw asyncio client; --nats by default so the relay runs too)
+   15000 enrolled users, the raw asyncio client; --nats by default so the relay runs too)
    measures validate req/s, p50 and p99 at the same levels, and the server's RSS.
 
 Each validate writes exactly one event (plus a snapshot every 100 versions), so req/s divided
@@ -181,7 +181,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--levels", default="1,8,32", help="concurrency levels")
     parser.add_argument("--pg-seconds", type=float, default=8.0, help="seconds per pgbench run")
     parser.add_argument("--state-bytes", type=int, default=400)
-    parser.add_argument("--users", type=int, default=5000, help="see totp_validate.py")
+    # A level needs about req/s x 30 users (see totp_validate.py): 5000 starved the client at
+    # concurrency 32 on a fast hour (600 req/s), which made the whole run fail.
+    parser.add_argument("--users", type=int, default=15000, help="see totp_validate.py")
     parser.add_argument("--duration", type=float, default=12.0, help="see totp_validate.py")
     parser.add_argument("--warmup", type=float, default=3.0, help="see totp_validate.py")
     parser.add_argument(
