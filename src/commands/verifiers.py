@@ -129,6 +129,9 @@ _VERIFY_ERRORS = (
     UnsupportedAlgorithm,
     CryptographyInternalError,
 )
+_TRANSPORTS = frozenset(AuthenticatorTransport._value2member_map_)
+# A presented credential id: base64url of at most 1023 bytes.
+_CREDENTIAL_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_CREDENTIAL_ID_CHARS}}}")
 
 
 def registration_options(
@@ -204,9 +207,6 @@ def verify_registration(
     )
 
 
-_TRANSPORTS = frozenset(AuthenticatorTransport._value2member_map_)
-
-
 def authentication_options(
     rp: RelyingParty, challenge: bytes, credentials: list[WebAuthnCredential]
 ) -> dict[str, Any]:
@@ -234,9 +234,6 @@ def presented_credential_id(credential: dict[str, Any]) -> str | None:
     if isinstance(raw, str) and _CREDENTIAL_ID.fullmatch(raw):
         return raw
     return None  # not an id at all: nothing the browser made up is recorded
-
-
-_CREDENTIAL_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_CREDENTIAL_ID_CHARS}}}")
 
 
 def verify_assertion(
