@@ -193,7 +193,9 @@ def _verify_webauthn(
         raise mfa.reject_webauthn_assertion(presented, "unknown_credential", now)
     assert challenge.webauthn_challenge is not None
     try:
-        return verify_assertion(_rp(services), credential, challenge.webauthn_challenge, stored)
+        return verify_assertion(
+            _rp(services), credential, challenge.webauthn_challenge, stored, mfa.id.bytes
+        )
     except WebAuthnVerificationError as exc:
         raise mfa.reject_webauthn_assertion(presented, exc.reason, now) from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -132,6 +133,8 @@ _VERIFY_ERRORS = (
 _TRANSPORTS = frozenset(AuthenticatorTransport._value2member_map_)
 # A presented credential id: base64url of at most 1023 bytes.
 _CREDENTIAL_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_CREDENTIAL_ID_CHARS}}}")
+# A returned user handle: base64url of at most 64 bytes (WebAuthn's limit for user.id).
+_USER_HANDLE = re.compile(r"[A-Za-z0-9_-]{1,86}")
 
 
 def registration_options(
@@ -169,6 +172,24 @@ def _refuse_cross_origin(credential: dict[str, Any]) -> None:
         return
     if isinstance(data, dict) and (data.get("crossOrigin") is True or "topOrigin" in data):
         raise WebAuthnVerificationError("cross_origin")
+
+
+def _refuse_other_user_handle(credential: dict[str, Any], user_handle: bytes) -> None:
+    """A returned `userHandle` must be the user's: a credential registered for another account
+    (or another epoch of this one) is refused. Authenticators may leave it out (null or
+    empty), which the signature check alone then covers."""
+    response = credential.get("response")
+    returned = response.get("userHandle") if isinstance(response, dict) else None
+    if returned is None or returned == "":
+        return
+    try:
+        if not isinstance(returned, str) or not _USER_HANDLE.fullmatch(returned):
+            raise ValueError(returned)
+        handle = unb64url(returned)
+    except ValueError:  # (also a length no base64 has)
+        raise WebAuthnVerificationError("malformed_response") from None
+    if not hmac.compare_digest(handle, user_handle):
+        raise WebAuthnVerificationError("user_handle_mismatch")
 
 
 def verify_registration(
@@ -237,14 +258,21 @@ def presented_credential_id(credential: dict[str, Any]) -> str | None:
 
 
 def verify_assertion(
-    rp: RelyingParty, credential: dict[str, Any], challenge: str, stored: WebAuthnCredential
+    rp: RelyingParty,
+    credential: dict[str, Any],
+    challenge: str,
+    stored: WebAuthnCredential,
+    user_handle: bytes,
 ) -> VerifiedAssertion:
-    """Check an AuthenticationResponseJSON: challenge, origin, RP id, UP flag, signature.
+    """Check an AuthenticationResponseJSON: challenge, origin, RP id, UP flag, signature, and
+    the user handle when the authenticator returns one (WebAuthn L3 §7.2 step 6: it must be
+    the handle the credential was registered under, `user_handle`).
 
     The sign-count rule is the domain's (it records a suspected clone), so the library is
     given 0 as the current count here.
     """
     _refuse_cross_origin(credential)
+    _refuse_other_user_handle(credential, user_handle)
     try:
         verified = verify_authentication_response(
             credential=credential,
@@ -285,6 +313,7 @@ REASON_CODES = frozenset(code for _, code in _REASONS) | {
     "credential_id_too_long",
     "cross_origin",
     "malformed_response",
+    "user_handle_mismatch",
 }
 
 

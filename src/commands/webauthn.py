@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from commands.app import Outcome, Services, aggregate_id, execute
+from commands.app import Outcome, Services, execute
 from commands.verifiers import (
     RelyingParty,
     WebAuthnVerificationError,
@@ -46,12 +46,13 @@ def start_registration(
     """Open a ceremony: a fresh 32-byte challenge, bound to this user, single use, 5 minutes."""
     registration_id = str(uuid.UUID(bytes=services.random.token_bytes(16), version=4))
     challenge = services.random.token_bytes(CHALLENGE_BYTES)
-    handle = aggregate_id(services, user_id).bytes  # not the user id: no PII on authenticators
 
     def decide(mfa: UserMfa, now: datetime) -> RegistrationStarted:
         pending = mfa.start_webauthn_registration(registration_id, b64url(challenge), name, now)
+        # The user handle is the aggregate's id, not the user id: no PII on authenticators,
+        # and a new one after an erasure (assertions check it).
         options = registration_options(
-            _rp(services), handle, user_id, challenge, list(mfa.webauthn_credentials)
+            _rp(services), mfa.id.bytes, user_id, challenge, list(mfa.webauthn_credentials)
         )
         return RegistrationStarted(registration_id, options, pending.expires_at)
 

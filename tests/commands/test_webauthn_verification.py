@@ -68,6 +68,7 @@ class Enrolled:
     mfa: UserMfa
     authenticator: SoftAuthenticator
     credential: WebAuthnCredential
+    handle: bytes  # the user handle the credential was registered under
 
     def assertion(self, **kwargs: Any) -> tuple[str, dict[str, Any]]:
         challenge, options = request_options([self.credential])
@@ -76,7 +77,7 @@ class Enrolled:
     def sign_in(self, at: datetime = T0, **kwargs: Any) -> WebAuthnCredential:
         """Verify an assertion and let the domain accept it."""
         challenge, response = self.assertion(**kwargs)
-        verified = verify_assertion(RP, response, challenge, self.credential)
+        verified = verify_assertion(RP, response, challenge, self.credential, self.handle)
         return self.mfa.accept_webauthn_assertion(verified, at)
 
 
@@ -90,7 +91,7 @@ def enrolled(user_id: str = "alice", **register_kwargs: Any) -> Enrolled:
     verified = verify_registration(RP, response, pending.challenge)
     credential = mfa.complete_webauthn_registration("reg-1", verified, None, T0)
     mfa.collect_events()
-    return Enrolled(mfa, authenticator, credential)
+    return Enrolled(mfa, authenticator, credential, unb64url(options["user"]["id"]))
 
 
 def drain(mfa: UserMfa) -> list[Any]:
@@ -155,7 +156,7 @@ def test_a_valid_registration_and_assertion_pass() -> None:
     assert credential.name == "key"
 
     challenge, response = user.assertion()
-    verified = verify_assertion(RP, response, challenge, credential)
+    verified = verify_assertion(RP, response, challenge, credential, user.handle)
     assert verified.credential_id == credential.credential_id
     assert verified.sign_count == 1
     assert verified.user_verified is True
@@ -173,8 +174,8 @@ def test_the_soft_authenticator_offers_assert_and_its_get_alias() -> None:
     challenge, options = request_options([user.credential])
     first = user.authenticator.assert_(options, ORIGIN)  # noqa: PT009 - not unittest's
     second = user.authenticator.get(options, ORIGIN)
-    assert verify_assertion(RP, first, challenge, user.credential).sign_count == 1
-    assert verify_assertion(RP, second, challenge, user.credential).sign_count == 2
+    assert verify_assertion(RP, first, challenge, user.credential, user.handle).sign_count == 1
+    assert verify_assertion(RP, second, challenge, user.credential, user.handle).sign_count == 2
 
 
 def test_registration_reports_user_verification_and_backup_eligibility() -> None:
@@ -222,14 +223,14 @@ def test_an_assertion_for_another_challenge_is_refused() -> None:
     _, response = user.assertion()
     other_challenge, _ = request_options([user.credential])
     with pytest.raises(WebAuthnVerificationError, match=r"^challenge_mismatch$"):
-        verify_assertion(RP, response, other_challenge, user.credential)
+        verify_assertion(RP, response, other_challenge, user.credential, user.handle)
 
 
 def test_an_assertion_signed_over_a_forged_challenge_is_refused() -> None:
     user = enrolled()
     challenge, response = user.assertion(challenge=b64url(os.urandom(32)))
     with pytest.raises(WebAuthnVerificationError, match=r"^challenge_mismatch$"):
-        verify_assertion(RP, response, challenge, user.credential)
+        verify_assertion(RP, response, challenge, user.credential, user.handle)
 
 
 def test_a_registration_from_another_origin_is_refused() -> None:
@@ -263,7 +264,7 @@ def test_an_assertion_from_another_origin_is_refused() -> None:
     challenge, options = request_options([user.credential])
     response = user.authenticator.get(options, "http://localhost:8001")
     with pytest.raises(WebAuthnVerificationError, match=r"^origin_mismatch$"):
-        verify_assertion(RP, response, challenge, user.credential)
+        verify_assertion(RP, response, challenge, user.credential, user.handle)
 
 
 def test_a_registration_for_another_rp_id_is_refused() -> None:
@@ -277,7 +278,7 @@ def test_an_assertion_for_another_rp_id_is_refused() -> None:
     user = enrolled()
     challenge, response = user.assertion(rp_id="example.com")
     with pytest.raises(WebAuthnVerificationError, match=r"^rp_id_mismatch$"):
-        verify_assertion(RP, response, challenge, user.credential)
+        verify_assertion(RP, response, challenge, user.credential, user.handle)
 
 
 def test_a_registration_without_user_presence_is_refused() -> None:
@@ -291,13 +292,13 @@ def test_an_assertion_without_user_presence_is_refused() -> None:
     user = enrolled()
     challenge, response = user.assertion(user_present=False)
     with pytest.raises(WebAuthnVerificationError, match=r"^user_not_present$"):
-        verify_assertion(RP, response, challenge, user.credential)
+        verify_assertion(RP, response, challenge, user.credential, user.handle)
 
 
 def test_an_assertion_without_user_verification_passes_but_says_so() -> None:
     user = enrolled()
     challenge, response = user.assertion(user_verified=False)
-    verified = verify_assertion(RP, response, challenge, user.credential)
+    verified = verify_assertion(RP, response, challenge, user.credential, user.handle)
     assert verified.user_verified is False
 
 
@@ -308,7 +309,7 @@ def test_a_tampered_signature_is_refused() -> None:
     signature[-1] ^= 0x01
     response["response"]["signature"] = b64url(bytes(signature))
     with pytest.raises(WebAuthnVerificationError, match=r"^bad_signature$"):
-        verify_assertion(RP, response, challenge, user.credential)
+        verify_assertion(RP, response, challenge, user.credential, user.handle)
 
 
 def test_authenticator_data_changed_after_signing_is_refused() -> None:
@@ -318,7 +319,7 @@ def test_authenticator_data_changed_after_signing_is_refused() -> None:
     data[32] |= 0x04  # claim user verification after the fact
     response["response"]["authenticatorData"] = b64url(bytes(data))
     with pytest.raises(WebAuthnVerificationError, match=r"^bad_signature$"):
-        verify_assertion(RP, response, challenge, user.credential)
+        verify_assertion(RP, response, challenge, user.credential, user.handle)
 
 
 def test_an_assertion_signed_by_another_key_is_refused() -> None:
@@ -326,8 +327,9 @@ def test_an_assertion_signed_by_another_key_is_refused() -> None:
     challenge, options = request_options([alice.credential])
     forged = bob.authenticator.get(options, ORIGIN, credential_id=bob.credential.credential_id)
     forged["id"] = forged["rawId"] = alice.credential.credential_id
+    forged["response"]["userHandle"] = b64url(alice.handle)  # (outside the signature)
     with pytest.raises(WebAuthnVerificationError, match=r"^bad_signature$"):
-        verify_assertion(RP, forged, challenge, alice.credential)
+        verify_assertion(RP, forged, challenge, alice.credential, alice.handle)
 
 
 def test_the_domain_refuses_an_unknown_credential_and_counts_a_failure() -> None:
@@ -600,7 +602,7 @@ def test_a_malformed_assertion_response_is_refused_cleanly(mutation: Mutation) -
     broken = copy.deepcopy(response)
     mutation(broken)
     with pytest.raises(WebAuthnVerificationError) as refused:
-        verify_assertion(RP, broken, challenge, user.credential)
+        verify_assertion(RP, broken, challenge, user.credential, user.handle)
     assert refused.value.reason in REASON_CODES
 
 
@@ -703,7 +705,7 @@ def test_a_ceremony_in_an_iframe_of_another_site_is_refused() -> None:
     challenge, options = request_options([user.credential])
     framed = user.authenticator.get(options, ORIGIN, top_origin="https://evil.example")
     with pytest.raises(WebAuthnVerificationError, match=r"^cross_origin$"):
-        verify_assertion(RP, framed, challenge, user.credential)
+        verify_assertion(RP, framed, challenge, user.credential, user.handle)
 
 
 def test_client_data_nested_thousands_deep_is_refused_not_raised() -> None:
@@ -712,3 +714,57 @@ def test_client_data_nested_thousands_deep_is_refused_not_raised() -> None:
     response["response"]["clientDataJSON"] = b64url(b"[" * 40_000)
     with pytest.raises(WebAuthnVerificationError):
         verify_registration(RP, response, challenge)
+
+
+# ---------------------------------------------------------------------- the user handle
+
+
+def test_an_assertion_returning_another_user_handle_is_refused() -> None:
+    """WebAuthn L3 §7.2 step 6: a returned userHandle must be the account's."""
+    user = enrolled()
+    challenge, response = user.assertion()
+    assert unb64url(response["response"]["userHandle"]) == user.handle
+    response["response"]["userHandle"] = b64url(os.urandom(16))
+    with pytest.raises(WebAuthnVerificationError, match=r"^user_handle_mismatch$"):
+        verify_assertion(RP, response, challenge, user.credential, user.handle)
+
+
+@pytest.mark.parametrize("absent", [None, "", "missing"])
+def test_an_assertion_without_a_user_handle_passes_on_its_signature(absent: str | None) -> None:
+    """Authenticators of non-discoverable credentials may return no handle (null or empty)."""
+    user = enrolled()
+    challenge, response = user.assertion()
+    if absent == "missing":
+        del response["response"]["userHandle"]
+    else:
+        response["response"]["userHandle"] = absent
+    assert verify_assertion(RP, response, challenge, user.credential, user.handle).sign_count == 1
+
+
+@pytest.mark.parametrize("handle", [7, ["AAAA"], "A", "not base64!", "A" * 87, "\ud800"])
+def test_a_user_handle_that_is_not_base64url_is_a_malformed_response(handle: object) -> None:
+    user = enrolled()
+    challenge, response = user.assertion()
+    response["response"]["userHandle"] = handle
+    with pytest.raises(WebAuthnVerificationError, match=r"^malformed_response$"):
+        verify_assertion(RP, response, challenge, user.credential, user.handle)
+
+
+def test_credentials_are_registered_under_the_users_aggregate_id_and_step_up_checks_it(
+    store: Store,
+) -> None:
+    services = services_for(store)
+    authenticator = SoftAuthenticator()
+    credential = register_via_commands(services, "alice", authenticator)
+    held = authenticator.credentials[credential.credential_id]
+    assert held.user_handle is not None
+    assert unb64url(held.user_handle) == store.aggregate_id("alice").bytes  # no user id
+
+    held.user_handle = b64url(store.aggregate_id("bob").bytes)
+    with pytest.raises(InvalidCodeError):
+        step_up_via_commands(services, "alice", authenticator)
+    failures = stored_events(store, "alice", "VerificationFailed")
+    assert [(f.factor, f.reason) for f in failures] == [("webauthn", "user_handle_mismatch")]
+
+    held.user_handle = b64url(store.aggregate_id("alice").bytes)
+    assert step_up_via_commands(services, "alice", authenticator).method == "webauthn"
