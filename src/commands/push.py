@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import AggregateNotFoundError
 
 from commands.app import Outcome, Services, aggregate_id, execute, forget_cached, load_user
-from domain.errors import DeliveryFailedError, DomainError, NotFoundError
+from domain.errors import DeliveryFailedError, DomainError, InvalidCodeError, NotFoundError
 from domain.push import PushDevice
-from domain.push_challenge import PushChallenge
+from domain.push_challenge import DENIED, PushChallenge
 from domain.user_mfa import UserMfa
 
 
@@ -193,10 +193,15 @@ def respond(
         device = mfa.push_devices.get(device_id)
         verb = "approve" if approve else "deny"
         valid = device is not None and signature_valid(device, challenge_id, verb, signature)
-        if approve:
-            challenge.approve(device_id, number, valid, now)
-        elif challenge.deny(device_id, reason or "denied", valid, now):
-            mfa.report_fraud(challenge_id, device_id, now)
+        try:
+            if approve:
+                challenge.approve(device_id, number, valid, now)
+            elif challenge.deny(device_id, reason or "denied", valid, now):
+                mfa.report_fraud(challenge_id, device_id, now)
+        except InvalidCodeError:
+            if challenge.status == DENIED:  # the last rejected response denied the push
+                mfa.resolve_push(challenge_id, DENIED, now)
+            raise
         mfa.resolve_push(challenge_id, challenge.status, now)
         return challenge
 

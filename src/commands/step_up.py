@@ -79,6 +79,7 @@ def create_challenge(
 
     def decide(mfa: UserMfa, now: datetime) -> IssuedChallenge:
         if method == PUSH:
+            mfa.ensure_push_allowed(now)  # a refused push opens no challenge
             issued = mfa.issue_challenge(challenge_id, method, now)
             push = open_push_challenge(services, mfa, UUID(challenge_id), context or {}, now)
             extra.append(push)

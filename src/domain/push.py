@@ -173,7 +173,16 @@ class PushMixin(UserMfaState):
         self.trigger_event(PushDeviceRevoked, device_id=device_id, timestamp=at)
 
     def request_push(self, challenge_id: str, at: datetime) -> datetime:
-        """Record a push request if the anti-fatigue limits allow it; returns its expiry.
+        """Record a push request if the anti-fatigue limits allow it; returns its expiry."""
+        self.ensure_push_allowed(at)
+        expires_at = at + PUSH_CHALLENGE_TTL
+        self.trigger_event(
+            PushChallengeRequested, challenge_id=challenge_id, expires_at=expires_at, timestamp=at
+        )
+        return expires_at
+
+    def ensure_push_allowed(self, at: datetime) -> None:
+        """Refuse a push now, recording nothing: no device, or the anti-fatigue limits.
 
         At most MAX_PENDING_PUSHES unanswered at once and MAX_PUSHES_PER_WINDOW per window:
         push bombing gets 429 instead of more prompts on the user's phone.
@@ -188,11 +197,6 @@ class PushMixin(UserMfaState):
         if len(recent) >= MAX_PUSHES_PER_WINDOW:
             until = recent[-MAX_PUSHES_PER_WINDOW] + PUSH_WINDOW
             raise RateLimitedError("too many push requests; try again later", until, at)
-        expires_at = at + PUSH_CHALLENGE_TTL
-        self.trigger_event(
-            PushChallengeRequested, challenge_id=challenge_id, expires_at=expires_at, timestamp=at
-        )
-        return expires_at
 
     def resolve_push(self, challenge_id: str, outcome: str, at: datetime) -> None:
         """A push was answered (approved or denied): it no longer counts as pending."""

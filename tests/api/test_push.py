@@ -218,6 +218,62 @@ def test_push_bombing_is_throttled(
     assert client.post("/mfa/push/challenge").status_code == 201
 
 
+def test_a_throttled_push_through_the_generic_challenge_opens_nothing(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A client retrying its 429s used to open a challenge each time, until the user's open
+    challenges were used up and every other method answered 409 for five minutes."""
+    url, received = push_endpoint
+    client = push_server.client(new_user())
+    App("phone", url).sync(client)
+    assert client.post("/mfa/backup-codes/generate").status_code == 201
+    for _ in range(3):
+        assert client.post("/mfa/push/challenge").status_code == 201
+    for _ in range(12):
+        refused = client.post("/mfa/challenge", json={"method": "push"})
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "rate_limited"
+    assert len(received) == 3
+    assert client.post("/mfa/challenge", json={"method": "backup_code"}).status_code == 201
+
+
+def test_a_push_denied_by_rejected_responses_no_longer_counts_as_unanswered(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    app = App("phone", url)
+    app.sync(client)
+    challenges = [client.post("/mfa/push/challenge").json() for _ in range(3)]
+    assert client.post("/mfa/push/challenge").status_code == 429
+    cid, number = challenges[0]["challenge_id"], challenges[0]["number"]
+    wrong = f"{(int(number) + 1 - 10) % 90 + 10:02d}"
+    for _ in range(3):
+        assert app.approve(client, cid, wrong).status_code == 403
+    assert client.get(f"/mfa/push/challenge/{cid}").json()["status"] == "denied"
+    assert client.post("/mfa/push/challenge").status_code == 201
+
+
+def test_a_push_through_the_generic_challenge_shows_the_login_context(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = push_endpoint
+    client = push_server.client(new_user())
+    App("phone", url).sync(client)
+    headers = {"User-Agent": "Firefox/140"}
+    generic = client.post("/mfa/challenge", json={"method": "push"}, headers=headers)
+    assert generic.status_code == 201
+    cid = generic.json()["challenge_id"]
+    shown = {"ip": "127.0.0.1", "user_agent": "Firefox/140"}
+    assert client.get(f"/mfa/push/challenge/{cid}").json()["context"] == shown
+    assert received[-1]["context"] == shown
+
+    given = {"ip": "203.0.113.7", "user_agent": "Safari/18", "app": "webmail"}
+    generic = client.post("/mfa/challenge", json={"method": "push", "context": given})
+    assert received[-1]["challenge_id"] == generic.json()["challenge_id"]
+    assert received[-1]["context"] == given
+
+
 def test_a_not_me_denial_is_a_fraud_report_that_raises_the_risk(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
 ) -> None:

@@ -26,6 +26,7 @@ from api.schemas.push import (
     DenyPushRequest,
     PushChallengeCreatedResponse,
     PushChallengeResponse,
+    PushContext,
     PushDeviceListResponse,
     PushDeviceResponse,
     PushHistoryItem,
@@ -55,10 +56,9 @@ def challenge_response(challenge: PushChallenge, now: datetime) -> PushChallenge
     )
 
 
-def _context(
-    request: Request[Any, Any, Any], data: CreatePushChallengeRequest | None
-) -> dict[str, str]:
-    given = data.context if data and data.context else None
+def login_context(request: Request[Any, Any, Any], given: PushContext | None) -> dict[str, str]:
+    """What the phone shows about the login it is asked to approve: the context the app gave,
+    else the caller's address and user agent."""
     context = {
         "ip": (given.ip if given and given.ip else None)
         or (request.client.host if request.client else None),
@@ -157,7 +157,9 @@ class PushController(Controller):
         data: JSONBody[CreatePushChallengeRequest | None] = None,
     ) -> Response[PushChallengeCreatedResponse]:
         """Send a push; `number` is shown on the login screen and typed into the app."""
-        outcome = push.create_challenge(runtime.services, user.sub, _context(request, data))
+        outcome = push.create_challenge(
+            runtime.services, user.sub, login_context(request, data.context if data else None)
+        )
         challenge = outcome.value
         body = PushChallengeCreatedResponse(
             challenge_id=str(challenge.id),

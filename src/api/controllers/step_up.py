@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from api.auth import Principal, authenticated
+from api.controllers.push import login_context
 from api.deps import PUBLIC, Runtime, problems, written
 from api.schemas.step_up import (
     ChallengeResponse,
@@ -29,12 +30,17 @@ class StepUpController(Controller):
     @post("/challenge", status_code=201, sync_to_thread=True, responses=problems(409, 429, 502))
     def create_challenge(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[CreateChallengeRequest],
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
     ) -> Response[ChallengeResponse]:
-        """Open a challenge for one of the caller's methods (WebAuthn: request options)."""
-        outcome = step_up_commands.create_challenge(runtime.services, user.sub, data.method)
+        """Open a challenge for one of the caller's methods (WebAuthn: request options; push:
+        `number`, and the phone is shown `context` or the caller's address and user agent)."""
+        context = login_context(request, data.context) if data.method == "push" else None
+        outcome = step_up_commands.create_challenge(
+            runtime.services, user.sub, data.method, context
+        )
         issued = outcome.value
         body = ChallengeResponse(
             challenge_id=issued.challenge.challenge_id,

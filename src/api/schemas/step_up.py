@@ -8,12 +8,15 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from api.schemas.common import Identifier, Request
+from api.schemas.push import PushContext
 
 Method = Literal["totp", "backup_code", "sms", "email", "push", "webauthn"]
 
 
 class CreateChallengeRequest(Request):
     method: Method
+    # push only: what the phone shows about the login (as for `POST /mfa/push/challenge`)
+    context: PushContext | None = None
 
 
 class ChallengeResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
