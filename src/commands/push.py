@@ -13,6 +13,7 @@ from uuid import UUID
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import AggregateNotFoundError
+from nacl.bindings import crypto_core_ed25519_is_valid_point
 
 from commands.app import Outcome, Services, aggregate_id, execute, forget_cached, load_user
 from domain.errors import DeliveryFailedError, DomainError, InvalidCodeError, NotFoundError
@@ -45,10 +46,17 @@ def _decode_b64url(text: str) -> bytes:
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:
-    """A device key: exactly 32 raw bytes, base64url."""
+    """A device key: exactly 32 raw bytes, base64url, a point of the main subgroup.
+
+    libsodium's check refuses what OpenSSL's verification would accept from anyone: a key of
+    small order (the neutral point, say) for which one "signature" verifies every message,
+    and non-canonical encodings.
+    """
     raw = _decode_b64url(text)
     if len(raw) != 32:
         raise InvalidPublicKeyError("public_key: an Ed25519 public key is 32 raw bytes")
+    if not crypto_core_ed25519_is_valid_point(raw):
+        raise InvalidPublicKeyError("public_key: not a valid Ed25519 public key")
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
@@ -153,6 +161,8 @@ def load_challenge(services: Services, challenge_id: str) -> PushChallenge:
     """A push challenge by id (any user); NotFoundError when unknown or malformed."""
     try:
         key = UUID(challenge_id)
+        if str(key) != challenge_id:  # only the id as issued: it is also the signed text's
+            raise ValueError(challenge_id)
         challenge: PushChallenge = services.app.repository.get(key)
     except (ValueError, AggregateNotFoundError):
         raise NotFoundError("no such push challenge") from None

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from api.settings import Settings
@@ -414,6 +414,65 @@ def test_bad_keys_and_signatures_are_validation_errors(
     )
     assert garbage.status_code == 403
     assert client.post("/mfa/push/approve", json={"challenge_id": "x"}).status_code == 400
+
+
+# The Ed25519 points of small order (and a non-canonical encoding of one): OpenSSL accepts a
+# signature from anyone under such a key, e.g. R = the neutral point and S = 0 under it.
+SMALL_ORDER_KEYS = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_small_order_key_under_which_anyone_can_sign_is_refused(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    neutral = bytes.fromhex(SMALL_ORDER_KEYS[0])
+    Ed25519PublicKey.from_public_bytes(neutral).verify(
+        neutral + bytes(32), b"mfa-push:any:approve"
+    )  # (what the check protects against: this does not raise)
+    for key in SMALL_ORDER_KEYS:
+        refused = App("weak", url).sync(client, public_key=b64url(bytes.fromhex(key)))
+        assert refused.status_code == 400, key
+        assert refused.json()["code"] == "validation_error"
+    assert client.get("/mfa/devices/sync").json()["items"] == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_only_the_challenge_id_as_issued_answers_a_push(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """`UUID()` also reads upper case, bare hex and `urn:uuid:`; such a form used to deny the
+    push without resolving it for the throttle, under an id no event of the push carried."""
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    app = App("phone", url)
+    app.sync(client)
+    cid = client.post("/mfa/push/challenge").json()["challenge_id"]
+    for other in (cid.upper(), cid.replace("-", ""), f"urn:uuid:{cid}"):
+        assert app.deny(client, other).status_code == 404
+        assert client.get(f"/mfa/push/challenge/{other}").status_code == 404
+    assert app.deny(client, cid).status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_push_endpoint_whose_host_idna_refuses_fails_the_push_not_the_server(
+    push_server: LiveServer,
+) -> None:
+    client = push_server.client(new_user())
+    assert App("phone", "https://xn--/").sync(client).status_code == 200
+    created = client.post("/mfa/push/challenge")
+    assert created.status_code == 502, created.text
 
 
 @pytest.mark.parametrize(

@@ -167,7 +167,8 @@ class HttpPushSender:
                     payload.get("challenge_id"),
                 )
                 return True
-        except (httpx.HTTPError, httpx.InvalidURL, UnsafeEndpointError) as exc:
+        # ValueError: what httpx lets through from a host name IDNA refuses (`https://xn--/`)
+        except (httpx.HTTPError, httpx.InvalidURL, UnsafeEndpointError, ValueError) as exc:
             log.warning("push to device %s failed: %s", device.device_id, type(exc).__name__)
             return False
         if status >= 300:
