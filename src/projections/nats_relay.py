@@ -107,7 +107,9 @@ class NatsRelay:
         while not self._stop.is_set():
             if self.lease is not None and not self.lease.try_acquire():
                 self.active = False
-                await self._sleep(1.0)
+                # A second, appends or not (each attempt is a new connection to PostgreSQL):
+                # only stopping cuts it short.
+                await asyncio.get_running_loop().run_in_executor(None, self._stop.wait, 1.0)
                 continue
             if not self.active:
                 log.info("relay lease acquired")

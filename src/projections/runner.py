@@ -168,8 +168,10 @@ class ProjectionRunner:
         if self.lease is None:
             return True
         now = time.monotonic()
-        if self.active and now - self._lease_checked < LEASE_CHECK_SECONDS:
-            return True
+        # Held or not, at most one attempt a second: a waiter is woken by every append (the
+        # log waker), and each attempt is a new connection to PostgreSQL.
+        if now - self._lease_checked < LEASE_CHECK_SECONDS:
+            return self.active
         self._lease_checked = now
         held = self.lease.try_acquire()
         if held and not self.active:

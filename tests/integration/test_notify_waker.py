@@ -18,6 +18,7 @@ from api.app import WOKEN_POLL_SECONDS, build_runtime
 from api.deps import Runtime
 from api.settings import Settings
 from commands import totp
+from infra.lease import PostgresLease
 from infra.notify import APPLICATION_NAME, LogWaker, log_waker_for
 from projections.runner import ProjectionRunner
 from tests.conftest import (
@@ -25,6 +26,7 @@ from tests.conftest import (
     close_runtime,
     create_pg_database,
     drop_pg_database,
+    free_port,
     make_settings,
     new_user,
 )
@@ -131,3 +133,52 @@ def test_build_runtime_wires_a_waker_only_for_postgres_projections(
                 assert runtime.runner.poll_interval == WOKEN_POLL_SECONDS
         finally:
             close_runtime(runtime)
+
+
+def _count_attempts(lease: object, attempts: list[str], name: str) -> None:
+    """Spy on a lease: every call that is not a holder's check opens a new connection."""
+    assert isinstance(lease, PostgresLease)
+    original = lease.try_acquire
+
+    def counting() -> bool:
+        if not lease.still_held():
+            attempts.append(name)
+        return original()
+
+    lease.try_acquire = counting  # type: ignore[method-assign]
+
+
+def test_a_waiting_process_tries_each_lease_once_a_second_not_once_per_append(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The waker wakes a waiter's runner and relay on every append; each of them used to try
+    its lease then, a new PostgreSQL connection per append per lease per waiting process."""
+    # Nothing listens on that port: the holder keeps its relay lease while it retries NATS.
+    settings = make_settings(tmp_path, pg_url, MFA_NATS_URL=f"nats://127.0.0.1:{free_port()}")
+    holder, waiter = build_runtime(settings), build_runtime(settings)
+    attempts: list[str] = []
+    try:
+        holder.start()
+        deadline = time.monotonic() + 10
+        while not (holder.runner and holder.runner.active and holder.relay and holder.relay.active):
+            assert time.monotonic() < deadline, "the first process did not take both leases"
+            time.sleep(0.05)
+        assert waiter.runner is not None
+        assert waiter.relay is not None
+        _count_attempts(waiter.runner.lease, attempts, "projections")
+        _count_attempts(waiter.relay.lease, attempts, "nats-relay")
+        waiter.start()
+        time.sleep(1.5)  # its waker listens by now
+        attempts.clear()
+        started = time.monotonic()
+        for _ in range(100):
+            totp.set_up_totp(holder.services, new_user(), None)
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        assert not waiter.runner.active
+        assert not waiter.relay.active
+        for name in ("projections", "nats-relay"):
+            assert attempts.count(name) <= elapsed + 2, (name, len(attempts), elapsed)
+    finally:
+        close_runtime(waiter)
+        close_runtime(holder)
