@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -41,8 +42,20 @@ def _starting() -> Iterator[None]:
         raise click.ClickException(str(exc)) from None
     except (psycopg.Error, sqlite3.Error, OSError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        message = f"cannot open the database or data folder: {first_line}"
+        message = f"cannot open the database or data folder: {_without_password(first_line)}"
         raise click.ClickException(message) from None
+
+
+def _without_password(message: str) -> str:
+    """libpq quotes the parts of a URL it cannot read (`invalid percent-encoded token:
+    "<password>"`, or a host name that is the rest of a password holding an `@`)."""
+    netloc = os.environ.get("MFA_DATABASE_URL", "").partition("://")[2].partition("/")[0]
+    password = netloc.rpartition("@")[0].partition(":")[2]
+    pieces = {password, *password.split("@"), *password.split("%")}
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= 3:
+            message = message.replace(piece, "***")
+    return message
 
 
 def _settings() -> Settings:

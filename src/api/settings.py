@@ -151,10 +151,10 @@ class Settings:
     """The service's configuration; construct with `Settings.from_env()`."""
 
     data_dir: Path
-    database_url: str
-    jwt_secret: str | None
+    database_url: str = field(repr=False)
+    jwt_secret: str | None = field(repr=False)
     master_key: bytes = field(repr=False)
-    nats_url: str | None = None
+    nats_url: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -162,10 +162,10 @@ class Settings:
     webauthn_rp_name: str = "MFA service"
     webauthn_origins: tuple[str, ...] = ("http://localhost:8000",)
     totp_issuer: str = "MFA service"
-    smtp_url: str | None = None
+    smtp_url: str | None = field(default=None, repr=False)
     email_from: str = "mfa@localhost"
-    sms_webhook_url: str | None = None
-    push_webhook_url: str | None = None
+    sms_webhook_url: str | None = field(default=None, repr=False)
+    push_webhook_url: str | None = field(default=None, repr=False)
     projections_in_process: bool = True
     step_up_ttl_seconds: int = 300
     push_allow_private: bool = False

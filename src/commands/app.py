@@ -8,7 +8,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -226,7 +226,7 @@ class Services:
     app: MfaApplication
     clock: Clock
     random: Random
-    id_key: bytes
+    id_key: bytes = field(repr=False)  # (the key behind aggregate ids and code hashes)
     totp_issuer: str = "MFA service"
     writes: WriteTracker | None = None
     relying_party: RelyingParty | None = None

@@ -31,6 +31,7 @@ SENSITIVE_FIELDS = frozenset(
         "push_token",
         "challenge",
         "webauthn_challenge",
+        "number",  # a push's number matching: shown once, to the login screen
     }
 )
 _ENVELOPE_FIELDS = ("originator_id", "originator_version", "timestamp")

@@ -63,6 +63,26 @@ def test_a_bad_configuration_is_one_line_naming_it_and_exit_1(
     assert named in error, done.stderr
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:Hunter2%zzTopSecret@127.0.0.1:1/mfa",  # a bad %-escape
+        "postgresql://postgres:Hunter2@TopSecret@127.0.0.1:1/mfa",  # an @ not escaped
+    ],
+)
+def test_a_database_url_libpq_cannot_read_is_named_without_its_password(
+    tmp_path: Path, url: str
+) -> None:
+    """libpq quotes what it could not read, which here is (part of) the password."""
+    done = run(tmp_path, "projections", "status", MFA_DATABASE_URL=url)
+    assert done.returncode == 1, done.stderr
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert "cannot open the database" in error
+    assert "***" in error
+    assert "Hunter2" not in done.stderr
+    assert "TopSecret" not in done.stderr
+
+
 def test_a_master_key_that_unwraps_nothing_is_one_line(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'var' / 'mfa.sqlite'}")
     runtime = build_runtime(settings, run_projections=False)

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 
 from commands.app import event_store_env
+from projections.audit import MASK, export_log
 from tests.api.helpers import code_at
 from tests.api.test_webauthn_api import ORIGIN
 from tests.conftest import new_user
@@ -381,3 +382,30 @@ def test_no_cache_may_keep_a_response(session: Session) -> None:
         if r.headers.get("cache-control") != "no-store"
     }
     assert storable == set()
+
+
+def test_the_auditors_export_shows_no_secret_and_no_push_number(session: Session) -> None:
+    """`mfa audit export` (export_log) masks secrets; the push's number matching is shown
+    once, to the login screen, and is masked there too."""
+    exported = list(export_log(session.stack.server.runtime.services.app))
+    created = [e for e in exported if e["type"] == "mfa.push.challenge_created.v1"]
+    assert len(created) >= 2
+    assert all(e["data"]["number"] == MASK for e in created)
+    text = json.dumps(exported, default=str)
+    assert session.user in text  # (the export is the user's)
+    assert [s.name for s in session.secrets if s.found_in(text)] == []
+
+
+def test_no_secret_is_in_the_repr_of_the_settings_or_the_services(session: Session) -> None:
+    """One `log.debug("%r", runtime)` away from a log line: the JWT secret, the master key,
+    URLs that may carry passwords and the key behind aggregate ids stay out of reprs."""
+    runtime = session.stack.server.runtime
+    settings = runtime.settings
+    text = repr(runtime) + repr(settings) + repr(runtime.services)
+    assert settings.jwt_secret
+    for value in (settings.jwt_secret, settings.database_url, settings.nats_url):
+        assert value
+        assert value not in text
+    for key in (settings.master_key, runtime.services.id_key):
+        assert repr(key) not in text
+        assert key.hex() not in text
