@@ -28,6 +28,7 @@ from commands.ports import (
     Clock,
     DecoyLocks,
     EmailSender,
+    KeyDestroyedError,
     KeyVault,
     PushSender,
     Random,
@@ -178,6 +179,15 @@ class MfaApplication(Application[UUID]):
         """
         if self.snapshots is None:
             return
+        try:
+            self._snapshot(processing_event)
+        except (KeyDestroyedError, AggregateNotFoundError):
+            # The owner was erased since the events were stored: no snapshot (it is only a
+            # shortcut), and above all not one under a data key made anew.
+            return
+
+    def _snapshot(self, processing_event: ProcessingEvent[UUID]) -> None:
+        assert self.snapshots is not None
         for event in processing_event.events:
             aggregate = processing_event.aggregates.get(event.originator_id)
             interval = self.snapshotting_intervals.get(type(aggregate)) if aggregate else None
@@ -364,7 +374,7 @@ def _save(services: Services, user_id: str, mfa: UserMfa, *others: Any) -> int |
     """Save pending events atomically; the new log position, or None on a conflict."""
     try:
         recordings = services.app.save(mfa, *others)
-    except IntegrityError:
+    except (IntegrityError, KeyDestroyedError):  # (the user was erased meanwhile: load again)
         return None
     except OperationalError as exc:
         raise StoreUnavailableError(str(exc)) from exc

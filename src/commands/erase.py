@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
+from functools import partial
+from typing import Any
 from uuid import UUID
 
 from commands.app import (
@@ -14,17 +16,29 @@ from commands.app import (
     forget_cached,
     get_aggregate,
 )
-from domain.errors import NotEnrolledError
+from commands.push import load_challenge
+from domain.errors import NotEnrolledError, NotFoundError
 from domain.user_mfa import UserMfa
+
+RESET_REASON = "reset"  # why a push pending at an admin reset was denied
 
 
 def reset_user(services: Services, user_id: str, actor: str, reason: str) -> Outcome[list[str]]:
-    """An admin removes every factor of a user (recorded with actor and reason)."""
+    """An admin removes every factor of a user (recorded with actor and reason); pushes still
+    pending are withdrawn in the same append, so none can be approved after the reset."""
+    extra: list[Any] = []
 
     def decide(mfa: UserMfa, now: datetime) -> list[str]:
-        return mfa.reset_all(actor, reason, now)
+        pending = [r.challenge_id for r in mfa.push_requests if r.is_pending(now)]
+        methods = mfa.reset_all(actor, reason, now)
+        for challenge_id in pending:
+            with contextlib.suppress(NotFoundError):
+                challenge = load_challenge(services, challenge_id)
+                challenge.withdraw(RESET_REASON, now)
+                extra.append(challenge)
+        return methods
 
-    return execute(services, user_id, decide, create=False)
+    return execute(services, user_id, decide, create=False, extra=extra)
 
 
 def erase_user(services: Services, user_id: str) -> Outcome[bool]:
@@ -36,13 +50,17 @@ def erase_user(services: Services, user_id: str) -> Outcome[bool]:
     position = 0
     recent_pushes: list[UUID] = []
     mfa = get_aggregate(services, agg_id)
+    erased_epochs = epoch  # the ones before `epoch` were erased earlier
     if mfa is not None:
         recent_pushes = [UUID(r.challenge_id) for r in mfa.push_requests]
         # NotEnrolledError: erased concurrently by another request; carry on with the keys.
         with contextlib.suppress(NotEnrolledError):
-            position = execute(services, user_id, _erase, create=False).position
+            position = execute(services, user_id, partial(_erase, agg_id), create=False).position
         services.epochs.advance(user_id, epoch)
-    for old in range(epoch + 1):
+        erased_epochs = epoch + 1
+    # Only erased epochs' keys: a destroyed key is never created again, so destroying the key
+    # of an epoch with no aggregate yet would keep the user from ever enrolling in it.
+    for old in range(erased_epochs):
         old_id = epoch_aggregate_id(services, user_id, old)
         services.app.vault.destroy(str(old_id))
         forget_cached(services, old_id)
@@ -54,5 +72,9 @@ def erase_user(services: Services, user_id: str) -> Outcome[bool]:
     return Outcome(True, position)
 
 
-def _erase(mfa: UserMfa, now: datetime) -> bool:
+def _erase(agg_id: UUID, mfa: UserMfa, now: datetime) -> bool:
+    if mfa.id != agg_id:
+        # Another request erased that epoch meanwhile and the user enrolled again: what this
+        # request was asked to erase is gone already, and the new enrolment is not its own.
+        raise NotEnrolledError("erased concurrently")
     return mfa.erase(now)

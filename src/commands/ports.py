@@ -80,8 +80,15 @@ class EmailSender(Protocol):
     def send_email(self, to: str, subject: str, body: str) -> None: ...
 
 
+class KeyDestroyedError(Exception):
+    """A data key was destroyed (its owner erased): nothing may be encrypted under its id again."""
+
+
 class KeyVault(Protocol):
-    """Per-owner data keys, stored wrapped by the master key; destroying one shreds the data."""
+    """Per-owner data keys, stored wrapped by the master key; destroying one shreds the data.
+
+    `get_or_create` raises KeyDestroyedError for a destroyed key id, never makes a new key.
+    """
 
     def get_or_create(self, key_id: str) -> bytes: ...
     def get(self, key_id: str) -> bytes | None: ...

@@ -151,6 +151,19 @@ class PushChallenge(Aggregate):
         )
         return fraud
 
+    def withdraw(self, reason: str, at: datetime) -> None:
+        """End a pending push with no device's answer (an admin reset removed what it was
+        sent to): denied, with `reason` and no device id."""
+        if self.status_at(at) == PENDING:
+            self.trigger_event(
+                self.Denied,
+                key_owner=self.key_owner,
+                device_id="",
+                reason=reason,
+                fraud=False,
+                timestamp=at,
+            )
+
     class Approved(Event):
         TOPIC = "mfa.push.challenge_approved.v1"
         device_id: str

@@ -9,10 +9,23 @@ from typing import Any
 import httpx
 import pytest
 
+import commands.erase as erase_module
 from api.settings import Settings
-from commands.app import MfaApplication
+from commands import push
+from commands.app import (
+    MfaApplication,
+    aggregate_id,
+    epoch_aggregate_id,
+    get_aggregate,
+    load_user,
+)
+from commands.erase import erase_user
+from commands.totp import validate_totp
+from commands.trusted_devices import remember_device, revoke_device
+from domain.errors import DomainError, InvalidCodeError
 from projections.audit import export_log
 from projections.rebuild import rebuild_projection
+from tests.api.helpers import code_at, wrong_code
 from tests.api.test_oob import PHONE, enrol_sms
 from tests.api.test_persistence import _stored_text
 from tests.api.test_push import App, push_endpoint, push_server  # noqa: F401 - fixtures
@@ -198,3 +211,204 @@ def test_an_erased_users_push_challenges_are_gone_even_from_the_process_that_cac
         gone = internal.get(f"/internal/mfa/push/challenge/{challenge_id}")
         assert gone.status_code == 404, (challenge_id, gone.text)
         assert "203.0.113.77" not in gone.text
+
+
+# --------------------------------------------------------------- races with an erasure
+
+
+def _grow_to(services: Any, user: str, version: int) -> None:
+    """Trusted devices remembered and revoked until the user's aggregate stands at
+    `version` (one event each)."""
+    while (mfa := load_user(services, user)) is not None and mfa.version < version - 1:
+        device = remember_device(services, user, "laptop", 30).value.device
+        revoke_device(services, user, device.device_id)
+    while (mfa := load_user(services, user)) is not None and mfa.version < version:
+        remember_device(services, user, "laptop", 30)
+    mfa = load_user(services, user)
+    assert mfa is not None
+    assert mfa.version == version
+
+
+def _readable(app: MfaApplication, agg_id: Any) -> str:
+    """Everything stored under the aggregate id that still decrypts: events and snapshots."""
+    assert app.snapshots is not None
+    rows = [
+        *app.events.recorder.select_events(agg_id),
+        *app.snapshots.recorder.select_events(agg_id),
+    ]
+    return str([vars(app.mapper.to_domain_event(row)) for row in rows])
+
+
+def test_a_snapshot_due_just_as_the_user_is_erased_is_not_stored_under_a_new_key(
+    server: LiveServer,
+) -> None:
+    """The snapshot of the 100th event is written after that event is stored. An erasure in
+    between used to make the vault create the destroyed key again and store the whole
+    decrypted state (the TOTP secret) readable under it."""
+    services = server.runtime.services
+    app = services.app
+    user = new_user()
+    _, secret = enrol(server.client(user), server)
+    agg_id = aggregate_id(services, user)
+    _grow_to(services, user, 99)
+    assert app.snapshots is not None
+    put = app.snapshots.put
+    erased: list[bool] = []
+
+    def erase_first(*args: Any, **kwargs: Any) -> Any:
+        if not erased:
+            erased.append(True)
+            erase_user(services, user)
+        return put(*args, **kwargs)
+
+    app.snapshots.put = erase_first  # type: ignore[method-assign]
+    try:
+        remember_device(services, user, "laptop", 30)  # the 100th event: a snapshot is due
+    finally:
+        app.snapshots.put = put  # type: ignore[method-assign]
+    assert erased
+    assert secret not in _readable(app, agg_id)
+    assert app.vault.get(str(agg_id)) is None
+
+
+def test_a_command_whose_events_pass_the_snapshot_version_succeeds_if_erased_meanwhile(
+    server: LiveServer,
+) -> None:
+    """Several events past version 100 make the library reload the aggregate to snapshot it;
+    erased in between, that reload failed the request (500) after its events were stored."""
+    services = server.runtime.services
+    app = services.app
+    user = new_user()
+    _, secret = enrol(server.client(user), server)
+    _grow_to(services, user, 95)
+    for _ in range(4):  # wrong codes: versions 96-99
+        with pytest.raises(InvalidCodeError):
+            validate_totp(services, user, wrong_code(secret, server.clock.now()))
+    take = app._take_snapshots
+    erased: list[bool] = []
+
+    def erase_first(processing_event: Any) -> None:
+        if not erased:
+            erased.append(True)
+            erase_user(services, user)
+        take(processing_event)
+
+    app._take_snapshots = erase_first  # type: ignore[method-assign]
+    try:
+        with pytest.raises(InvalidCodeError):  # the 5th: VerificationFailed and FactorLocked
+            validate_totp(services, user, wrong_code(secret, server.clock.now()))
+    finally:
+        app._take_snapshots = take  # type: ignore[method-assign]
+    assert erased
+
+
+def test_a_refused_push_answer_stored_after_the_erasure_does_not_create_the_key_again(
+    push_server: LiveServer,  # noqa: F811 - the fixture
+    push_endpoint: tuple[str, list[dict[str, Any]]],  # noqa: F811
+) -> None:
+    url, _ = push_endpoint
+    services = push_server.runtime.services
+    app = services.app
+    user = new_user()
+    client = push_server.client(user)
+    App("phone", url).sync(client)
+    challenge_id = client.post("/mfa/push/challenge").json()["challenge_id"]
+    agg_id = aggregate_id(services, user)
+    save = app.save
+    erased: list[bool] = []
+
+    def erase_first(*args: Any, **kwargs: Any) -> Any:
+        if not erased:
+            erased.append(True)
+            erase_user(services, user)
+        return save(*args, **kwargs)
+
+    app.save = erase_first  # type: ignore[method-assign]
+    try:
+        with pytest.raises(DomainError):
+            push.respond(
+                services, user, challenge_id, "phone", approve=True, signature="AA", number="00"
+            )
+    finally:
+        app.save = save  # type: ignore[method-assign]
+    assert erased
+    assert app.vault.get(str(agg_id)) is None
+
+
+def test_an_erasure_that_finds_the_user_erased_and_enrolled_again_leaves_the_new_enrolment(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Erasure A looks the user up; erasure B (a client's retry) erases them, and the user
+    enrols again. A used to append `UserErased` to the new enrolment but destroy only the
+    old epoch's key: an aggregate marked erased whose secret still decrypted."""
+    services = server.runtime.services
+    user = new_user()
+    client = server.client(user)
+    enrol(client, server)
+    enrolled_again: list[str] = []
+
+    def lookup_then_race(services_: Any, agg_id: Any) -> Any:
+        found = get_aggregate(services_, agg_id)
+        if not enrolled_again:
+            monkeypatch.setattr(erase_module, "get_aggregate", get_aggregate)
+            erase_user(services, user)  # B
+            _, secret = enrol(client, server)
+            enrolled_again.append(secret)
+        return found
+
+    monkeypatch.setattr(erase_module, "get_aggregate", lookup_then_race)
+    assert erase_user(services, user).value is True  # A
+    [secret] = enrolled_again
+
+    current = epoch_aggregate_id(services, user, 1)
+    mfa = load_user(services, user)
+    assert mfa is not None
+    assert mfa.id == current
+    assert not mfa.erased
+    assert services.app.vault.get(str(current)) is not None
+    assert services.app.vault.get(str(epoch_aggregate_id(services, user, 0))) is None
+    validated = client.post(
+        "/mfa/totp/validate", json={"code": code_at(secret, server.clock.now())}
+    )
+    assert validated.status_code in (200, 403), validated.text  # (403: the step was used)
+    assert client.get(f"/mfa/status/{user}").json()["mfa_enabled"] is True
+
+
+def test_erasing_an_unknown_user_or_erasing_twice_does_not_keep_them_from_enrolling(
+    server: LiveServer,
+) -> None:
+    internal = server.client("svc", "mfa:internal")
+    for erasures in (1, 2):
+        user = new_user()
+        for _ in range(erasures):
+            assert internal.post("/internal/mfa/erase", json={"user_id": user}).status_code == 200
+        enrol(server.client(user), server)
+        erased_once = new_user()
+        enrol(server.client(erased_once), server)
+        for _ in range(erasures):
+            erased = internal.post("/internal/mfa/erase", json={"user_id": erased_once})
+            assert erased.status_code == 200
+        enrol(server.client(erased_once), server)
+
+
+def test_a_push_pending_at_an_admin_reset_can_no_longer_be_approved(
+    push_server: LiveServer,  # noqa: F811 - the fixture
+    push_endpoint: tuple[str, list[dict[str, Any]]],  # noqa: F811
+) -> None:
+    url, _ = push_endpoint
+    user = new_user()
+    client = push_server.client(user)
+    device = App("device-1", url)
+    assert device.sync(client).status_code == 200
+    pending = client.post("/mfa/push/challenge", json={"context": {"app": "bank"}}).json()
+    admin = push_server.client("root", "mfa:admin")
+    reset = admin.delete(f"/admin/mfa/reset/{user}", params={"reason": "lost phone"})
+    assert reset.status_code == 200
+    assert device.sync(client).status_code == 200  # the same app enrolled again
+
+    late = device.approve(client, pending["challenge_id"], pending["number"])
+    assert late.status_code == 409, late.text
+    internal = push_server.client("svc", "mfa:internal")
+    seen = internal.get(f"/internal/mfa/push/challenge/{pending['challenge_id']}").json()
+    assert seen["status"] == "denied"
+    assert client.post("/mfa/push/challenge").status_code == 201

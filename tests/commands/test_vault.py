@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from commands.adapters.vault import NONCE_BYTES, MasterKeyMismatchError, SqlKeyVault
-from infra.sql import SqliteDatabase
+from commands.ports import KeyDestroyedError
+from infra.sql import PostgresDatabase, SqliteDatabase
+from tests.conftest import create_pg_database, drop_pg_database
 
 MASTER = bytes(range(32))
 OTHER_MASTER = bytes(range(1, 33))
@@ -116,11 +118,25 @@ def test_destroy_leaves_other_owners_keys(vault: SqlKeyVault):
     assert vault.get("owner-b") == other
 
 
-def test_a_key_created_again_after_destroy_is_a_new_key(vault: SqlKeyVault):
-    old = vault.get_or_create(KEY_ID)
+def test_a_destroyed_key_is_never_created_again(db: SqliteDatabase, vault: SqlKeyVault):
+    """A write that lost a race with an erasure would otherwise store readable data under a
+    new key that nothing destroys."""
+    vault.get_or_create(KEY_ID)
     vault.destroy(KEY_ID)
 
-    assert vault.get_or_create(KEY_ID) != old
+    with pytest.raises(KeyDestroyedError):
+        vault.get_or_create(KEY_ID)
+    with pytest.raises(KeyDestroyedError):
+        SqlKeyVault(db, MASTER).get_or_create(KEY_ID)  # another process, a restart
+    assert wrapped_rows(db) == {}
+    assert vault.get(KEY_ID) is None
+    assert vault.get_or_create("owner-b")  # others are not affected
+
+
+def test_destroying_a_key_that_never_existed_keeps_it_from_being_made(vault: SqlKeyVault):
+    vault.destroy(KEY_ID)
+    with pytest.raises(KeyDestroyedError):
+        vault.get_or_create(KEY_ID)
 
 
 def test_the_table_holds_wrapped_keys_not_raw_keys(db: SqliteDatabase, vault: SqlKeyVault):
@@ -177,3 +193,43 @@ def test_a_key_destroyed_by_another_process_stops_working_here_once_the_cache_ex
 
     time.sleep(0.06)
     assert here.get("user-1") is None
+
+
+@pytest.mark.postgres
+def test_on_postgresql_creating_and_destroying_one_key_never_leave_a_key_behind(
+    postgres_admin_url: str,
+) -> None:
+    """Two processes: one creates a user's key while the other destroys it. Whoever goes
+    second, no key remains; a creator that comes second is refused."""
+    url = create_pg_database(postgres_admin_url)
+    creator_db, eraser_db = PostgresDatabase(url), PostgresDatabase(url)
+    try:
+        creator, eraser = SqlKeyVault(creator_db, MASTER), SqlKeyVault(eraser_db, MASTER)
+        refused = 0
+        for round_ in range(40):
+            key_id = f"owner-{round_}"
+            barrier = threading.Barrier(2)
+
+            def create(key_id: str = key_id, barrier: threading.Barrier = barrier) -> bool:
+                barrier.wait()
+                try:
+                    creator.get_or_create(key_id)
+                except KeyDestroyedError:
+                    return False
+                return True
+
+            def destroy(key_id: str = key_id, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                eraser.destroy(key_id)
+
+            with ThreadPoolExecutor(2) as pool:
+                created, _ = pool.submit(create), pool.submit(destroy)
+                refused += not created.result()
+            assert SqlKeyVault(eraser_db, MASTER).get(key_id) is None, round_
+            with pytest.raises(KeyDestroyedError):  # (uncached: the creator may hold it 30 s)
+                SqlKeyVault(creator_db, MASTER).get_or_create(key_id)
+        assert refused  # (the race went both ways)
+    finally:
+        creator_db.close()
+        eraser_db.close()
+        drop_pg_database(postgres_admin_url, url)

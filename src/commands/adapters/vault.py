@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from infra.sql import Database, compact_log
+from commands.ports import KeyDestroyedError
+from infra.sql import Cursor, Database, compact_log
 
 _DDL = {
     "sqlite": "CREATE TABLE IF NOT EXISTS mfa_data_keys ("
@@ -19,6 +20,15 @@ _DDL = {
     "postgres": "CREATE TABLE IF NOT EXISTS mfa_data_keys ("
     "key_id TEXT PRIMARY KEY, wrapped BYTEA NOT NULL, created_at TEXT NOT NULL)",
 }
+# The ids of destroyed keys (aggregate ids: keyed hashes, no personal data), so that a write
+# racing an erasure cannot create the key again and store readable data under it.
+_TOMBSTONES_DDL = (
+    "CREATE TABLE IF NOT EXISTS mfa_destroyed_keys ("
+    "key_id TEXT PRIMARY KEY, destroyed_at TEXT NOT NULL)"
+)
+# PostgreSQL: creating and destroying one key id take this transaction lock (the two-key
+# form, a lock space of its own beside the leases' one-key advisory locks).
+_KEY_LOCK_CLASS = 0x6D666B76  # "mfkv"
 NONCE_BYTES = 12
 CACHE_SECONDS = 30.0
 CHECKED_KEYS = 3  # at startup, see `_check_master_key`
@@ -48,6 +58,7 @@ class SqlKeyVault:
         self._lock = threading.Lock()
         with db.transaction() as cur:
             cur.execute(_DDL[db.dialect])
+            cur.execute(_TOMBSTONES_DDL)
         self._check_master_key()
 
     def _check_master_key(self) -> None:
@@ -111,13 +122,21 @@ class SqlKeyVault:
         return self._cached(key_id) or self._load(key_id)
 
     def get_or_create(self, key_id: str) -> bytes:
-        """The data key, created on first use; concurrent creators converge on one key."""
+        """The data key, created on first use; concurrent creators converge on one key.
+
+        KeyDestroyedError for a key that was destroyed: a write that lost a race with the
+        owner's erasure must fail, not store readable data under a new key.
+        """
         existing = self.get(key_id)
         if existing is not None:
             return existing
         nonce = os.urandom(NONCE_BYTES)
         wrapped = nonce + self._master.encrypt(nonce, AESGCM.generate_key(256), key_id.encode())
         with self._db.transaction() as cur:
+            self._lock_key(cur, key_id)
+            cur.execute("SELECT 1 FROM mfa_destroyed_keys WHERE key_id = %s", (key_id,))
+            if cur.fetchone() is not None:
+                raise KeyDestroyedError(key_id)
             cur.execute(
                 "INSERT INTO mfa_data_keys (key_id, wrapped, created_at) VALUES (%s, %s, %s) "
                 "ON CONFLICT (key_id) DO NOTHING",
@@ -130,9 +149,21 @@ class SqlKeyVault:
         return self._remember(key_id, self._unwrap(key_id, bytes(row[0])))
 
     def destroy(self, key_id: str) -> None:
-        """Delete the key for good: everything encrypted with it becomes unreadable."""
+        """Delete the key for good: everything encrypted with it becomes unreadable, and it
+        is never created again."""
         with self._db.transaction() as cur:
+            self._lock_key(cur, key_id)
             cur.execute("DELETE FROM mfa_data_keys WHERE key_id = %s", (key_id,))
+            cur.execute(
+                "INSERT INTO mfa_destroyed_keys (key_id, destroyed_at) VALUES (%s, %s) "
+                "ON CONFLICT (key_id) DO NOTHING",
+                (key_id, datetime.now(UTC).isoformat()),
+            )
         compact_log(self._db)
         with self._lock:
             self._cache.pop(key_id, None)
+
+    def _lock_key(self, cur: Cursor, key_id: str) -> None:
+        """Serialise creating and destroying one key (SQLite: its write lock does)."""
+        if self._db.dialect == "postgres":
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_KEY_LOCK_CLASS, key_id))
