@@ -38,12 +38,12 @@ from api.controllers.webauthn import WebAuthnController
 from api.deps import (
     Runtime,
     StrictJsonRequest,
-    document_body_limit,
     provide_runtime,
     provide_user,
 )
 from api.errors import EXCEPTION_HANDLERS
 from api.input_rules import apply_input_rules
+from api.openapi import complete_document
 from api.settings import Settings
 from commands.adapters.decoys import SqlDecoyLockouts
 from commands.adapters.dev_log import LogSender
@@ -240,5 +240,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = rt
     app.state.verifier = TokenVerifier(settings)
-    document_body_limit(app.openapi_schema)
+    complete_document(app)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,9 +12,9 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from litestar import Request, Response
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPI, OpenAPIResponse, Operation, RequestBody
+from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import PathParameter, QueryParameter
 
 from api.auth import Principal, principal_of
@@ -93,6 +94,9 @@ def _body_error(message: str) -> ValidationException:
     return ValidationException(detail=f"data: {message}", extra=extra)
 
 
+_JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
+_NOT_JSON = "the body must be JSON, sent as Content-Type: application/json"
+
 # Nothing in the API nests this deep; deeper values would reach code (copies, re-encoding for
 # py_webauthn) that recurses once per level.
 _NESTED_TOO_DEEPLY = f"nested more than {MAX_JSON_DEPTH} levels deep"
@@ -107,6 +111,10 @@ class StrictJsonRequest(Request[Any, Any, Any]):
     """
 
     async def json(self) -> Any:
+        media_type = self.headers.get("content-type", "").partition(";")[0].strip()
+        if media_type and not _JSON_MEDIA_TYPE.fullmatch(media_type) and await self.body():
+            # A form or text body is not read as JSON (a body without a Content-Type is).
+            raise HTTPException(status_code=415, detail=_NOT_JSON)
         try:
             value = await super().json()
         except RecursionError:  # msgspec's decoder, some thousands of levels deep
@@ -217,14 +225,16 @@ def written(content: T, outcome: Outcome[Any], status_code: int = 200) -> Respon
     )
 
 
-_DESCRIPTIONS = {
+DESCRIPTIONS = {
     400: "Malformed input (`validation_error`)",
     401: "Missing or invalid bearer token (`unauthorized`)",
     403: "Missing scope (`forbidden`), or a rejected code (`invalid_code`)",
     404: "Unknown id (`not_found`)",
     409: "Conflicts with the current state (`conflict`, `not_enrolled`, `already_enrolled`)",
     410: "The challenge expired (`challenge_expired`)",
+    405: "The path names another route, which does not take this method (`method_not_allowed`)",
     413: "The request body is over 64 KiB (`payload_too_large`)",
+    415: "The body is not JSON: Content-Type must be application/json (`unsupported_media_type`)",
     429: "Locked out or rate limited (`locked`, `rate_limited`), with Retry-After",
     501: "Not implemented yet (`not_implemented`)",
     502: "A code or push could not be delivered (`delivery_failed`)",
@@ -237,27 +247,9 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
     return {
         status: ResponseSpec(
             data_container=Problem,
-            description=_DESCRIPTIONS[status],
+            description=DESCRIPTIONS[status],
             media_type="application/problem+json",
             generate_examples=False,
         )
         for status in sorted({400, 401, 503, *statuses})
     }
-
-
-def document_body_limit(schema: OpenAPI) -> None:
-    """Add the 413 that every operation taking a body gives for one over the size limit.
-
-    The limit is the app's (`request_max_body_size`), so it applies to every such route alike;
-    the 400 entry, which each of them has, lends the problem content.
-    """
-    for path_item in (schema.paths or {}).values():
-        for method in ("post", "put", "patch"):
-            operation: Operation | None = getattr(path_item, method)
-            if operation is None or operation.request_body is None or not operation.responses:
-                continue
-            bad_request = operation.responses.get("400")
-            if isinstance(bad_request, OpenAPIResponse):
-                operation.responses["413"] = OpenAPIResponse(
-                    description=_DESCRIPTIONS[413], content=bad_request.content
-                )

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 
 from tests.conftest import new_user
 from tests.security.support import (
@@ -257,10 +258,10 @@ def test_a_read_position_of_other_than_ascii_digits_is_ignored(stack: Stack) -> 
 
 
 def raw_body_to_every_route(
-    stack: Stack, content: bytes
+    stack: Stack, content: bytes, content_type: str = "application/json"
 ) -> list[tuple[Route, dict[str, Any], httpx.Response]]:
-    """`content` as the JSON body of every route that takes one, each with a token of its
-    area: (route, its OpenAPI operation, the answer)."""
+    """`content` as the body of every route that takes one, each with a token of its area:
+    (route, its OpenAPI operation, the answer)."""
     document = openapi(stack.server)
     clients = {
         "user": stack.client(new_user()),
@@ -277,7 +278,7 @@ def raw_body_to_every_route(
             route.method,
             route.url(),
             content=content,
-            headers={"content-type": "application/json"},
+            headers={"content-type": content_type},
         )
         answers.append((route, operation, answered))
     assert len(answers) >= 25
@@ -294,6 +295,27 @@ def test_a_body_over_64_kib_is_refused_with_413_on_every_route_that_takes_one(
         # ... and the OpenAPI document says so
         assert "413" in operation["responses"], str(route)
     assert stack.server.runtime.services.app.max_position() == head  # nothing was written
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/xml", "multipart/form-data"],
+)
+def test_a_body_that_is_not_sent_as_json_is_refused_with_415_on_every_route_that_takes_one(
+    stack: Stack, content_type: str
+) -> None:
+    """A form or text body was read as JSON all the same (a browser can send those to any
+    site without asking first)."""
+    head = stack.server.runtime.services.app.max_position()
+    for route, operation, answered in raw_body_to_every_route(stack, b"{}", content_type):
+        assert_problem(answered, 415, "unsupported_media_type")
+        assert "415" in operation["responses"], str(route)
+    assert stack.server.runtime.services.app.max_position() == head  # nothing was written
+    client = stack.client(new_user())
+    for json_type in ("application/json; charset=utf-8", "application/merge-patch+json", None):
+        headers = {"content-type": json_type} if json_type else {}
+        setup = client.post("/mfa/totp/setup", content=b"{}", headers=headers)
+        assert setup.status_code == 201, (json_type, setup.text)
 
 
 def test_a_body_that_is_not_utf8_is_a_validation_error_on_every_json_route(
