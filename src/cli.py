@@ -246,13 +246,18 @@ def projections_status() -> None:
 @click.option("--compare/--no-compare", default=True, help="compare with the live rows first")
 def projections_rebuild(name: str, compare: bool) -> None:
     """Rebuild a read model from position 0 beside the live one, then swap it in."""
-    from projections.rebuild import rebuild_projection
+    from projections.rebuild import RebuildRunningError, rebuild_projection
 
     runtime = _offline_runtime()
     names = [p.name for p in runtime.read_models.projections]
     if name not in names:
         raise click.BadParameter(f"unknown projection {name!r}; one of {', '.join(names)}")
-    _echo_json(rebuild_projection(runtime.services.app, runtime.read_models, name, compare=compare))
+    app, read_models = runtime.services.app, runtime.read_models
+    try:
+        report = rebuild_projection(app, read_models, name, compare=compare)
+    except RebuildRunningError as exc:
+        raise click.ClickException(str(exc)) from None
+    _echo_json(report)
 
 
 if __name__ == "__main__":

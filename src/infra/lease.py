@@ -15,7 +15,13 @@ from typing import Protocol
 
 import psycopg
 
-from infra.sql import BoundedConnection, connection_settings
+from infra.sql import (
+    BoundedConnection,
+    Database,
+    PostgresDatabase,
+    SqliteDatabase,
+    connection_settings,
+)
 
 
 class Lease(Protocol):
@@ -110,6 +116,18 @@ class FileLease:
 def lease_for(database_url: str, name: str) -> Lease:
     """The lease kind that fits the database."""
     if database_url.startswith("sqlite:///"):
-        path = Path(database_url.removeprefix("sqlite:///"))
-        return FileLease(path.with_name(f"{path.name}.{name}.lease"))
+        return _file_lease(database_url.removeprefix("sqlite:///"), name)
     return PostgresLease(database_url, name)
+
+
+def lease_on(db: Database, name: str) -> Lease:
+    """The same, for an open database."""
+    if isinstance(db, SqliteDatabase):
+        return _file_lease(db.path, name)
+    assert isinstance(db, PostgresDatabase)
+    return PostgresLease(db.conninfo, name)
+
+
+def _file_lease(database_path: str, name: str) -> FileLease:
+    path = Path(database_path)
+    return FileLease(path.with_name(f"{path.name}.{name}.lease"))

@@ -107,15 +107,24 @@ class SqliteDatabase:
         self._lock = threading.RLock()
         self._depth = 0
 
-    @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
+    def transaction(self) -> Any:
         """A transaction; one opened inside another (same thread) is a savepoint of it."""
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def read(self) -> Any:
+        """A read-only transaction: deferred, so that it reads a snapshot and never waits for
+        another process's writer (`mfa projections rebuild`, a worker). The one connection is
+        shared, and reads cost no round trip."""
+        return self._transaction("BEGIN")
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[Cursor]:
         with self._lock:
             cursor = self._conn.cursor()
             self._depth += 1
             nested = self._depth > 1
             savepoint = f"sp{self._depth}"
-            cursor.execute(f"SAVEPOINT {savepoint}" if nested else "BEGIN IMMEDIATE")
+            cursor.execute(f"SAVEPOINT {savepoint}" if nested else begin)
             try:
                 yield _SqliteCursor(cursor)
             except BaseException:
@@ -130,10 +139,6 @@ class SqliteDatabase:
             finally:
                 self._depth -= 1
                 cursor.close()
-
-    def read(self) -> Any:
-        """A transaction too: the one connection is shared, and reads cost no round trip."""
-        return self.transaction()
 
     def compact_log(self) -> None:
         """Checkpoint and truncate the write-ahead log, so deleted rows leave no old copies."""
@@ -276,6 +281,7 @@ class PostgresDatabase:
     dialect = "postgres"
 
     def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.conninfo = conninfo
         self._pool = psycopg_pool.ConnectionPool(
             conninfo,
             connection_class=BoundedConnection[Any],

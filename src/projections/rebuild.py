@@ -7,16 +7,19 @@ same position, optionally compares them row for row, and renames the shadow into
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from commands.app import MfaApplication
+from infra.lease import lease_on
 from infra.sql import Cursor, pipelined
 from projections.base import Projection, ProjectionCursor, UserIds
 from projections.runner import BATCH_SIZE, apply_batch
 from projections.tracking import ReadModels, lock_position, set_position
 
 SHADOW = "__rebuild"
+FILL_PAUSE_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,32 @@ def _target(cur: Cursor, projection: Projection, head: int) -> int:
     return min(head, int(row[0]) if row else 0)
 
 
+class RebuildRunningError(RuntimeError):
+    """Another rebuild of the same read model holds its lease."""
+
+
 def rebuild_projection(
     app: MfaApplication, read_models: ReadModels, name: str, *, compare: bool = False
 ) -> RebuildReport:
-    """Rebuild `name` from position 0 into shadow tables and swap them in."""
+    """Rebuild `name` from position 0 into shadow tables and swap them in.
+
+    One rebuild of a read model at a time (a lease per read model): a second one would drop
+    and refill the first one's shadow tables under it, and the swap would put a mix in place.
+    """
     projection = read_models.projection(name)
+    lease = lease_on(read_models.db, f"rebuild-{name}")
+    if not lease.try_acquire():
+        raise RebuildRunningError(f"a rebuild of {name} is already running")
+    try:
+        return _rebuild(app, read_models, projection, compare=compare)
+    finally:
+        lease.release()
+
+
+def _rebuild(
+    app: MfaApplication, read_models: ReadModels, projection: Projection, *, compare: bool
+) -> RebuildReport:
+    name = projection.name
     db = read_models.db
     renames = {table: table + SHADOW for table in projection.tables}
     shadow_tracking = name + SHADOW
@@ -115,6 +139,7 @@ def rebuild_projection(
             done = step
             break
         done = step
+        time.sleep(FILL_PAUSE_SECONDS)  # SQLite: the server's own writes get their turn
 
     with db.transaction() as cur:
         live = lock_position(cur, db.dialect, name)

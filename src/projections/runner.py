@@ -133,7 +133,8 @@ class ProjectionRunner:
         self.lease = lease
         self.poll_interval = poll_interval
         self.active = lease is None
-        self.failing = False  # the last batch failed; readers stop waiting for progress
+        # The log or the database cannot be read now: readers stop waiting for progress.
+        self.failing = False
         self._lease_checked = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -203,10 +204,16 @@ class ProjectionRunner:
                 failures += 1
                 self.failing = True
                 log.warning("projections paused (%s); retrying", type(exc).__name__)
-            except Exception:
+            except Exception as exc:
+                # A read model refused an event: the database is up, and isolating the event
+                # takes seconds, so readers go on waiting (`failing` stays False). Only the
+                # error's type is logged: a database's message quotes the refused row.
                 failures += 1
-                self.failing = True
-                log.exception("projection failed; retrying from its last position")
+                log.warning(
+                    "projection failed after position %d (%s); retrying from there",
+                    self.position,
+                    type(exc).__name__,
+                )
                 if failures >= ISOLATE_AFTER_FAILURES:
                     failures = self._isolate()
             if processed < self._batch_limit():  # at the end of the log: wait for news
@@ -231,8 +238,9 @@ class ProjectionRunner:
             return 0
         try:
             self._apply_alone()
-        except Exception:
-            log.exception("could not apply the failing event alone; retrying")
+        except Exception as exc:
+            failed = type(exc).__name__
+            log.warning("could not apply event %d alone (%s); retrying", self.position + 1, failed)
             return ISOLATE_AFTER_FAILURES - 1
         return 0
 

@@ -6,11 +6,15 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+
 from api.app import build_runtime
 from api.deps import Runtime
 from commands import backup_codes, totp
-from infra.sql import Cursor
-from projections.rebuild import rebuild_projection
+from infra.lease import lease_on
+from infra.sql import Cursor, open_database
+from projections.backup_codes import get_backup_codes
+from projections.rebuild import RebuildRunningError, rebuild_projection
 from projections.runner import ProjectionRunner
 from projections.tracking import ReadModels, projection_status
 from tests.conftest import MutableClock, close_runtime, make_settings, new_user
@@ -172,3 +176,33 @@ def test_a_rebuild_in_a_fresh_process_reads_keys_it_has_not_cached(
         assert report.rows == 2
     finally:
         close_runtime(fresh)
+
+
+def test_only_one_rebuild_of_a_read_model_runs_at_a_time(tmp_path: Path, database_url: str) -> None:
+    """A second rebuild (a second `mfa projections rebuild`, the first one's session lost but
+    its process alive) dropped and refilled the first one's shadow tables under it, and the
+    swap put a mix in place (events applied twice). The second one is now refused."""
+    runtime = build_runtime(
+        make_settings(tmp_path, database_url), clock=MutableClock(), run_projections=False
+    )
+    other_db = open_database(runtime.settings.database_url)  # another process's connection
+    try:
+        users = _activity(runtime, users=2)
+        ProjectionRunner(runtime.services.app, runtime.read_models).catch_up()
+        first = lease_on(other_db, "rebuild-backup_codes")  # held by a running rebuild
+        assert first.try_acquire()
+        with pytest.raises(RebuildRunningError):
+            rebuild_projection(runtime.services.app, runtime.read_models, "backup_codes")
+        assert rebuild_projection(  # another read model is not held up
+            runtime.services.app, runtime.read_models, "totp_devices", compare=True
+        ).matched_live
+        first.release()
+        report = rebuild_projection(
+            runtime.services.app, runtime.read_models, "backup_codes", compare=True
+        )
+        assert report.matched_live
+        with runtime.db.read() as cur:
+            assert get_backup_codes(cur, users[0])["remaining"] == 9
+    finally:
+        other_db.close()
+        close_runtime(runtime)

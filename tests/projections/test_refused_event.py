@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 from uuid import UUID
+
+import pytest
 
 from api.app import build_runtime
 from commands import totp
@@ -93,6 +96,53 @@ def test_an_event_a_read_model_refuses_is_skipped_by_it_alone_and_the_rest_goes_
         while runner.position < head:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+    finally:
+        runner.stop()
+        close_runtime(runtime)
+
+
+class NameRefusingProjection:
+    """A read model whose table refuses TOTP devices named `refused-name` (a CHECK), so that
+    PostgreSQL's message quotes the refused row."""
+
+    name: ClassVar[str] = "refusing_names"
+    tables: ClassVar[tuple[str, ...]] = ("mfa_refusing_names",)
+
+    def create_tables(self, cur: Cursor) -> None:
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS mfa_refusing_names "
+            "(name TEXT CHECK (name IS NULL OR name <> 'refused-name'))"
+        )
+
+    def process(self, cur: Cursor, event: Any) -> None:
+        name = getattr(event, "name", None)
+        cur.execute("INSERT INTO mfa_refusing_names (name) VALUES (%s)", (name,))
+
+
+def test_a_refused_event_leaves_its_data_out_of_the_log_and_readers_wait_it_out(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The runner used to log each failure with its traceback, whose message quotes the
+    refused row (PostgreSQL's DETAIL); and while it isolated the event (seconds, with the
+    database up), every read waiting for its own write answered 503 at once."""
+    runtime = build_runtime(
+        make_settings(tmp_path, database_url), clock=MutableClock(), run_projections=False
+    )
+    read_models = ReadModels(runtime.db, [*default_projections(), NameRefusingProjection()])
+    runner = ProjectionRunner(runtime.services.app, read_models, poll_interval=0.01)
+    read_models.attach(runner)
+    try:
+        services = runtime.services
+        totp.set_up_totp(services, new_user(), "refused-name")
+        written = totp.set_up_totp(services, new_user(), "phone").position  # someone else's
+        with caplog.at_level(logging.DEBUG):
+            runner.start()
+            time.sleep(0.15)  # the first batch has failed
+            started = time.monotonic()
+            assert read_models.wait_for(written, timeout=20), time.monotonic() - started
+        assert "projection failed" in caplog.text  # (the failures were logged)
+        assert "refused-name" not in caplog.text
+        assert "Failing row" not in caplog.text
     finally:
         runner.stop()
         close_runtime(runtime)
