@@ -70,6 +70,9 @@ UNWOKEN_POLL_SECONDS = 0.05  # SQLite: one process, whose own writes wake the pr
 WOKEN_POLL_SECONDS = 0.5  # PostgreSQL: every process's writes wake them (infra.notify)
 
 
+MIN_HS256_BYTES = 32  # RFC 7518 §3.2: an HS256 key as long as the hash
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -116,6 +119,13 @@ def build_runtime(
         log.warning(
             "%s unset: those codes are written to the log, not sent (development only)",
             " and ".join(unset),
+        )
+    if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < MIN_HS256_BYTES:
+        # Refusing it would stop deployments that work today; RFC 7518 §3.2 asks for 32 bytes.
+        log.warning(
+            "MFA_JWT_SECRET is shorter than %d bytes: tokens signed with it can be forged "
+            "by guessing it",
+            MIN_HS256_BYTES,
         )
     in_process = settings.projections_in_process if run_projections is None else run_projections
     runner = None

@@ -111,6 +111,9 @@ def _master_key(text: str) -> bytes:
     return key
 
 
+MIN_RSA_BITS = 2048
+
+
 def load_jwt_public_key(pem: str) -> tuple[Any, list[str]]:
     """The public key of `MFA_JWT_PUBLIC_KEY` and the one algorithm it verifies (RS256 for an
     RSA key, ES256 for a P-256 one); ConfigError for anything else."""
@@ -119,6 +122,8 @@ def load_jwt_public_key(pem: str) -> tuple[Any, list[str]]:
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise ConfigError("MFA_JWT_PUBLIC_KEY must be a PEM public key") from None
     if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:  # RFC 7518 §3.3: 2048 bits or more
+            raise ConfigError(f"MFA_JWT_PUBLIC_KEY: an RSA key needs at least {MIN_RSA_BITS} bits")
         return key, ["RS256"]
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return key, ["ES256"]

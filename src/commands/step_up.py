@@ -116,9 +116,11 @@ def step_up(
 
     def decide(mfa: UserMfa, now: datetime) -> StepUpResult:
         challenge = mfa.open_challenge(challenge_id, now)
-        credential_id, earned = _prove(services, mfa, challenge, code, credential, now)
+        credential_id, earned, authenticated_at = _prove(
+            services, mfa, challenge, code, credential, now
+        )
         mfa.complete_challenge(challenge_id, credential_id, earned, now)
-        return _token(services, user_id, challenge, credential_id, earned, now)
+        return _token(services, user_id, challenge, credential_id, earned, authenticated_at, now)
 
     return execute(services, user_id, decide, create=False, missing=_no_challenge)
 
@@ -134,7 +136,9 @@ def _prove(
     code: str | None,
     credential: dict[str, Any] | None,
     now: datetime,
-) -> tuple[str | None, Assurance]:
+) -> tuple[str | None, Assurance, datetime]:
+    """The credential that answered, what it earned, and when the user authenticated: now,
+    or for a push when the device approved it (the login may poll long after)."""
     if challenge.method == TOTP:
         if not code:
             raise MissingProofError("code: a TOTP challenge needs `code`")
@@ -143,24 +147,25 @@ def _prove(
             timecode = totp_timecode(device, code, now)
             if timecode is not None:
                 matches[device.device_id] = timecode
-        return mfa.accept_totp(matches, now), assurance(TOTP)
+        return mfa.accept_totp(matches, now), assurance(TOTP), now
     if challenge.method == BACKUP_CODE:
         if not code:
             raise MissingProofError("code: a backup-code challenge needs `code`")
         mfa.use_backup_code(code, now)
-        return None, assurance(BACKUP_CODE)
+        return None, assurance(BACKUP_CODE), now
     if challenge.method == WEBAUTHN:
         if credential is None:
             raise MissingProofError("credential: a WebAuthn challenge needs `credential`")
         verified = _verify_webauthn(services, mfa, challenge, credential, now)
         stored = mfa.accept_webauthn_assertion(verified, now)
-        return stored.credential_id, assurance(
+        earned = assurance(
             WEBAUTHN, user_verified=verified.user_verified, synced=stored.backup_eligible
         )
+        return stored.credential_id, earned, now
     if challenge.method in OOB_METHODS:
         if not code:
             raise MissingProofError(f"code: an {challenge.method} challenge needs `code`")
-        return oob.prove_challenge(services, mfa, challenge, code, now)
+        return (*oob.prove_challenge(services, mfa, challenge, code, now), now)
     if challenge.method == PUSH:
         return _push_answer(services, challenge, now)
     raise MissingProofError(f"method: {challenge.method} cannot complete a challenge yet")
@@ -168,12 +173,17 @@ def _prove(
 
 def _push_answer(
     services: Services, challenge: MfaChallenge, now: datetime
-) -> tuple[str | None, Assurance]:
+) -> tuple[str | None, Assurance, datetime]:
     """A push challenge completes once a device approved it (the caller polls until then)."""
     push = load_challenge(services, challenge.challenge_id)
     status = push.status_at(now)
     if status == APPROVED:
-        return push.responding_device, assurance(PUSH)
+        approved_at = push.responded_at
+        assert approved_at is not None
+        if approved_at + timedelta(seconds=services.step_up_ttl_seconds) <= now:
+            # Its token would have expired already: it lasts from the approval.
+            raise ChallengeExpiredError("the push was approved too long ago")
+        return push.responding_device, assurance(PUSH), approved_at
     if status == PENDING:
         raise ChallengePendingError("the push has not been answered yet")
     if status == EXPIRED:
@@ -208,14 +218,16 @@ def _token(
     credential_id: str | None,
     earned: Assurance,
     auth_time: datetime,
+    issued_at: datetime,
 ) -> StepUpResult:
-    """The signed step-up token (pure computation: signing is deterministic input → output)."""
+    """The signed step-up token (pure computation: signing is deterministic input → output).
+    It lasts the configured time from the authentication, not from its issue."""
     assert services.signer is not None
     expires_at = auth_time + timedelta(seconds=services.step_up_ttl_seconds)
     claims = {
         "iss": STEP_UP_ISSUER,
         "sub": user_id,
-        "iat": int(auth_time.timestamp()),
+        "iat": int(issued_at.timestamp()),
         "auth_time": int(auth_time.timestamp()),
         "exp": int(expires_at.timestamp()),
         "jti": challenge.challenge_id,

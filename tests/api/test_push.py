@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -391,6 +392,33 @@ def test_push_works_through_the_generic_challenge_and_step_up(
     assert stepped.status_code == 200
     assert stepped.json()["amr"] == ["swk", "mfa"]
     assert client.post("/mfa/step-up", json={"challenge_id": cid}).status_code == 409
+
+
+def test_a_push_step_up_token_dates_from_the_approval_not_from_the_poll(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """An approved push stays approved until its challenge expires (5 minutes): a login that
+    polled minutes later got a token whose `auth_time` said "just now", past any max age."""
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    app = App("phone", url)
+    app.sync(client)
+    ttl = push_server.runtime.services.step_up_ttl_seconds = 120  # (MFA_STEP_UP_TTL_SECONDS)
+    for late in (100, 150):
+        body = client.post("/mfa/challenge", json={"method": "push"}).json()
+        approved_at = push_server.clock.now()
+        assert app.approve(client, body["challenge_id"], body["number"]).status_code == 200
+        push_server.clock.advance(late)
+        stepped = client.post("/mfa/step-up", json={"challenge_id": body["challenge_id"]})
+        if late >= ttl:  # its token would be born expired
+            assert stepped.status_code == 410, stepped.text
+            assert stepped.json()["code"] == "challenge_expired"
+            continue
+        assert stepped.status_code == 200, stepped.text
+        claims = jwt.decode(stepped.json()["step_up_token"], options={"verify_signature": False})
+        assert claims["auth_time"] == int(approved_at.timestamp())
+        assert claims["exp"] == int(approved_at.timestamp()) + ttl
+        assert claims["iat"] == int(push_server.clock.now().timestamp())
 
 
 def test_bad_keys_and_signatures_are_validation_errors(

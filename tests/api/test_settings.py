@@ -4,6 +4,7 @@ ConfigError naming the variable, before anything starts."""
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from pathlib import Path
 
@@ -80,6 +81,8 @@ def test_values_are_read_in_any_case_and_with_surrounding_blanks(tmp_path: Path)
         ("MFA_JWT_PUBLIC_KEY", "garbage"),
         ("MFA_JWT_PUBLIC_KEY", pem(ed25519.Ed25519PrivateKey.generate())),
         ("MFA_JWT_PUBLIC_KEY", pem(ec.generate_private_key(ec.SECP384R1()))),
+        # RFC 7518 §3.3: RS256 needs 2048 bits; a 1024-bit key lets anyone mint admin tokens
+        ("MFA_JWT_PUBLIC_KEY", pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))),
     ],
     ids=lambda value: value[:24] if isinstance(value, str) else value,
 )
@@ -99,3 +102,18 @@ def test_a_public_key_admits_only_its_own_algorithm(tmp_path: Path) -> None:
     ):
         settings = Settings.from_env(env(tmp_path, MFA_JWT_SECRET="", MFA_JWT_PUBLIC_KEY=pem(key)))
         assert TokenVerifier(settings)._algorithms == [algorithm]
+
+
+def test_a_short_hs256_secret_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 7518 §3.2 asks for 32 bytes; refusing a shorter one would stop running deployments."""
+    from api.app import build_runtime, close_runtime
+
+    for secret, warned in (("secret", True), ("s" * 32, False)):
+        caplog.clear()
+        settings = Settings.from_env(env(tmp_path / secret[:8], MFA_JWT_SECRET=secret))
+        with caplog.at_level(logging.WARNING, logger="mfa"):
+            close_runtime(build_runtime(settings, run_projections=False))
+        assert ("MFA_JWT_SECRET is shorter than 32 bytes" in caplog.text) is warned
+        assert secret not in caplog.text.replace("MFA_JWT_SECRET", "")

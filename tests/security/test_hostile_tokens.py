@@ -340,8 +340,17 @@ def test_tokens_without_or_with_malformed_subject_or_expiry_are_refused(stack: S
         "overlong subject": {"sub": "a" * 257},
         "scope a list": {"scope": [ADMIN]},
         "scope a number": {"scope": 7},
+        # RFC 6749 §3.3: one scope to the identity provider, which str.split() used to cut
+        # into "openid" and "mfa:admin"; scopes are printable ASCII separated by spaces
+        "scope with a no-break space": {"scope": f"openid\u00a0{ADMIN}"},
+        "scope with an em space": {"scope": f"openid\u2003{ADMIN}"},
+        "scope with a unit separator": {"scope": f"openid\x1f{ADMIN}"},
+        "scope with a tab": {"scope": f"openid\t{ADMIN}"},
+        "scope with a newline": {"scope": f"openid\n{ADMIN}"},
     }.items():
         assert_refused(stack.server, jwt.encode(claims(**changes), secret), label)
+    spaced = jwt.encode(claims(scope=f"  openid   {ADMIN} "), secret)
+    assert accepted(stack.server, spaced, "/admin/mfa/risk-policy") == 200
 
 
 def test_huge_tokens_are_refused_quickly_and_never_parsed_as_valid(stack: Stack) -> None:
