@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.exceptions import NotFoundException, ValidationException
+from litestar.routes import HTTPRoute
+from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from domain.ids import has_unsafe_characters
 
@@ -13,14 +15,33 @@ MESSAGE = "control characters and lone surrogates are not allowed"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def apply_input_rules(request: Request[Any, Any, Any]) -> None:
+async def apply_input_rules(request: Request[Any, Any, Any]) -> Response[None] | None:
     """Before every handler: the path names its target exactly (404 otherwise), and no path or
-    query parameter holds a control character or a lone surrogate (400).
+    query parameter holds a control character or a lone surrogate (400). OPTIONS is answered
+    here, with every method of the path.
 
     A coroutine, so that Litestar calls it in the event loop rather than in a worker thread.
     """
     refuse_inexact_paths(request)
     refuse_control_characters(request)
+    if request.method == "OPTIONS":
+        return options(request)
+    return None
+
+
+def options(request: Request[Any, Any, Any]) -> Response[None]:
+    """204 with `Allow`: Litestar's own OPTIONS answer lists the methods of the first handler
+    registered for a path, not of all of them (POST missing on `/mfa/totp/devices`)."""
+    allowed: dict[str, str] | None = request.app.state.get("allowed_methods")
+    if allowed is None:
+        allowed = {
+            route.path_format: ", ".join(sorted(route.methods))
+            for route in request.app.routes
+            if isinstance(route, HTTPRoute)
+        }
+        request.app.state.allowed_methods = allowed
+    allow = allowed.get(request.scope.get("path_template", ""), "OPTIONS")
+    return Response(content=None, status_code=HTTP_204_NO_CONTENT, headers={"Allow": allow})
 
 
 def refuse_inexact_paths(request: Request[Any, Any, Any]) -> None:

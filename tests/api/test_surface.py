@@ -154,3 +154,20 @@ def test_request_bodies_are_described_as_strictly_as_they_are_decoded(
     assert admin.put("/admin/mfa/risk-policy", json={"base_score": 0}).status_code == 200
     for refused in ({"base_score": -1}, {"weights": {"locked": 101}}, {"note": "x"}):
         assert admin.put("/admin/mfa/risk-policy", json=refused).status_code == 400, refused
+
+
+def test_options_lists_every_method_of_the_path(server: LiveServer) -> None:
+    """Litestar's own answer listed the methods of the first handler registered for a path
+    (`GET, OPTIONS` on `/mfa/totp/devices`, which takes POST too)."""
+    client = server.client(new_user())
+    for path, methods in {
+        "/mfa/totp/devices": "GET, OPTIONS, POST",
+        "/mfa/trusted-devices": "DELETE, GET, OPTIONS, POST",
+        "/mfa/webauthn/credentials/some-id": "DELETE, GET, OPTIONS, PUT",
+        "/health": "GET, OPTIONS",
+    }.items():
+        answer = client.options(path)
+        assert answer.status_code == 204, (path, answer.text)
+        assert answer.headers["allow"] == methods, path
+        assert answer.headers["cache-control"] == "no-store"
+    assert httpx.options(server.url + "/mfa/totp/devices").status_code == 401  # (guards first)
