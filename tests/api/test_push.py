@@ -79,6 +79,14 @@ class App:
         return client.post("/mfa/push/deny", json=body)
 
 
+def with_app(server: LiveServer, endpoint: str) -> tuple[httpx.Client, App]:
+    """A new user whose authenticator app ("phone") is synced."""
+    client = server.client(new_user())
+    app = App("phone", endpoint)
+    assert app.sync(client).status_code == 200
+    return client, app
+
+
 @pytest.fixture
 def push_endpoint() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A real HTTP server standing in for the device's UnifiedPush endpoint."""
@@ -165,9 +173,7 @@ def test_an_unanswered_push_expires_after_two_minutes(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
 ) -> None:
     url, _ = push_endpoint
-    client = push_server.client(new_user())
-    app = App("phone", url)
-    app.sync(client)
+    client, app = with_app(push_server, url)
     challenge = client.post("/mfa/push/challenge").json()
     push_server.clock.advance(121)
     assert (
@@ -200,8 +206,7 @@ def test_push_bombing_is_throttled(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
 ) -> None:
     url, _ = push_endpoint
-    client = push_server.client(new_user())
-    App("phone", url).sync(client)
+    client, _ = with_app(push_server, url)
     for _ in range(3):
         assert client.post("/mfa/push/challenge").status_code == 201
     fourth = client.post("/mfa/push/challenge")
@@ -225,8 +230,7 @@ def test_a_throttled_push_through_the_generic_challenge_opens_nothing(
     """A client retrying its 429s used to open a challenge each time, until the user's open
     challenges were used up and every other method answered 409 for five minutes."""
     url, received = push_endpoint
-    client = push_server.client(new_user())
-    App("phone", url).sync(client)
+    client, _ = with_app(push_server, url)
     assert client.post("/mfa/backup-codes/generate").status_code == 201
     for _ in range(3):
         assert client.post("/mfa/push/challenge").status_code == 201
@@ -242,9 +246,7 @@ def test_a_push_denied_by_rejected_responses_no_longer_counts_as_unanswered(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
 ) -> None:
     url, _ = push_endpoint
-    client = push_server.client(new_user())
-    app = App("phone", url)
-    app.sync(client)
+    client, app = with_app(push_server, url)
     challenges = [client.post("/mfa/push/challenge").json() for _ in range(3)]
     assert client.post("/mfa/push/challenge").status_code == 429
     cid, number = challenges[0]["challenge_id"], challenges[0]["number"]
@@ -259,8 +261,7 @@ def test_a_push_through_the_generic_challenge_shows_the_login_context(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
 ) -> None:
     url, received = push_endpoint
-    client = push_server.client(new_user())
-    App("phone", url).sync(client)
+    client, _ = with_app(push_server, url)
     headers = {"User-Agent": "Firefox/140"}
     generic = client.post("/mfa/challenge", json={"method": "push"}, headers=headers)
     assert generic.status_code == 201
@@ -350,9 +351,7 @@ def test_resync_rotates_the_key_and_revocation_stops_approvals(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
 ) -> None:
     url, _ = push_endpoint
-    client = push_server.client(new_user())
-    app = App("phone", url)
-    app.sync(client)
+    client, app = with_app(push_server, url)
     old_key = app.key
     app.key = Ed25519PrivateKey.generate()
     assert app.sync(client).json()["created"] is False
@@ -376,9 +375,7 @@ def test_push_works_through_the_generic_challenge_and_step_up(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
 ) -> None:
     url, _ = push_endpoint
-    client = push_server.client(new_user())
-    app = App("phone", url)
-    app.sync(client)
+    client, app = with_app(push_server, url)
     challenge = client.post("/mfa/challenge", json={"method": "push"})
     assert challenge.status_code == 201
     body = challenge.json()
@@ -400,9 +397,7 @@ def test_a_push_step_up_token_dates_from_the_approval_not_from_the_poll(
     """An approved push stays approved until its challenge expires (5 minutes): a login that
     polled minutes later got a token whose `auth_time` said "just now", past any max age."""
     url, _ = push_endpoint
-    client = push_server.client(new_user())
-    app = App("phone", url)
-    app.sync(client)
+    client, app = with_app(push_server, url)
     ttl = push_server.runtime.services.step_up_ttl_seconds = 120  # (MFA_STEP_UP_TTL_SECONDS)
     for late in (100, 150):
         body = client.post("/mfa/challenge", json={"method": "push"}).json()
@@ -483,9 +478,7 @@ def test_only_the_challenge_id_as_issued_answers_a_push(
     """`UUID()` also reads upper case, bare hex and `urn:uuid:`; such a form used to deny the
     push without resolving it for the throttle, under an id no event of the push carried."""
     url, _ = push_endpoint
-    client = push_server.client(new_user())
-    app = App("phone", url)
-    app.sync(client)
+    client, app = with_app(push_server, url)
     cid = client.post("/mfa/push/challenge").json()["challenge_id"]
     for other in (cid.upper(), cid.replace("-", ""), f"urn:uuid:{cid}"):
         assert app.deny(client, other).status_code == 404
