@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 
 
 class DomainError(Exception):
@@ -29,6 +30,11 @@ class CodeReplayedError(InvalidCodeError):
     """A TOTP time step (or other one-time secret) was presented a second time."""
 
 
+def retry_after(until: datetime, now: datetime) -> int:
+    """Whole seconds until `until`, rounded up: waiting that long is always enough."""
+    return max(1, math.ceil((until - now) / timedelta(seconds=1)))
+
+
 class FactorLockedError(DomainError):
     """The factor is locked after too many failures; no code passes until `until`."""
 
@@ -37,7 +43,7 @@ class FactorLockedError(DomainError):
     def __init__(self, detail: str, until: datetime, now: datetime) -> None:
         super().__init__(detail)
         self.until = until
-        self.retry_after_s = max(1, int((until - now).total_seconds() + 0.999))
+        self.retry_after_s = retry_after(until, now)
 
 
 class RateLimitedError(DomainError):
@@ -48,7 +54,7 @@ class RateLimitedError(DomainError):
     def __init__(self, detail: str, until: datetime, now: datetime) -> None:
         super().__init__(detail)
         self.until = until
-        self.retry_after_s = max(1, int((until - now).total_seconds() + 0.999))
+        self.retry_after_s = retry_after(until, now)
 
 
 class DeliveryFailedError(DomainError):

@@ -86,6 +86,24 @@ def test_lockouts_escalate_while_failures_continue(server: LiveServer) -> None:
     assert retry_afters == [30, 60]
 
 
+def test_waiting_the_retry_after_a_lock_gives_is_always_enough(server: LiveServer) -> None:
+    """With 29.0005 s of the lock left, Retry-After said 29 (rounding that dropped fractions
+    under a millisecond), and a client that waited exactly that long was refused again."""
+    client = server.client(new_user())
+    _, secret = enrol(client, server)
+    server.clock.advance(30)
+    for _ in range(5):
+        client.post("/mfa/totp/validate", json={"code": wrong_code(secret, server.clock.now())})
+    server.clock.advance(0.9995)
+    locked = client.post("/mfa/totp/validate", json={"code": "123456"})
+    assert locked.status_code == 429
+    assert locked.headers["Retry-After"] == "30"
+    assert locked.json()["retry_after"] == 30
+    server.clock.advance(int(locked.headers["Retry-After"]))
+    code = code_at(secret, server.clock.now())
+    assert client.post("/mfa/totp/validate", json={"code": code}).status_code == 200
+
+
 def test_twenty_concurrent_validations_of_one_code_let_exactly_one_through(
     server: LiveServer,
 ) -> None:
