@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -40,6 +41,13 @@ def _starting() -> Iterator[None]:
         yield
     except (ValueError, MasterKeyMismatchError) as exc:  # ConfigError and the adapters' checks
         raise click.ClickException(str(exc)) from None
+    except psycopg.ProgrammingError:
+        # libpq could not parse the URL, and its message quotes the part it could not read,
+        # which is often the password (a bad %-escape, a space, a "/" in it)
+        raise click.ClickException(
+            "MFA_DATABASE_URL cannot be read as a PostgreSQL URL: percent-encode the special "
+            "characters of the user name and password"
+        ) from None
     except (psycopg.Error, sqlite3.Error, OSError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         message = f"cannot open the database or data folder: {_without_password(first_line)}"
@@ -47,11 +55,15 @@ def _starting() -> Iterator[None]:
 
 
 def _without_password(message: str) -> str:
-    """libpq quotes the parts of a URL it cannot read (`invalid percent-encoded token:
-    "<password>"`, or a host name that is the rest of a password holding an `@`)."""
-    netloc = os.environ.get("MFA_DATABASE_URL", "").partition("://")[2].partition("/")[0]
-    password = netloc.rpartition("@")[0].partition(":")[2]
-    pieces = {password, *password.split("@"), *password.split("%")}
+    """The message without the database password: libpq quotes a host name that is the rest
+    of a password holding an unescaped `@`."""
+    url = os.environ.get("MFA_DATABASE_URL", "")
+    address, _, query = url.partition("://")[2].partition("?")
+    password = address.rpartition("@")[0].partition(":")[2]
+    given = [v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "password"]
+    pieces = {password, *given}
+    for text in list(pieces):
+        pieces.update(re.split(r"[@%/ ]", text))
     for piece in sorted(pieces, key=len, reverse=True):
         if len(piece) >= 3:
             message = message.replace(piece, "***")

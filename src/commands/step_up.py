@@ -178,8 +178,8 @@ def _push_answer(
     push = load_challenge(services, challenge.challenge_id)
     status = push.status_at(now)
     if status == APPROVED:
-        approved_at = push.responded_at
-        assert approved_at is not None
+        assert push.responded_at is not None
+        approved_at = push.responded_at.replace(microsecond=0)  # as the token will say it
         if approved_at + timedelta(seconds=services.step_up_ttl_seconds) <= now:
             # Its token would have expired already: it lasts from the approval.
             raise ChallengeExpiredError("the push was approved too long ago")
@@ -223,6 +223,7 @@ def _token(
     """The signed step-up token (pure computation: signing is deterministic input → output).
     It lasts the configured time from the authentication, not from its issue."""
     assert services.signer is not None
+    auth_time = auth_time.replace(microsecond=0)  # JWT times are whole seconds: `exp` matches
     expires_at = auth_time + timedelta(seconds=services.step_up_ttl_seconds)
     claims = {
         "iss": STEP_UP_ISSUER,

@@ -399,13 +399,16 @@ def test_a_push_step_up_token_dates_from_the_approval_not_from_the_poll(
     url, _ = push_endpoint
     client, app = with_app(push_server, url)
     ttl = push_server.runtime.services.step_up_ttl_seconds = 120  # (MFA_STEP_UP_TTL_SECONDS)
-    for late in (100, 150):
+    # 0.4 s before the end of its lifetime from an approval at x.9 s, the token's `exp`
+    # (whole seconds) would already have passed: refused as well
+    for late in (100, 150, ttl - 0.4):
         body = client.post("/mfa/challenge", json={"method": "push"}).json()
+        push_server.clock.advance((0.9 - push_server.clock.now().microsecond / 1e6) % 1)  # x.9 s
         approved_at = push_server.clock.now()
         assert app.approve(client, body["challenge_id"], body["number"]).status_code == 200
         push_server.clock.advance(late)
         stepped = client.post("/mfa/step-up", json={"challenge_id": body["challenge_id"]})
-        if late >= ttl:  # its token would be born expired
+        if late >= ttl - 1:  # its token would be born expired
             assert stepped.status_code == 410, stepped.text
             assert stepped.json()["code"] == "challenge_expired"
             continue
