@@ -95,7 +95,9 @@ def rebuild_projection(
     projection = read_models.projection(name)
     lease = lease_on(read_models.db, f"rebuild-{name}")
     if not lease.try_acquire():
-        raise RebuildRunningError(f"a rebuild of {name} is already running")
+        raise RebuildRunningError(
+            f"a rebuild of {name} is already running (or its lock could not be taken)"
+        )
     try:
         return _rebuild(app, read_models, projection, compare=compare)
     finally:

@@ -209,6 +209,7 @@ class ProjectionRunner:
                 # takes seconds, so readers go on waiting (`failing` stays False). Only the
                 # error's type is logged: a database's message quotes the refused row.
                 failures += 1
+                self.failing = False  # (the database answered: an outage before is over)
                 log.warning(
                     "projection failed after position %d (%s); retrying from there",
                     self.position,

@@ -135,6 +135,7 @@ def test_a_refused_event_leaves_its_data_out_of_the_log_and_readers_wait_it_out(
         services = runtime.services
         totp.set_up_totp(services, new_user(), "refused-name")
         written = totp.set_up_totp(services, new_user(), "phone").position  # someone else's
+        runner.failing = True  # an outage just before, which the refused batch follows
         with caplog.at_level(logging.DEBUG):
             runner.start()
             time.sleep(0.15)  # the first batch has failed
