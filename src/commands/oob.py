@@ -36,6 +36,7 @@ from domain.errors import DeliveryFailedError, DomainError, NotEnrolledError
 from domain.oob_codes import (
     CHALLENGE,
     EMAIL,
+    ENROLL,
     LOGIN,
     OOB_METHODS,
     SMS,
@@ -48,7 +49,7 @@ from domain.user_mfa import UserMfa
 
 log = logging.getLogger("mfa.oob")
 R = TypeVar("R")
-EMAIL_SUBJECT = "Your verification code"
+EMAIL_SUBJECTS = {ENROLL: "Confirm your email address", LOGIN: "Your sign-in code"}
 
 
 class InvalidDestinationError(DomainError):
@@ -188,12 +189,27 @@ def _new_code(services: Services) -> tuple[str, NewOobCode]:
     return digits, NewOobCode(code_id, salt, hash_oob_code(digits, salt, code_key(services)))
 
 
-def message_text(issuer: str, digits: str, minutes: int) -> str:
-    """The message: the 6 digits first, then what they are for and how long they last."""
+def message_text(issuer: str, digits: str, minutes: int, method: str, purpose: str) -> str:
+    """The message: the 6 digits first, then what they are for and how long they last.
+
+    An enrolment code says it adds this number or address to an account, a login code that
+    it signs in: someone who enrolled a victim's number cannot pass their code off as the
+    victim's own sign-in code to have it read out.
+    """
+    if purpose == ENROLL:
+        target = "phone number" if method == SMS else "email address"
+        return (
+            f"{digits} is your {issuer} code to add this {target} to an account. It expires in "
+            f"{minutes} minutes. If you did not ask for it, ignore this and share it with no one."
+        )
     return (
-        f"{digits} is your {issuer} verification code. It expires in {minutes} minutes. "
-        f"Do not share it with anyone."
+        f"{digits} is your {issuer} sign-in code. It expires in {minutes} minutes. "
+        f"Do not share it with anyone: {issuer} will never ask you for it."
     )
+
+
+def email_subject(purpose: str) -> str:
+    return EMAIL_SUBJECTS[ENROLL if purpose == ENROLL else LOGIN]
 
 
 # ---------------------------------------------------------------- sending
@@ -247,7 +263,7 @@ def _deliver(
     services: Services, user_id: str, method: str, destination: str, digits: str, code: OobCode
 ) -> int:
     minutes = max(1, math.ceil((code.expires_at - code.issued_at).total_seconds() / 60))
-    body = message_text(services.totp_issuer, digits, minutes)
+    body = message_text(services.totp_issuer, digits, minutes, method, code.purpose)
     try:
         if method == SMS:
             if services.sms_sender is None:
@@ -256,7 +272,7 @@ def _deliver(
         else:
             if services.email_sender is None:
                 raise DeliveryError("no email sender is configured")
-            services.email_sender.send_email(destination, EMAIL_SUBJECT, body)
+            services.email_sender.send_email(destination, email_subject(code.purpose), body)
     except DeliveryError:
         log.warning("%s %s code not delivered; it was voided", method, code.purpose)
         _record_delivery(services, user_id, method, code, "delivery_failed")

@@ -133,7 +133,7 @@ def test_email_enrolment_mails_a_code_and_email_stays_a_weak_factor(
     assert started.json()["destination_hint"] == "C***@example.org"
     message = smtp.last_message("Carol@example.org")
     assert message["From"] == "mfa@example.org"
-    assert message["Subject"] == "Your verification code"
+    assert message["Subject"] == "Confirm your email address"
     assert not any(ch.isdigit() for ch in str(message["Subject"]))  # the code is in the body only
     verified = client.post("/mfa/email/verify", json={"code": smtp.last_code("Carol@example.org")})
     assert verified.status_code == 200

@@ -101,7 +101,7 @@ def test_email_addresses_are_normalised_and_mail_carries_a_subject(
 ) -> None:
     oob.enrol(store.services, USER, EMAIL, "Alice.Mail@EXAMPLE.org")
     assert sender.messages[-1]["to"] == "Alice.Mail@example.org"
-    assert sender.messages[-1]["subject"] == oob.EMAIL_SUBJECT
+    assert sender.messages[-1]["subject"] == "Confirm your email address"
     assert oob.normalise_email("joe@Bücher.de") == "joe@xn--bcher-kva.de"
 
 
@@ -270,3 +270,24 @@ def test_six_digit_codes_come_from_the_injected_random_source(store: Store) -> N
     codes = {oob.six_digits(store.random) for _ in range(200)}
     assert all(re.fullmatch(r"\d{6}", c) for c in codes)
     assert len(codes) > 190
+
+
+def test_an_enrolment_code_says_it_adds_the_destination_and_a_login_code_that_it_signs_in(
+    store: Store, sender: RecordingSender
+) -> None:
+    """The same words for both let someone who enrolled a victim's number pass the code off
+    as the victim's own sign-in code, and have it read out."""
+    for method, destination, target in ((SMS, PHONE, "phone number"), (EMAIL, EMAIL_ADDRESS, "")):
+        oob.enrol(store.services, USER, method, destination)
+        enrolment = sender.messages[-1]
+        target = target or "email address"
+        assert f"code to add this {target} to an account" in enrolment["body"]
+        assert "sign-in" not in enrolment["body"]
+        assert oob.verify(store.services, USER, method, sender.last_code()).value == ENROLL
+        store.clock.advance(61)
+        oob.send_login_code(store.services, USER, method)
+        login = sender.messages[-1]
+        assert "sign-in code" in login["body"]
+        assert "add this" not in login["body"]
+        assert login["body"].startswith(sender.last_code())
+    assert sender.messages[-1]["subject"] == "Your sign-in code"
