@@ -36,6 +36,9 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"mfa:{name}".encode()).digest()[:8], "big", signed=True)
 
 
+LEASE_IDLE_SECONDS = 30.0
+
+
 class PostgresLease:
     """`pg_try_advisory_lock` held by one connection for as long as the work runs."""
 
@@ -51,11 +54,15 @@ class PostgresLease:
         try:
             # Bounded like the pools' connections: `still_held` against a server that stopped
             # answering gives the lease up in seconds instead of holding the worker's thread.
+            settings = connection_settings(self._conninfo)
+            # The server ends the session, and frees the lock, once the holder has been
+            # silent this long (it checks every second or so): a holder cut off by the
+            # network would otherwise keep the lock until TCP keepalive gave up (hours), and
+            # no other process could take the work over.
+            idle = f"-c idle_session_timeout={int(LEASE_IDLE_SECONDS * 1000)}"
+            settings["options"] = f"{idle} {settings['options']}"
             conn = BoundedConnection.connect(
-                self._conninfo,
-                autocommit=True,
-                connect_timeout=3,
-                **connection_settings(self._conninfo),
+                self._conninfo, autocommit=True, connect_timeout=3, **settings
             )
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
         except psycopg.Error:

@@ -8,6 +8,7 @@ Crashes and restarts (connections closed or reset) are in tests/integration/test
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +17,13 @@ import httpx
 import pytest
 
 from api.app import build_runtime
+from commands import backup_codes
+from infra import lease
 from infra.sql import ANSWER_SECONDS, PING_SECONDS, POOL_TIMEOUT_SECONDS
 from tests.conftest import (
     LiveServer,
     MutableClock,
+    close_runtime,
     create_pg_database,
     drop_pg_database,
     make_settings,
@@ -102,3 +106,39 @@ def test_a_command_answers_503_within_seconds_when_postgres_stops_answering_mid_
     finally:
         proxy.thaw()
         server.stop()
+
+
+def test_a_lease_holder_cut_off_from_postgres_is_taken_over(
+    tmp_path: Path, proxy: FreezableProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's lock lives in a server session; cut off, the holder closes its side, but
+    the server kept the idle session, and the lock, until TCP keepalive gave up (hours): no
+    other process could take the projections over, and every read after a write was 503.
+    The server now ends a lease session silent for LEASE_IDLE_SECONDS (30 s; 3 s here)."""
+    monkeypatch.setattr(lease, "LEASE_IDLE_SECONDS", 3.0)
+    settings = make_settings(tmp_path, proxy.proxied_url, MFA_DB_POOL_SIZE="3")
+    cut_off = build_runtime(settings, clock=MutableClock(), run_projections=True)
+    direct = dataclasses.replace(settings, database_url=proxy.url)
+    other = build_runtime(direct, clock=MutableClock(), run_projections=True)
+    try:
+        cut_off.start()
+        deadline = time.monotonic() + 10
+        while not (cut_off.runner is not None and cut_off.runner.active):
+            assert time.monotonic() < deadline, "the first process never took the lease"
+            time.sleep(0.1)
+        other.start()
+        time.sleep(1.5)
+        assert other.runner is not None
+        assert not other.runner.active
+
+        proxy.freeze()
+        head = backup_codes.generate_backup_codes(other.services, new_user()).position
+        deadline = time.monotonic() + 20
+        while min(other.read_models.positions().values()) < head:
+            assert time.monotonic() < deadline, f"not taken over (active: {other.runner.active})"
+            time.sleep(0.2)
+        assert other.runner.active
+    finally:
+        proxy.thaw()
+        close_runtime(other)
+        close_runtime(cut_off)
