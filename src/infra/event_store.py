@@ -79,7 +79,9 @@ def _call(recorder: PostgresAggregateRecorder, call: Callable[[], T], attempts: 
                 raise
             if isinstance(exc.__cause__, NoAnswerError):
                 raise
-            if attempt == attempts:
+            # Only a lost connection is worth a second try on a fresh one: a statement the
+            # server cancelled (its timeout, a lock wait) would take as long again.
+            if attempt == attempts or not connection_lost(exc.__cause__):
                 raise
             time.sleep(RETRY_WAIT_SECONDS)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -9,17 +9,24 @@ Crashes and restarts (connections closed or reset) are in tests/integration/test
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from api.app import build_runtime
 from commands import backup_codes
 from infra import lease
-from infra.sql import ANSWER_SECONDS, PING_SECONDS, POOL_TIMEOUT_SECONDS
+from infra.sql import (
+    ANSWER_SECONDS,
+    PING_SECONDS,
+    POOL_TIMEOUT_SECONDS,
+    STATEMENT_TIMEOUT_SECONDS,
+)
 from tests.conftest import (
     LiveServer,
     MutableClock,
@@ -142,3 +149,37 @@ def test_a_lease_holder_cut_off_from_postgres_is_taken_over(
         proxy.thaw()
         close_runtime(other)
         close_runtime(cut_off)
+
+
+def test_a_read_of_the_log_held_up_by_a_lock_answers_503_once_not_after_a_second_try(
+    tmp_path: Path, proxy: FreezableProxy
+) -> None:
+    """A statement the server cancels (statement_timeout, 8 s) was tried a second time, as if
+    the connection had been lost: 16 s before the 503, and a client's retry of the same user
+    queued behind it."""
+    server = _serve(tmp_path, proxy, pool_size=4)
+    release, locked = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        with psycopg.connect(proxy.url) as conn:
+            conn.execute("LOCK TABLE mfa_events IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(40)
+            conn.rollback()
+
+    holder = threading.Thread(target=hold_lock)
+    try:
+        client = server.client(new_user())
+        assert client.post("/mfa/backup-codes/generate").status_code == 201
+        holder.start()
+        assert locked.wait(10)
+        started = time.monotonic()
+        answer = client.post("/mfa/backup-codes/generate")
+        took = time.monotonic() - started
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["code"] == "unavailable"
+        assert took < STATEMENT_TIMEOUT_SECONDS + 3, f"answered after {took:.1f} s"
+    finally:
+        release.set()
+        holder.join(timeout=45)
+        server.stop()
