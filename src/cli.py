@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -9,10 +10,10 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec
 
 import click
 import jwt
@@ -20,6 +21,8 @@ import msgspec
 
 from api.settings import Settings
 from domain.ids import has_unsafe_characters
+
+P = ParamSpec("P")
 
 
 @click.group()
@@ -178,6 +181,38 @@ def _offline_runtime() -> Any:
         return build_runtime(settings, run_projections=False)
 
 
+def _store_errors_in_one_line(command: Callable[P, None]) -> Callable[P, None]:
+    """The database going away during an audit or projections command ends it with one line
+    (exit 1), as at start, not a traceback (which could quote connection details)."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        import sqlite3
+
+        import psycopg
+        from eventsourcing.persistence import InterfaceError, OperationalError
+
+        from commands.app import StoreUnavailableError
+        from infra.sql import DatabaseUnavailableError
+
+        try:
+            command(*args, **kwargs)
+        except (
+            DatabaseUnavailableError,
+            StoreUnavailableError,
+            OperationalError,
+            InterfaceError,
+            psycopg.Error,
+            sqlite3.Error,
+        ) as exc:
+            raise click.ClickException(
+                f"the database became unavailable ({type(exc).__name__}); run the command "
+                "again once it answers (a rebuild that stops changes nothing)"
+            ) from None
+
+    return run
+
+
 def _echo_json(value: object) -> None:
     click.echo(msgspec.json.encode(value).decode())
 
@@ -189,6 +224,7 @@ def audit() -> None:
 
 @audit.command("history")
 @click.argument("user")
+@_store_errors_in_one_line
 def audit_history(user: str) -> None:
     """The user's events in order, as JSON lines."""
     from commands.app import user_aggregate_ids
@@ -203,6 +239,7 @@ def audit_history(user: str) -> None:
 @audit.command("state")
 @click.argument("user")
 @click.option("--at", "at_text", required=True, help="RFC 3339 time, e.g. 2026-03-01T12:00:00Z")
+@_store_errors_in_one_line
 def audit_state(user: str, at_text: str) -> None:
     """The user's MFA state as it was at a time, replayed from the events."""
     from commands.app import aggregate_id
@@ -229,6 +266,7 @@ def audit_state(user: str, at_text: str) -> None:
     type=click.IntRange(0, 2**63 - 1),
     help="start after this log position",
 )
+@_store_errors_in_one_line
 def audit_export(after: int) -> None:
     """The whole log as JSON lines, streamed."""
     from projections.audit import export_log
@@ -244,6 +282,7 @@ def projections() -> None:
 
 
 @projections.command("status")
+@_store_errors_in_one_line
 def projections_status() -> None:
     """Each read model's position and lag behind the log, as JSON lines."""
     from projections.tracking import projection_status
@@ -256,6 +295,7 @@ def projections_status() -> None:
 @projections.command("rebuild")
 @click.argument("name")
 @click.option("--compare/--no-compare", default=True, help="compare with the live rows first")
+@_store_errors_in_one_line
 def projections_rebuild(name: str, compare: bool) -> None:
     """Rebuild a read model from position 0 beside the live one, then swap it in."""
     from projections.rebuild import RebuildRunningError, rebuild_projection

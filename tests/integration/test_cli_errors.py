@@ -8,12 +8,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from api.app import build_runtime, close_runtime
+from cli import main
 from commands.backup_codes import generate_backup_codes
-from tests.conftest import make_settings
+from infra.sql import DatabaseUnavailableError
+from projections import rebuild
+from projections.runner import ProjectionRunner
+from tests.conftest import make_settings, new_user
 from tests.integration.test_faults import Service
 
 MFA = Path(sys.executable).parent / "mfa"
@@ -137,3 +143,51 @@ def test_mfa_log_level_holds_for_the_server(tmp_path: Path) -> None:
     lines = log.read_text().splitlines()
     assert any("WARNING" in line for line in lines), lines  # the log works...
     assert not [line for line in lines if " INFO " in line]  # ... and INFO stays out
+
+
+def test_the_database_going_away_during_a_rebuild_is_one_line_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only failures at start were one line; one during the command was a traceback."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'var' / 'mfa.sqlite'}")
+    runtime = build_runtime(settings, run_projections=False)
+    try:
+        for _ in range(3):
+            generate_backup_codes(runtime.services, new_user())
+        ProjectionRunner(runtime.services.app, runtime.read_models).catch_up()
+        with runtime.db.read() as cur:
+            cur.execute("SELECT * FROM mfa_backup_codes ORDER BY user_id")
+            before = cur.fetchall()
+    finally:
+        close_runtime(runtime)
+    env = {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": settings.database_url,
+        "MFA_JWT_SECRET": settings.jwt_secret or "",
+        "MFA_MASTER_KEY": base64.b64encode(settings.master_key).decode(),
+    }
+    fill = rebuild._catch_up
+    calls: list[int] = []
+
+    def going_away(*args: Any, **kwargs: Any) -> int:
+        calls.append(1)
+        if len(calls) == 2:  # the swap's catch-up
+            raise DatabaseUnavailableError("server closed the connection unexpectedly")
+        return fill(*args, **kwargs)
+
+    monkeypatch.setattr(rebuild, "_catch_up", going_away)
+    failed = CliRunner().invoke(main, ["projections", "rebuild", "backup_codes"], env=env)
+    assert failed.exit_code == 1, failed.output
+    assert isinstance(failed.exception, SystemExit)  # a ClickException, not a traceback
+    assert "database became unavailable (DatabaseUnavailableError)" in failed.output
+    monkeypatch.setattr(rebuild, "_catch_up", fill)
+    again = CliRunner().invoke(main, ["projections", "rebuild", "backup_codes"], env=env)
+    assert again.exit_code == 0, again.output
+    assert '"matched_live":true' in again.output
+    runtime = build_runtime(settings, run_projections=False)
+    try:
+        with runtime.db.read() as cur:
+            cur.execute("SELECT * FROM mfa_backup_codes ORDER BY user_id")
+            assert cur.fetchall() == before
+    finally:
+        close_runtime(runtime)
