@@ -54,18 +54,26 @@ class PostgresLease:
         try:
             # Bounded like the pools' connections: `still_held` against a server that stopped
             # answering gives the lease up in seconds instead of holding the worker's thread.
-            settings = connection_settings(self._conninfo)
+            conn = BoundedConnection.connect(
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=3,
+                **connection_settings(self._conninfo),
+            )
+        except psycopg.Error:
+            return False
+        try:
             # The server ends the session, and frees the lock, once the holder has been
             # silent this long (it checks every second or so): a holder cut off by the
             # network would otherwise keep the lock until TCP keepalive gave up (hours), and
-            # no other process could take the work over.
-            idle = f"-c idle_session_timeout={int(LEASE_IDLE_SECONDS * 1000)}"
-            settings["options"] = f"{idle} {settings['options']}"
-            conn = BoundedConnection.connect(
-                self._conninfo, autocommit=True, connect_timeout=3, **settings
-            )
+            # no other process could take the work over. Set after connecting, not in the
+            # startup options: a server before PostgreSQL 14 refuses an unknown setting
+            # there, and the lease would never be taken; here it is only skipped.
+            with contextlib.suppress(psycopg.errors.UndefinedObject):
+                conn.execute(f"SET idle_session_timeout = {int(LEASE_IDLE_SECONDS * 1000)}")
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
         except psycopg.Error:
+            conn.close()
             return False
         if row is None or not row[0]:
             conn.close()
