@@ -10,8 +10,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 
@@ -37,15 +38,22 @@ def _lock_key(name: str) -> int:
 
 
 LEASE_IDLE_SECONDS = 30.0
+HEARTBEATS_PER_IDLE_TIMEOUT = 6
 
 
 class PostgresLease:
-    """`pg_try_advisory_lock` held by one connection for as long as the work runs."""
+    """`pg_try_advisory_lock` held by one connection for as long as the work runs.
+
+    While held, a heartbeat thread sends `SELECT 1` six times per LEASE_IDLE_SECONDS: the
+    holder keeps its session however long its work goes without a check (a rebuild's fill),
+    and the server's idle timeout fires only for a holder that is gone or cut off.
+    """
 
     def __init__(self, conninfo: str, name: str) -> None:
         self._conninfo = conninfo
         self._key = _lock_key(name)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._heartbeat: threading.Event | None = None
 
     def try_acquire(self) -> bool:
         if self.still_held():
@@ -79,6 +87,7 @@ class PostgresLease:
             conn.close()
             return False
         self._conn = conn
+        self._heartbeat = _beat(conn, LEASE_IDLE_SECONDS / HEARTBEATS_PER_IDLE_TIMEOUT)
         return True
 
     def still_held(self) -> bool:
@@ -92,10 +101,29 @@ class PostgresLease:
         return True
 
     def release(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.set()
+            self._heartbeat = None
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
+
+
+def _beat(conn: psycopg.Connection[Any], interval: float) -> threading.Event:
+    """`SELECT 1` on `conn` every `interval` seconds until the event is set or the connection
+    fails (psycopg serialises it with the holder's own use of the connection)."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval) and not conn.closed:
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error:
+                return
+
+    threading.Thread(target=run, name="mfa-lease-heartbeat", daemon=True).start()
+    return stop
 
 
 class FileLease:

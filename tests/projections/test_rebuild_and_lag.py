@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,13 +12,22 @@ import pytest
 from api.app import build_runtime
 from api.deps import Runtime
 from commands import backup_codes, totp
+from infra import lease
 from infra.lease import lease_on
 from infra.sql import Cursor, open_database
+from projections import rebuild
 from projections.backup_codes import get_backup_codes
 from projections.rebuild import RebuildRunningError, rebuild_projection
 from projections.runner import ProjectionRunner
 from projections.tracking import ReadModels, projection_status
-from tests.conftest import MutableClock, close_runtime, make_settings, new_user
+from tests.conftest import (
+    MutableClock,
+    close_runtime,
+    create_pg_database,
+    drop_pg_database,
+    make_settings,
+    new_user,
+)
 
 
 def _activity(runtime: Runtime, users: int = 5) -> list[str]:
@@ -206,3 +216,48 @@ def test_only_one_rebuild_of_a_read_model_runs_at_a_time(tmp_path: Path, databas
     finally:
         other_db.close()
         close_runtime(runtime)
+
+
+@pytest.mark.postgres
+def test_a_rebuild_keeps_its_lease_however_long_it_fills(
+    tmp_path: Path, postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ends a lease session silent for LEASE_IDLE_SECONDS; a rebuild filling for
+    longer than that lost its lock, and a second rebuild ran alongside it."""
+    monkeypatch.setattr(lease, "LEASE_IDLE_SECONDS", 1.0)  # (30 s in production)
+    url = create_pg_database(postgres_admin_url)
+    runtime = build_runtime(
+        make_settings(tmp_path, url), clock=MutableClock(), run_projections=False
+    )
+    try:
+        _activity(runtime, users=2)
+        ProjectionRunner(runtime.services.app, runtime.read_models).catch_up()
+        fill = rebuild._catch_up
+        filling = threading.Event()
+
+        def slow_fill(*args: Any, **kwargs: Any) -> int:
+            if threading.current_thread().name == "first-rebuild" and not filling.is_set():
+                filling.set()
+                time.sleep(3)
+            return fill(*args, **kwargs)
+
+        monkeypatch.setattr(rebuild, "_catch_up", slow_fill)
+        app, read_models = runtime.services.app, runtime.read_models
+        reports: list[Any] = []
+        first = threading.Thread(
+            target=lambda: reports.append(rebuild_projection(app, read_models, "backup_codes")),
+            name="first-rebuild",
+        )
+        first.start()
+        assert filling.wait(10)
+        time.sleep(2)  # twice the idle timeout into the fill
+        try:
+            with pytest.raises(RebuildRunningError):
+                rebuild_projection(app, read_models, "backup_codes")
+        finally:
+            first.join(30)
+        assert reports
+        assert reports[0].position == app.max_position()
+    finally:
+        close_runtime(runtime)
+        drop_pg_database(postgres_admin_url, url)
