@@ -44,7 +44,9 @@ def _starting() -> Iterator[None]:
         yield
     except (ValueError, MasterKeyMismatchError) as exc:  # ConfigError and the adapters' checks
         raise click.ClickException(str(exc)) from None
-    except psycopg.ProgrammingError:
+    except psycopg.ProgrammingError as exc:
+        if exc.sqlstate is not None:  # the server's refusal (a privilege, say): named as is
+            raise click.ClickException(_database_error(exc)) from None
         # libpq could not parse the URL, and its message quotes the part it could not read,
         # which is often the password (a bad %-escape, a space, a "/" in it)
         raise click.ClickException(
@@ -52,9 +54,12 @@ def _starting() -> Iterator[None]:
             "characters of the user name and password"
         ) from None
     except (psycopg.Error, sqlite3.Error, OSError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        message = f"cannot open the database or data folder: {_without_password(first_line)}"
-        raise click.ClickException(message) from None
+        raise click.ClickException(_database_error(exc)) from None
+
+
+def _database_error(exc: BaseException) -> str:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"cannot open the database or data folder: {_without_password(first_line)}"
 
 
 def _without_password(message: str) -> str:
@@ -183,7 +188,8 @@ def _offline_runtime() -> Any:
 
 def _store_errors_in_one_line(command: Callable[P, None]) -> Callable[P, None]:
     """The database going away during an audit or projections command ends it with one line
-    (exit 1), as at start, not a traceback (which could quote connection details)."""
+    (exit 1), as at start, not a traceback (which could quote connection details). Other
+    errors (a row a read model refuses: a bug) are not outages, and are not called one."""
 
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> None:
@@ -202,8 +208,9 @@ def _store_errors_in_one_line(command: Callable[P, None]) -> Callable[P, None]:
             StoreUnavailableError,
             OperationalError,
             InterfaceError,
-            psycopg.Error,
-            sqlite3.Error,
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            sqlite3.OperationalError,
         ) as exc:
             raise click.ClickException(
                 f"the database became unavailable ({type(exc).__name__}); run the command "

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import os
+import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -18,8 +21,9 @@ from cli import main
 from commands.backup_codes import generate_backup_codes
 from infra.sql import DatabaseUnavailableError
 from projections import rebuild
+from projections.backup_codes import BackupCodeProjection
 from projections.runner import ProjectionRunner
-from tests.conftest import make_settings, new_user
+from tests.conftest import create_pg_database, drop_pg_database, make_settings, new_user
 from tests.integration.test_faults import Service
 
 MFA = Path(sys.executable).parent / "mfa"
@@ -191,3 +195,56 @@ def test_the_database_going_away_during_a_rebuild_is_one_line_and_changes_nothin
             assert cur.fetchall() == before
     finally:
         close_runtime(runtime)
+
+
+def test_a_row_a_read_model_refuses_during_a_rebuild_is_not_called_an_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Running it again cannot cure a refused row (a bug): "the database became unavailable;
+    run the command again" would send the operator the wrong way."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'var' / 'mfa.sqlite'}")
+    runtime = build_runtime(settings, run_projections=False)
+    try:
+        generate_backup_codes(runtime.services, new_user())
+        ProjectionRunner(runtime.services.app, runtime.read_models).catch_up()
+    finally:
+        close_runtime(runtime)
+    env = {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": settings.database_url,
+        "MFA_JWT_SECRET": settings.jwt_secret or "",
+        "MFA_MASTER_KEY": base64.b64encode(settings.master_key).decode(),
+    }
+
+    def refuses(self: Any, cur: Any, event: Any) -> None:
+        raise sqlite3.IntegrityError("NOT NULL constraint failed: mfa_backup_codes.code_hash")
+
+    monkeypatch.setattr(BackupCodeProjection, "process", refuses)
+    failed = CliRunner().invoke(main, ["projections", "rebuild", "backup_codes"], env=env)
+    assert failed.exit_code == 1
+    assert isinstance(failed.exception, sqlite3.IntegrityError)
+    assert "database became unavailable" not in failed.output
+
+
+@pytest.mark.postgres
+def test_a_privilege_the_role_lacks_at_start_is_named_not_called_an_unreadable_url(
+    tmp_path: Path, postgres_admin_url: str
+) -> None:
+    """PostgreSQL 15 grants no CREATE on schema public to a role that does not own the
+    database; that refusal is a ProgrammingError too, like libpq's URL parse errors."""
+    url = create_pg_database(postgres_admin_url)
+    role = f"mfa_limited_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        limited = url.replace("://postgres@", f"://{role}@", 1)
+        assert limited != url
+        done = run(tmp_path, "projections", "status", MFA_DATABASE_URL=limited)
+        assert done.returncode == 1, done.stderr
+        [error] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+        assert "permission denied" in error, error
+        assert "cannot be read as a PostgreSQL URL" not in error
+    finally:
+        drop_pg_database(postgres_admin_url, url)
+        with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
