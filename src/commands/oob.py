@@ -194,17 +194,18 @@ def message_text(issuer: str, digits: str, minutes: int, method: str, purpose: s
 
     An enrolment code says it adds this number or address to an account, a login code that
     it signs in: someone who enrolled a victim's number cannot pass their code off as the
-    victim's own sign-in code to have it read out.
+    victim's own sign-in code to have it read out. With an issuer of up to 64 GSM characters
+    (MFA_TOTP_ISSUER's limit) an SMS fits one 160-character message.
     """
     if purpose == ENROLL:
-        target = "phone number" if method == SMS else "email address"
+        target = "phone" if method == SMS else "email address"
         return (
-            f"{digits} is your {issuer} code to add this {target} to an account. It expires in "
-            f"{minutes} minutes. If you did not ask for it, ignore this and share it with no one."
+            f"{digits} is your {issuer} code to add this {target} to an account. "
+            f"Expires in {minutes} min. Didn't ask? Ignore it."
         )
     return (
-        f"{digits} is your {issuer} sign-in code. It expires in {minutes} minutes. "
-        f"Do not share it with anyone: {issuer} will never ask you for it."
+        f"{digits} is your {issuer} sign-in code. It expires in {minutes} min. "
+        "Never share it with anyone."
     )
 
 

@@ -277,7 +277,7 @@ def test_an_enrolment_code_says_it_adds_the_destination_and_a_login_code_that_it
 ) -> None:
     """The same words for both let someone who enrolled a victim's number pass the code off
     as the victim's own sign-in code, and have it read out."""
-    for method, destination, target in ((SMS, PHONE, "phone number"), (EMAIL, EMAIL_ADDRESS, "")):
+    for method, destination, target in ((SMS, PHONE, "phone"), (EMAIL, EMAIL_ADDRESS, "")):
         oob.enrol(store.services, USER, method, destination)
         enrolment = sender.messages[-1]
         target = target or "email address"
@@ -291,3 +291,12 @@ def test_an_enrolment_code_says_it_adds_the_destination_and_a_login_code_that_it
         assert "add this" not in login["body"]
         assert login["body"].startswith(sender.last_code())
     assert sender.messages[-1]["subject"] == "Your sign-in code"
+
+
+@pytest.mark.parametrize("purpose", [ENROLL, "login", "challenge"])
+def test_an_sms_fits_one_message_with_the_longest_issuer(purpose: str) -> None:
+    """Over 160 characters an SMS goes out in parts: charged twice, and some carriers deliver
+    them out of order."""
+    body = oob.message_text("I" * 64, "123456", 10, SMS, purpose)  # MFA_TOTP_ISSUER: <= 64
+    assert len(body) <= 160, (len(body), body)
+    assert body.startswith("123456 ")
