@@ -18,9 +18,8 @@ from commands.app import (
 )
 from commands.push import load_challenge
 from domain.errors import NotEnrolledError, NotFoundError
+from domain.push_challenge import WITHDRAWN_AT_RESET
 from domain.user_mfa import UserMfa
-
-RESET_REASON = "reset"  # why a push pending at an admin reset was denied
 
 
 def reset_user(services: Services, user_id: str, actor: str, reason: str) -> Outcome[list[str]]:
@@ -34,7 +33,7 @@ def reset_user(services: Services, user_id: str, actor: str, reason: str) -> Out
         for challenge_id in pending:
             with contextlib.suppress(NotFoundError):
                 challenge = load_challenge(services, challenge_id)
-                challenge.withdraw(RESET_REASON, now)
+                challenge.withdraw(WITHDRAWN_AT_RESET, now)
                 extra.append(challenge)
         return methods
 

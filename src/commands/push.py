@@ -18,12 +18,18 @@ from nacl.bindings import crypto_core_ed25519_is_valid_point
 from commands.app import Outcome, Services, aggregate_id, execute, forget_cached, load_user
 from domain.errors import DeliveryFailedError, DomainError, InvalidCodeError, NotFoundError
 from domain.push import PushDevice
-from domain.push_challenge import DENIED, PushChallenge
+from domain.push_challenge import DENIED, SERVICE_REASONS, PushChallenge
 from domain.user_mfa import UserMfa
 
 
 class InvalidPublicKeyError(DomainError):
     """The device's public key is not a raw 32-byte Ed25519 key in base64url."""
+
+    code = "validation_error"
+
+
+class ReservedReasonError(DomainError):
+    """A denial reason only the service gives (the stream would show it as the service's)."""
 
     code = "validation_error"
 
@@ -195,6 +201,8 @@ def respond(
     reason: str = "",
 ) -> Outcome[PushChallenge]:
     """Approve (with the number) or deny (optionally `not_me`) a push, signed by the device."""
+    if not approve and reason in SERVICE_REASONS:
+        raise ReservedReasonError(f"reason: {reason!r} is given by the service only")
     extra: list[Any] = []
 
     def decide(mfa: UserMfa, now: datetime) -> PushChallenge:

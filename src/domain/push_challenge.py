@@ -21,6 +21,10 @@ APPROVED = "approved"
 DENIED = "denied"
 EXPIRED = "expired"
 MAX_REJECTED_RESPONSES = 3
+# Denial reasons only the service gives (no device answered): an app may not send them.
+TOO_MANY_REJECTED = "too_many_rejected_responses"
+WITHDRAWN_AT_RESET = "reset"
+SERVICE_REASONS = frozenset({TOO_MANY_REJECTED, WITHDRAWN_AT_RESET})
 
 
 class PushChallenge(Aggregate):
@@ -118,7 +122,7 @@ class PushChallenge(Aggregate):
                 self.Denied,
                 key_owner=self.key_owner,
                 device_id=device_id,
-                reason="too_many_rejected_responses",
+                reason=TOO_MANY_REJECTED,
                 fraud=False,
                 timestamp=at,
             )
@@ -182,7 +186,7 @@ class PushChallenge(Aggregate):
         def apply(self, aggregate: PushChallenge) -> None:
             aggregate.status = DENIED
             aggregate.responded_at = self.timestamp
-            aggregate.responding_device = self.device_id
+            aggregate.responding_device = self.device_id or None  # "": withdrawn, no device
             aggregate.reason = self.reason
 
     class ResponseRejected(Event):

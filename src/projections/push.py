@@ -114,7 +114,7 @@ class PushChallengeProjection:
                 (
                     "denied" if denied else "approved",
                     iso(event.timestamp),
-                    event.device_id,
+                    event.device_id or None,  # "": withdrawn at a reset, no device answered
                     event.reason if denied else None,
                     int(denied and event.fraud),
                     challenge_id,

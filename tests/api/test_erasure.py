@@ -411,4 +411,6 @@ def test_a_push_pending_at_an_admin_reset_can_no_longer_be_approved(
     internal = push_server.client("svc", "mfa:internal")
     seen = internal.get(f"/internal/mfa/push/challenge/{pending['challenge_id']}").json()
     assert seen["status"] == "denied"
+    assert seen["reason"] == "reset"
+    assert seen["device_id"] is None  # no device answered it
     assert client.post("/mfa/push/challenge").status_code == 201

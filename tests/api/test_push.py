@@ -391,6 +391,22 @@ def test_push_works_through_the_generic_challenge_and_step_up(
     assert client.post("/mfa/step-up", json={"challenge_id": cid}).status_code == 409
 
 
+@pytest.mark.parametrize("reason", ["reset", "too_many_rejected_responses"])
+def test_an_app_cannot_deny_with_a_reason_only_the_service_gives(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]], reason: str
+) -> None:
+    """On the stream and in the history such a denial would pass for an admin reset or the
+    service's own ending of the push."""
+    url, _ = push_endpoint
+    client, app = with_app(push_server, url)
+    cid = client.post("/mfa/push/challenge").json()["challenge_id"]
+    refused = app.deny(client, cid, reason=reason)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "validation_error"
+    assert client.get(f"/mfa/push/challenge/{cid}").json()["status"] == "pending"
+    assert app.deny(client, cid, reason="not_me").status_code == 200
+
+
 def test_a_push_step_up_token_dates_from_the_approval_not_from_the_poll(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
 ) -> None:
