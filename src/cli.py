@@ -155,8 +155,12 @@ def worker() -> None:
 )
 def token(sub: str, scope: str, ttl: int) -> None:
     """Print a development JWT signed with MFA_JWT_SECRET."""
+    from api.auth import SCOPE_PATTERN
+
     if not sub or len(sub) > 256 or has_unsafe_characters(sub):
         raise click.BadParameter("1 to 256 characters, no control characters", param_hint="--sub")
+    if not SCOPE_PATTERN.fullmatch(scope):
+        raise click.BadParameter("printable ASCII scopes separated by spaces", param_hint="--scope")
     settings = _settings()
     if settings.jwt_public_key:
         raise click.ClickException(

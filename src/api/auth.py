@@ -19,7 +19,8 @@ INTERNAL_SCOPE = "mfa:internal"
 # Identity providers' access tokens are well under 2 KB; anything far larger is refused before
 # it is decoded (base64 and JSON of a megabyte header would be work done for an attacker).
 MAX_TOKEN_LENGTH = 8192
-_SCOPE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+# RFC 6749 §3.3: printable ASCII except `"` and a backslash, scopes separated by spaces
+SCOPE_PATTERN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 _NUMERIC_DATES = ("exp", "nbf", "iat")
 
 
@@ -91,7 +92,7 @@ class TokenVerifier:
         # RFC 6749 §3.3: scopes are separated by spaces (0x20) only, and are printable ASCII;
         # `str.split()` also splits at NBSP, U+2003, 0x1f ..., so "openid\u00a0mfa:admin", one
         # odd scope to the identity provider, would have granted mfa:admin.
-        if not _SCOPE.fullmatch(scope):
+        if not SCOPE_PATTERN.fullmatch(scope):
             raise NotAuthorizedException(detail="invalid token claims")
         return Principal(sub=sub, scopes=frozenset(t for t in scope.split(" ") if t))
 

@@ -107,7 +107,12 @@ def test_a_master_key_that_unwraps_nothing_is_one_line(tmp_path: Path) -> None:
 
 
 def test_mfa_token_refuses_what_the_service_would_refuse(tmp_path: Path) -> None:
-    for args in (["--sub", ""], ["--sub", "a\tb"], ["--sub", "x", "--ttl", "0"]):
+    for args in (
+        ["--sub", ""],
+        ["--sub", "a\tb"],
+        ["--sub", "x", "--ttl", "0"],
+        ["--sub", "x", "--scope", "openid\u00a0mfa:admin"],
+    ):
         done = run(tmp_path, "token", *args)
         assert done.returncode == 2, (args, done.stderr)
     public_key_only = run(
