@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from api.app import build_runtime, close_runtime
+from api.settings import Settings
 from cli import main
 from commands.backup_codes import generate_backup_codes
 from infra.sql import DatabaseUnavailableError
@@ -158,23 +159,8 @@ def test_the_database_going_away_during_a_rebuild_is_one_line_and_changes_nothin
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only failures at start were one line; one during the command was a traceback."""
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'var' / 'mfa.sqlite'}")
-    runtime = build_runtime(settings, run_projections=False)
-    try:
-        for _ in range(3):
-            generate_backup_codes(runtime.services, new_user())
-        ProjectionRunner(runtime.services.app, runtime.read_models).catch_up()
-        with runtime.db.read() as cur:
-            cur.execute("SELECT * FROM mfa_backup_codes ORDER BY user_id")
-            before = cur.fetchall()
-    finally:
-        close_runtime(runtime)
-    env = {
-        "MFA_DATA_DIR": str(tmp_path / "var"),
-        "MFA_DATABASE_URL": settings.database_url,
-        "MFA_JWT_SECRET": settings.jwt_secret or "",
-        "MFA_MASTER_KEY": base64.b64encode(settings.master_key).decode(),
-    }
+    settings, env = _backup_codes_projected(tmp_path, users=3)
+    before = _backup_code_rows(settings)
     fill = rebuild._catch_up
     calls: list[int] = []
 
@@ -193,11 +179,34 @@ def test_the_database_going_away_during_a_rebuild_is_one_line_and_changes_nothin
     again = CliRunner().invoke(main, ["projections", "rebuild", "backup_codes"], env=env)
     assert again.exit_code == 0, again.output
     assert '"matched_live":true' in again.output
+    assert _backup_code_rows(settings) == before
+
+
+def _backup_codes_projected(tmp_path: Path, users: int) -> tuple[Settings, dict[str, str]]:
+    """A SQLite store where `users` users generated backup codes, projected; and the
+    environment under which `mfa` opens it."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'var' / 'mfa.sqlite'}")
+    runtime = build_runtime(settings, run_projections=False)
+    try:
+        for _ in range(users):
+            generate_backup_codes(runtime.services, new_user())
+        ProjectionRunner(runtime.services.app, runtime.read_models).catch_up()
+    finally:
+        close_runtime(runtime)
+    return settings, {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": settings.database_url,
+        "MFA_JWT_SECRET": settings.jwt_secret or "",
+        "MFA_MASTER_KEY": base64.b64encode(settings.master_key).decode(),
+    }
+
+
+def _backup_code_rows(settings: Settings) -> list[Any]:
     runtime = build_runtime(settings, run_projections=False)
     try:
         with runtime.db.read() as cur:
             cur.execute("SELECT * FROM mfa_backup_codes ORDER BY user_id")
-            assert cur.fetchall() == before
+            return list(cur.fetchall())
     finally:
         close_runtime(runtime)
 
@@ -207,19 +216,7 @@ def test_a_row_a_read_model_refuses_during_a_rebuild_is_not_called_an_outage(
 ) -> None:
     """Running it again cannot cure a refused row (a bug): "the database became unavailable;
     run the command again" would send the operator the wrong way."""
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'var' / 'mfa.sqlite'}")
-    runtime = build_runtime(settings, run_projections=False)
-    try:
-        generate_backup_codes(runtime.services, new_user())
-        ProjectionRunner(runtime.services.app, runtime.read_models).catch_up()
-    finally:
-        close_runtime(runtime)
-    env = {
-        "MFA_DATA_DIR": str(tmp_path / "var"),
-        "MFA_DATABASE_URL": settings.database_url,
-        "MFA_JWT_SECRET": settings.jwt_secret or "",
-        "MFA_MASTER_KEY": base64.b64encode(settings.master_key).decode(),
-    }
+    _, env = _backup_codes_projected(tmp_path, users=1)
 
     def refuses(self: Any, cur: Any, event: Any) -> None:
         raise sqlite3.IntegrityError("NOT NULL constraint failed: mfa_backup_codes.code_hash")
