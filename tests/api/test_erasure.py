@@ -239,8 +239,26 @@ def _readable(app: MfaApplication, agg_id: Any) -> str:
     return str([vars(app.mapper.to_domain_event(row)) for row in rows])
 
 
+def erased_first(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str, services: Any, user: str
+) -> list[bool]:
+    """Make `owner.name` erase the user the first time it is called, then do its work: the
+    erasure lands right there. The list says whether it happened."""
+    original = getattr(owner, name)
+    erased: list[bool] = []
+
+    def erase_then_call(*args: Any, **kwargs: Any) -> Any:
+        if not erased:
+            erased.append(True)
+            erase_user(services, user)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, erase_then_call)
+    return erased
+
+
 def test_a_snapshot_due_just_as_the_user_is_erased_is_not_stored_under_a_new_key(
-    server: LiveServer,
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The snapshot of the 100th event is written after that event is stored. An erasure in
     between used to make the vault create the destroyed key again and store the whole
@@ -252,27 +270,15 @@ def test_a_snapshot_due_just_as_the_user_is_erased_is_not_stored_under_a_new_key
     agg_id = aggregate_id(services, user)
     _grow_to(services, user, 99)
     assert app.snapshots is not None
-    put = app.snapshots.put
-    erased: list[bool] = []
-
-    def erase_first(*args: Any, **kwargs: Any) -> Any:
-        if not erased:
-            erased.append(True)
-            erase_user(services, user)
-        return put(*args, **kwargs)
-
-    app.snapshots.put = erase_first  # type: ignore[method-assign]
-    try:
-        remember_device(services, user, "laptop", 30)  # the 100th event: a snapshot is due
-    finally:
-        app.snapshots.put = put  # type: ignore[method-assign]
+    erased = erased_first(monkeypatch, app.snapshots, "put", services, user)
+    remember_device(services, user, "laptop", 30)  # the 100th event: a snapshot is due
     assert erased
     assert secret not in _readable(app, agg_id)
     assert app.vault.get(str(agg_id)) is None
 
 
 def test_a_command_whose_events_pass_the_snapshot_version_succeeds_if_erased_meanwhile(
-    server: LiveServer,
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Several events past version 100 make the library reload the aggregate to snapshot it;
     erased in between, that reload failed the request (500) after its events were stored."""
@@ -284,27 +290,16 @@ def test_a_command_whose_events_pass_the_snapshot_version_succeeds_if_erased_mea
     for _ in range(4):  # wrong codes: versions 96-99
         with pytest.raises(InvalidCodeError):
             validate_totp(services, user, wrong_code(secret, server.clock.now()))
-    take = app._take_snapshots
-    erased: list[bool] = []
-
-    def erase_first(processing_event: Any) -> None:
-        if not erased:
-            erased.append(True)
-            erase_user(services, user)
-        take(processing_event)
-
-    app._take_snapshots = erase_first  # type: ignore[method-assign]
-    try:
-        with pytest.raises(InvalidCodeError):  # the 5th: VerificationFailed and FactorLocked
-            validate_totp(services, user, wrong_code(secret, server.clock.now()))
-    finally:
-        app._take_snapshots = take  # type: ignore[method-assign]
+    erased = erased_first(monkeypatch, app, "_take_snapshots", services, user)
+    with pytest.raises(InvalidCodeError):  # the 5th: VerificationFailed and FactorLocked
+        validate_totp(services, user, wrong_code(secret, server.clock.now()))
     assert erased
 
 
 def test_a_refused_push_answer_stored_after_the_erasure_does_not_create_the_key_again(
     push_server: LiveServer,  # noqa: F811 - the fixture
     push_endpoint: tuple[str, list[dict[str, Any]]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, _ = push_endpoint
     services = push_server.runtime.services
@@ -314,23 +309,11 @@ def test_a_refused_push_answer_stored_after_the_erasure_does_not_create_the_key_
     App("phone", url).sync(client)
     challenge_id = client.post("/mfa/push/challenge").json()["challenge_id"]
     agg_id = aggregate_id(services, user)
-    save = app.save
-    erased: list[bool] = []
-
-    def erase_first(*args: Any, **kwargs: Any) -> Any:
-        if not erased:
-            erased.append(True)
-            erase_user(services, user)
-        return save(*args, **kwargs)
-
-    app.save = erase_first  # type: ignore[method-assign]
-    try:
-        with pytest.raises(DomainError):
-            push.respond(
-                services, user, challenge_id, "phone", approve=True, signature="AA", number="00"
-            )
-    finally:
-        app.save = save  # type: ignore[method-assign]
+    erased = erased_first(monkeypatch, app, "save", services, user)
+    with pytest.raises(DomainError):
+        push.respond(
+            services, user, challenge_id, "phone", approve=True, signature="AA", number="00"
+        )
     assert erased
     assert app.vault.get(str(agg_id)) is None
 
