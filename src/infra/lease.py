@@ -72,7 +72,7 @@ class PostgresLease:
             return False
         try:
             # The server ends the session, and frees the lock, once the holder has been
-            # silent this long (it checks every second or so): a holder cut off by the
+            # silent this long (its heartbeat pings every 5 s): a holder cut off by the
             # network would otherwise keep the lock until TCP keepalive gave up (hours), and
             # no other process could take the work over. Set after connecting, not in the
             # startup options: a server before PostgreSQL 14 refuses an unknown setting
