@@ -37,6 +37,7 @@ def _starting() -> Iterator[None]:
     import sqlite3
 
     import psycopg
+    from eventsourcing.persistence import PersistenceError
 
     from commands.adapters.vault import MasterKeyMismatchError
 
@@ -44,6 +45,8 @@ def _starting() -> Iterator[None]:
         yield
     except (ValueError, MasterKeyMismatchError) as exc:  # ConfigError and the adapters' checks
         raise click.ClickException(str(exc)) from None
+    except PersistenceError as exc:  # the event store's wrapping of the same errors
+        raise click.ClickException(_database_error(exc)) from None
     except psycopg.ProgrammingError as exc:
         if exc.sqlstate is not None:  # the server's refusal (a privilege, say): named as is
             raise click.ClickException(_database_error(exc)) from None
@@ -216,12 +219,33 @@ def _store_errors_in_one_line(command: Callable[P, None]) -> Callable[P, None]:
             psycopg.InterfaceError,
             sqlite3.OperationalError,
         ) as exc:
+            if not _is_outage(exc):
+                raise
             raise click.ClickException(
                 f"the database became unavailable ({type(exc).__name__}); run the command "
                 "again once it answers (a rebuild that stops changes nothing)"
             ) from None
 
     return run
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A database that stopped answering or went away, not a statement it refused (a timeout
+    on a large table, an SQL mistake) that would fail the same way again."""
+    import sqlite3
+
+    import psycopg
+
+    from infra.sql import connection_lost
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, psycopg.OperationalError):
+        return connection_lost(cause)
+    if isinstance(cause, sqlite3.OperationalError):
+        return any(
+            word in str(cause) for word in ("locked", "disk I/O", "unable to open", "readonly")
+        )
+    return True
 
 
 def _echo_json(value: object) -> None:

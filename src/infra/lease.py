@@ -11,6 +11,8 @@ import fcntl
 import hashlib
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +41,8 @@ def _lock_key(name: str) -> int:
 
 LEASE_IDLE_SECONDS = 30.0
 HEARTBEATS_PER_IDLE_TIMEOUT = 6
+RENEW_SECONDS = 300.0
+RELEASE_WAIT_SECONDS = 2.0
 
 
 class PostgresLease:
@@ -46,14 +50,19 @@ class PostgresLease:
 
     While held, a heartbeat thread sends `SELECT 1` six times per LEASE_IDLE_SECONDS: the
     holder keeps its session however long its work goes without a check (a rebuild's fill),
-    and the server's idle timeout fires only for a holder that is gone or cut off.
+    and the server's idle timeout fires only for a holder that is gone or cut off, or that
+    stopped working: the heartbeat pauses once the holder has not checked the lease for
+    RENEW_SECONDS, and ends, closing the connection, once the thread that took the lease
+    has died. The heartbeat thread is the one that closes the connection (`release` asks
+    it to): psycopg's `close` does not wait for a statement under way on another thread.
     """
 
     def __init__(self, conninfo: str, name: str) -> None:
         self._conninfo = conninfo
         self._key = _lock_key(name)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
-        self._heartbeat: threading.Event | None = None
+        self._heartbeat: tuple[threading.Event, threading.Thread] | None = None
+        self._renewed = 0.0
 
     def try_acquire(self) -> bool:
         if self.still_held():
@@ -87,7 +96,13 @@ class PostgresLease:
             conn.close()
             return False
         self._conn = conn
-        self._heartbeat = _beat(conn, LEASE_IDLE_SECONDS / HEARTBEATS_PER_IDLE_TIMEOUT)
+        self._renewed = time.monotonic()
+        self._heartbeat = _beat(
+            conn,
+            LEASE_IDLE_SECONDS / HEARTBEATS_PER_IDLE_TIMEOUT,
+            threading.current_thread(),
+            lambda: time.monotonic() - self._renewed < RENEW_SECONDS,
+        )
         return True
 
     def still_held(self) -> bool:
@@ -98,32 +113,46 @@ class PostgresLease:
         except psycopg.Error:
             self.release()
             return False
+        self._renewed = time.monotonic()
         return True
 
     def release(self) -> None:
         if self._heartbeat is not None:
-            self._heartbeat.set()
+            stop, thread = self._heartbeat
             self._heartbeat = None
-        if self._conn is not None:
+            stop.set()  # its thread closes the connection: at once, unless a ping is under way
+            thread.join(RELEASE_WAIT_SECONDS)
+        elif self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-            self._conn = None
+        self._conn = None
 
 
-def _beat(conn: psycopg.Connection[Any], interval: float) -> threading.Event:
-    """`SELECT 1` on `conn` every `interval` seconds until the event is set or the connection
-    fails (psycopg serialises it with the holder's own use of the connection)."""
+def _beat(
+    conn: psycopg.Connection[Any],
+    interval: float,
+    owner: threading.Thread,
+    renewed: Callable[[], bool],
+) -> tuple[threading.Event, threading.Thread]:
+    """`SELECT 1` on `conn` every `interval` seconds while `renewed()` says the holder is at
+    work (psycopg serialises it with the holder's own use of the connection). The thread
+    closes the connection when the event is set, a ping fails or `owner` has died."""
     stop = threading.Event()
 
     def run() -> None:
-        while not stop.wait(interval) and not conn.closed:
-            try:
-                conn.execute("SELECT 1")
-            except psycopg.Error:
-                return
+        try:
+            while not stop.wait(interval) and not conn.closed and owner.is_alive():
+                if renewed():
+                    conn.execute("SELECT 1")
+        except psycopg.Error:
+            pass
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
 
-    threading.Thread(target=run, name="mfa-lease-heartbeat", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=run, name="mfa-lease-heartbeat", daemon=True)
+    thread.start()
+    return stop, thread
 
 
 class FileLease:

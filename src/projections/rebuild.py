@@ -8,6 +8,7 @@ same position, optionally compares them row for row, and renames the shadow into
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,13 @@ class RebuildRunningError(RuntimeError):
     """Another rebuild of the same read model holds its lease."""
 
 
+def _ensure_held(held: Callable[[], bool], name: str) -> None:
+    """Stop before the swap if the lease was lost (its connection broke): another rebuild may
+    be filling the same shadow tables now."""
+    if not held():
+        raise RebuildRunningError(f"the rebuild of {name} lost its lock; run it again")
+
+
 def rebuild_projection(
     app: MfaApplication, read_models: ReadModels, name: str, *, compare: bool = False
 ) -> RebuildReport:
@@ -99,13 +107,18 @@ def rebuild_projection(
             f"a rebuild of {name} is already running (or its lock could not be taken)"
         )
     try:
-        return _rebuild(app, read_models, projection, compare=compare)
+        return _rebuild(app, read_models, projection, compare=compare, held=lease.still_held)
     finally:
         lease.release()
 
 
 def _rebuild(
-    app: MfaApplication, read_models: ReadModels, projection: Projection, *, compare: bool
+    app: MfaApplication,
+    read_models: ReadModels,
+    projection: Projection,
+    *,
+    compare: bool,
+    held: Callable[[], bool],
 ) -> RebuildReport:
     name = projection.name
     db = read_models.db
@@ -142,7 +155,9 @@ def _rebuild(
             break
         done = step
         time.sleep(FILL_PAUSE_SECONDS)  # SQLite: the server's own writes get their turn
+        _ensure_held(held, name)
 
+    _ensure_held(held, name)
     with db.transaction() as cur:
         live = lock_position(cur, db.dialect, name)
         until = max(live, _target(cur, projection, app.max_position()))

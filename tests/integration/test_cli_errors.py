@@ -211,20 +211,28 @@ def _backup_code_rows(settings: Settings) -> list[Any]:
         close_runtime(runtime)
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        sqlite3.IntegrityError("NOT NULL constraint failed: mfa_backup_codes.code_hash"),
+        sqlite3.OperationalError("no such column: code_hash"),  # an SQL mistake, not an outage
+    ],
+    ids=type,
+)
 def test_a_row_a_read_model_refuses_during_a_rebuild_is_not_called_an_outage(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: sqlite3.Error
 ) -> None:
     """Running it again cannot cure a refused row (a bug): "the database became unavailable;
     run the command again" would send the operator the wrong way."""
     _, env = _backup_codes_projected(tmp_path, users=1)
 
     def refuses(self: Any, cur: Any, event: Any) -> None:
-        raise sqlite3.IntegrityError("NOT NULL constraint failed: mfa_backup_codes.code_hash")
+        raise refusal
 
     monkeypatch.setattr(BackupCodeProjection, "process", refuses)
     failed = CliRunner().invoke(main, ["projections", "rebuild", "backup_codes"], env=env)
     assert failed.exit_code == 1
-    assert isinstance(failed.exception, sqlite3.IntegrityError)
+    assert isinstance(failed.exception, type(refusal))
     assert "database became unavailable" not in failed.output
 
 

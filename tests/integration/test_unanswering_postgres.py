@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +184,48 @@ def test_a_read_of_the_log_held_up_by_a_lock_answers_503_once_not_after_a_second
         release.set()
         holder.join(timeout=45)
         server.stop()
+
+
+def test_a_lease_released_while_its_heartbeat_awaits_an_answer_leaves_other_connections_alone(
+    proxy: FreezableProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`release()` closed the connection under the heartbeat's unanswered `SELECT 1`
+    (psycopg's close does not wait for it): the heartbeat went on reading the closed socket's
+    number, which the next connection got, and took that connection's handshake."""
+    monkeypatch.setattr(lease, "LEASE_IDLE_SECONDS", 3.0)  # a heartbeat every 0.5 s
+    run = uuid.uuid4().hex
+    for cycle in range(6):
+        held = lease.PostgresLease(proxy.proxied_url, f"held-{run}-{cycle}")
+        assert held.try_acquire()
+        proxy.freeze()
+        time.sleep(0.8)  # the heartbeat's SELECT 1 waits for its answer
+        held.release()
+        proxy.thaw()
+        following = lease.PostgresLease(proxy.proxied_url, f"next-{run}-{cycle}")
+        assert following.try_acquire(), f"cycle {cycle}: the next connection was disturbed"
+        following.release()
+
+
+def test_a_lease_whose_holder_thread_died_is_freed(
+    proxy: FreezableProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat keeps a live holder's session; it must not keep a dead one's."""
+    monkeypatch.setattr(lease, "LEASE_IDLE_SECONDS", 1.0)
+    name = f"dead-holder-{uuid.uuid4().hex}"
+    held = lease.PostgresLease(proxy.url, name)
+
+    def crashed_worker() -> None:
+        assert held.try_acquire()  # ... and the work loop dies without releasing it
+
+    worker = threading.Thread(target=crashed_worker)
+    worker.start()
+    worker.join()
+    other = lease.PostgresLease(proxy.url, name)
+    deadline = time.monotonic() + 10
+    try:
+        while not other.try_acquire():
+            assert time.monotonic() < deadline, "a dead holder's lease is kept alive"
+            time.sleep(0.2)
+    finally:
+        other.release()
+        held.release()
