@@ -229,6 +229,9 @@ def _store_errors_in_one_line(command: Callable[P, None]) -> Callable[P, None]:
     return run
 
 
+LOCK_NOT_AVAILABLE = "55P03"  # a lock wait timed out: another try may get it
+
+
 def _is_outage(exc: BaseException) -> bool:
     """A database that stopped answering or went away, not a statement it refused (a timeout
     on a large table, an SQL mistake) that would fail the same way again."""
@@ -238,13 +241,14 @@ def _is_outage(exc: BaseException) -> bool:
 
     from infra.sql import connection_lost
 
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    if isinstance(cause, psycopg.OperationalError):
-        return connection_lost(cause)
-    if isinstance(cause, sqlite3.OperationalError):
-        return any(
-            word in str(cause) for word in ("locked", "disk I/O", "unable to open", "readonly")
-        )
+    cause: BaseException | None = exc
+    while cause is not None:  # the deepest driver error says what happened
+        if isinstance(cause, psycopg.OperationalError):
+            return connection_lost(cause) or cause.sqlstate == LOCK_NOT_AVAILABLE
+        if isinstance(cause, sqlite3.OperationalError):
+            words = ("locked", "disk I/O", "unable to open", "readonly")
+            return any(word in str(cause) for word in words)
+        cause = cause.__cause__
     return True
 
 

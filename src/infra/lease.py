@@ -106,10 +106,11 @@ class PostgresLease:
         return True
 
     def still_held(self) -> bool:
-        if self._conn is None or self._conn.closed:
+        conn = self._conn  # (read once: `release` may run on another thread)
+        if conn is None or conn.closed:
             return False
         try:
-            self._conn.execute("SELECT 1")
+            conn.execute("SELECT 1")
         except psycopg.Error:
             self.release()
             return False
@@ -123,9 +124,16 @@ class PostgresLease:
             stop.set()  # its thread closes the connection: at once, unless a ping is under way
             thread.join(RELEASE_WAIT_SECONDS)
         elif self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
+            _close(self._conn)
         self._conn = None
+
+
+def _close(conn: psycopg.Connection[Any]) -> None:
+    """Close once no statement is under way on it (psycopg's `close` does not wait: another
+    thread's statement would go on reading a freed socket). The wait is bounded by the
+    connection's own answer deadline."""
+    with conn.lock, contextlib.suppress(psycopg.Error):
+        conn.close()
 
 
 def _beat(
@@ -147,8 +155,7 @@ def _beat(
         except psycopg.Error:
             pass
         finally:
-            with contextlib.suppress(psycopg.Error):
-                conn.close()
+            _close(conn)
 
     thread = threading.Thread(target=run, name="mfa-lease-heartbeat", daemon=True)
     thread.start()

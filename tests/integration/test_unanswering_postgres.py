@@ -229,3 +229,28 @@ def test_a_lease_whose_holder_thread_died_is_freed(
     finally:
         other.release()
         held.release()
+
+
+def test_a_lease_released_from_another_thread_lets_the_holders_statement_finish(
+    postgres_admin_url: str,
+) -> None:
+    """`stop()` releases from the stopping thread while the holder may still be checking the
+    lease: the connection is closed only once that statement is done, never under it."""
+    held = lease.PostgresLease(postgres_admin_url, f"shared-{uuid.uuid4().hex}")
+    assert held.try_acquire()
+    conn = held._conn
+    assert conn is not None
+    outcome: list[object] = []
+
+    def holder_checks() -> None:
+        try:
+            outcome.append(conn.execute("SELECT pg_sleep(1.5), 1").fetchone())
+        except Exception as exc:
+            outcome.append(exc)
+
+    holder = threading.Thread(target=holder_checks)
+    holder.start()
+    time.sleep(0.3)  # the holder's statement is under way
+    held.release()
+    holder.join(10)
+    assert outcome == [("", 1)], outcome
