@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,8 +17,10 @@ BACKUP_CODE = "backup_code"  # the method, and its own lockout factor
 
 
 def normalise_backup_code(code: str) -> str:
-    """Users may type codes with dashes, spaces or capitals; compare the bare lowercase hex."""
-    return "".join(ch for ch in code.lower() if ch.isalnum())
+    """Users may type codes with dashes, spaces or capitals, or in full-width forms (an East
+    Asian input method's, U+FF10 and on); compare the bare lowercase hex. NFKC folds the
+    full-width forms into ASCII; anything else that is not a letter or digit is dropped."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", code).lower() if ch.isalnum())
 
 
 def format_backup_code(raw: bytes) -> str:

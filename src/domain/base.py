@@ -6,8 +6,8 @@ module holds that factor's entity, events and rules. This module holds what they
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from eventsourcing.domain import Aggregate
 
@@ -115,3 +115,20 @@ def reset_lock(aggregate: UserMfaState, factor: str, reset: bool) -> None:
     """Apply a success's lock reset."""
     if reset:
         aggregate.locks.pop(factor, None)
+
+
+class _Expiring(Protocol):
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+_E = TypeVar("_E", bound=_Expiring)
+
+
+def forget_expired(entries: dict[str, _E], at: datetime, kept_for: timedelta) -> None:
+    """Drop the entries (challenges, ceremonies) that expired more than `kept_for` before
+    `at`. Until then an expired one still answers 410 and a used one 409, not 404: a client
+    polling an old challenge learns that it expired even after the user opened a new one."""
+    for entry_id, entry in list(entries.items()):
+        if entry.expires_at + kept_for <= at:
+            del entries[entry_id]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from domain.base import UserMfaEvent, UserMfaState
+from domain.base import UserMfaEvent, UserMfaState, forget_expired
 from domain.errors import (
     ChallengeExpiredError,
     ChallengeUsedError,
@@ -77,9 +77,7 @@ class ChallengeIssued(UserMfaEvent):
 
     def apply(self, aggregate: ChallengeMixin) -> None:
         challenges = aggregate.challenges
-        for challenge_id, challenge in list(challenges.items()):
-            if challenge.expires_at <= self.timestamp:
-                del challenges[challenge_id]
+        forget_expired(challenges, self.timestamp, kept_for=CHALLENGE_TTL)
         challenges[self.challenge_id] = MfaChallenge(
             challenge_id=self.challenge_id,
             method=self.method,
@@ -113,6 +111,10 @@ class ChallengeMixin(UserMfaState):
         """Overridden by the aggregate: whether the user can complete `method` now."""
         return False
 
+    def lockout_factor(self, method: str) -> str | None:
+        """Overridden by the aggregate: the lock `method`'s proof is checked under."""
+        return None
+
     def issue_challenge(
         self,
         challenge_id: str,
@@ -122,9 +124,13 @@ class ChallengeMixin(UserMfaState):
         webauthn_challenge: str | None = None,
         allowed_credentials: list[str] | None = None,
     ) -> MfaChallenge:
-        """Open a challenge for an enrolled method (a few at a time, 5 minutes each)."""
+        """Open a challenge for an enrolled method that is not locked (a few at a time, 5
+        minutes each): a challenge that could only answer 429 would take a slot for nothing."""
         if not self.is_enrolled(method):
             raise NotEnrolledError(f"{method} is not enrolled")
+        factor = self.lockout_factor(method)
+        if factor is not None:
+            self._ensure_unlocked(factor, at)
         open_now = [c for c in self.challenges.values() if c.is_open(at)]
         if len(open_now) >= MAX_OPEN_CHALLENGES:
             raise LimitExceededError("too many open challenges; complete or wait for one")

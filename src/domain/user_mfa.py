@@ -224,6 +224,12 @@ class UserMfa(
             return factor is not None and factor.is_active()
         return False
 
+    def lockout_factor(self, method: str) -> str | None:
+        """The lock a method's proof is checked under (push has none: it is throttled)."""
+        if method == TOTP:
+            return OTP
+        return method if method in (BACKUP_CODE, WEBAUTHN, *OOB_METHODS) else None
+
     def remove_method(self, method: str, at: datetime) -> None:
         """Remove every credential of one method (`DELETE /mfa/methods/{method}`)."""
         enrolled = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from domain.base import UserMfaEvent, UserMfaState, reset_lock
+from domain.base import UserMfaEvent, UserMfaState, forget_expired, reset_lock
 from domain.errors import (
     AlreadyEnrolledError,
     ChallengeExpiredError,
@@ -94,9 +94,7 @@ class WebAuthnRegistrationStarted(UserMfaEvent):
 
     def apply(self, aggregate: WebAuthnMixin) -> None:
         pending = aggregate.webauthn_registrations
-        for registration_id, registration in list(pending.items()):
-            if registration.expires_at <= self.timestamp:
-                del pending[registration_id]
+        forget_expired(pending, self.timestamp, kept_for=CEREMONY_TTL)
         pending[self.registration_id] = PendingRegistration(
             self.registration_id, self.challenge, self.name, self.expires_at
         )

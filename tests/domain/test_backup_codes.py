@@ -56,9 +56,12 @@ def test_a_formatted_code_carries_all_64_random_bits():
         "0123 4567 89AB CDEF",
         "  0123-4567-89Ab-cDeF  ",
         "0123--4567 - 89ab\tcdef",
+        # full-width, as an East Asian input method types it
+        "".join(chr(ord(ch) + 0xFEE0) for ch in "0123-4567-89AB-cdef"),
+        "0123\u20104567\u201389ab\u2212cdef",  # Unicode hyphen, en dash, minus
     ],
 )
-def test_normalising_ignores_dashes_spaces_and_case(typed: str):
+def test_normalising_ignores_dashes_spaces_case_and_width(typed: str):
     assert normalise_backup_code(typed) == "0123456789abcdef"
 
 

@@ -10,8 +10,10 @@ import pytest
 from eventsourcing.application import project_aggregate
 
 from domain.backup_codes import format_backup_code, hash_backup_code
+from domain.challenge import CHALLENGE_TTL, assurance
 from domain.errors import (
     AlreadyEnrolledError,
+    ChallengeExpiredError,
     ChallengeUsedError,
     CodeReplayedError,
     ConflictError,
@@ -24,7 +26,7 @@ from domain.errors import (
 from domain.lockout import MAX_CONSECUTIVE_FAILURES
 from domain.totp import MAX_TOTP_DEVICES, TotpStatus
 from domain.user_mfa import KNOWN_METHODS, UserMfa, method_summaries
-from domain.webauthn import MAX_WEBAUTHN_CREDENTIALS, VerifiedRegistration
+from domain.webauthn import CEREMONY_TTL, MAX_WEBAUTHN_CREDENTIALS, VerifiedRegistration
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 STEP0 = int(T0.timestamp()) // 30
@@ -232,6 +234,72 @@ def test_webauthn_ceremonies_opened_in_parallel_cannot_complete_past_the_cap():
     # and no new ceremony opens, refused with the same error
     with pytest.raises(LimitExceededError, match=f"at most {MAX_WEBAUTHN_CREDENTIALS} WebAuthn"):
         mfa.start_webauthn_registration("tab-3", "challenge", None, at(4))
+
+
+def test_an_expired_ceremony_still_answers_expired_after_a_new_one_is_opened():
+    # Given a ceremony that expired
+    mfa = new_user()
+    mfa.start_webauthn_registration("tab-1", "challenge", None, T0)
+    later = T0 + CEREMONY_TTL + timedelta(minutes=1)
+
+    # When the user opens another one
+    mfa.start_webauthn_registration("tab-2", "challenge", None, later)
+
+    # Then finishing the first is 410, not 404, until it expired one more TTL ago
+    with pytest.raises(ChallengeExpiredError):
+        mfa.pending_registration("tab-1", later)
+    mfa.start_webauthn_registration("tab-3", "challenge", None, T0 + 2 * CEREMONY_TTL)
+    with pytest.raises(NotFoundError):
+        mfa.pending_registration("tab-1", T0 + 2 * CEREMONY_TTL)
+
+
+# ---------------------------------------------------------------- generic challenges
+
+
+def test_expired_and_used_challenges_keep_their_answers_after_a_new_challenge():
+    # Given one challenge completed and one left to expire
+    mfa, _codes = with_backup_codes()
+    mfa.issue_challenge("left", "backup_code", T0)
+    mfa.issue_challenge("done", "backup_code", T0)
+    mfa.complete_challenge("done", None, assurance("backup_code"), at(1))
+    later = T0 + CHALLENGE_TTL + timedelta(seconds=1)
+
+    # When another challenge is opened after they expired
+    mfa.issue_challenge("new", "backup_code", later)
+
+    # Then the old ones still answer 410 and 409, not 404 (a polling client learns why)
+    with pytest.raises(ChallengeExpiredError):
+        mfa.open_challenge("left", later)
+    with pytest.raises(ChallengeUsedError):
+        mfa.open_challenge("done", later)
+
+
+def test_a_challenge_is_forgotten_once_it_expired_one_ttl_ago():
+    mfa, _codes = with_backup_codes()
+    mfa.issue_challenge("old", "backup_code", T0)
+
+    mfa.issue_challenge("new", "backup_code", T0 + 2 * CHALLENGE_TTL)
+
+    assert set(mfa.challenges) == {"new"}  # the state stays bounded
+    with pytest.raises(NotFoundError):
+        mfa.open_challenge("old", T0 + 2 * CHALLENGE_TTL)
+
+
+def test_no_challenge_opens_for_a_locked_factor():
+    # Given backup codes locked by wrong guesses
+    mfa, _codes = with_backup_codes()
+    for _ in range(MAX_CONSECUTIVE_FAILURES):
+        with pytest.raises(InvalidCodeError):
+            mfa.use_backup_code("0000-0000-0000-0000", T0)
+    new_events(mfa)
+
+    # When a challenge is asked for that method
+    with pytest.raises(FactorLockedError):
+        mfa.issue_challenge("ch", "backup_code", at(1))
+
+    # Then none is opened (no slot taken), and the refusal is recorded as a locked attempt
+    assert "ch" not in mfa.challenges
+    assert [type(e).__name__ for e in new_events(mfa)] == ["AttemptRefusedWhileLocked"]
 
 
 # ---------------------------------------------------------------- validate and replay
