@@ -662,7 +662,7 @@ def test_only_the_transports_webauthn_defines_are_kept_each_once() -> None:
     assert verify_registration(RP, response, challenge).transports == ["nfc", "usb"]
 
 
-def _certificate_with_an_unknown_curve() -> bytes:
+def _certificate() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attestation")])
     der = (
@@ -676,18 +676,31 @@ def _certificate_with_an_unknown_curve() -> bytes:
         .sign(key, hashes.SHA256())
         .public_bytes(serialization.Encoding.DER)
     )
+    return der
+
+
+def _with_an_unknown_curve(der: bytes) -> bytes:
     p256, unknown = bytes.fromhex("06082a8648ce3d030107"), bytes.fromhex("06082a8648ce3d030109")
     return der.replace(p256, unknown)
 
 
-def test_an_attestation_certificate_cryptography_cannot_read_is_a_verification_error() -> None:
+def _with_an_unknown_version(der: bytes) -> bytes:
+    v3, v8 = bytes.fromhex("a003020102"), bytes.fromhex("a003020107")
+    return der.replace(v3, v8)
+
+
+@pytest.mark.parametrize("spoil", [_with_an_unknown_curve, _with_an_unknown_version])
+def test_an_attestation_certificate_cryptography_cannot_read_is_a_verification_error(
+    spoil: Callable[[bytes], bytes],
+) -> None:
     """py_webauthn reads a `packed` attestation's certificate outside its own error handling:
-    a key cryptography does not know raised UnsupportedAlgorithm (a 500 over HTTP)."""
+    a key cryptography does not know raised UnsupportedAlgorithm, an unknown X.509 version
+    InvalidVersion (a plain Exception), each a 500 over HTTP that left the ceremony open."""
     challenge, options = creation_options()
     response = SoftAuthenticator().register(options, ORIGIN)
     attestation = cbor2.loads(unb64url(response["response"]["attestationObject"]))
     attestation["fmt"] = "packed"
-    certificate = _certificate_with_an_unknown_curve()
+    certificate = spoil(_certificate())
     attestation["attStmt"] = {"alg": -7, "sig": b"\x30\x00", "x5c": [certificate]}
     response["response"]["attestationObject"] = b64url(cbor2.dumps(attestation))
     with pytest.raises(WebAuthnVerificationError, match=r"^malformed_response$"):
