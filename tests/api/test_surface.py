@@ -171,3 +171,32 @@ def test_options_lists_every_method_of_the_path(server: LiveServer) -> None:
         assert answer.headers["allow"] == methods, path
         assert answer.headers["cache-control"] == "no-store"
     assert httpx.options(server.url + "/mfa/totp/devices").status_code == 401  # (guards first)
+
+
+DECEPTIVE_NAMES = [
+    "\u202egpj.exe",  # a right-to-left override: shows as "exe.jpg"
+    "work\u2066laptop",  # a bidi isolate
+    "a\u0085b",  # a C1 control (next line)
+    "\u200b",  # only a zero-width space
+    "phone\u2028",  # a line separator
+    "\ufeffphone",  # a byte-order mark
+    " ",  # nothing visible
+    "\u3000\u00a0",
+    "\tphone",
+]
+SHOWN_NAMES = ["phone", " my phone", "José's 📱", "\U0001f468\u200d\U0001f469\u200d\U0001f467"]
+
+
+def test_device_names_that_display_deceptively_are_refused(server: LiveServer) -> None:
+    """Names are shown in device lists, to users and admins: no controls, bidi overrides,
+    invisible-only or blank names, on every route that takes one."""
+    client = server.client(new_user())
+    for name in DECEPTIVE_NAMES:
+        for path in ("/mfa/totp/setup", "/mfa/trusted-devices"):
+            response = client.post(path, json={"name": name})
+            assert response.status_code == 400, (path, name, response.text)
+            assert response.json()["errors"][0]["field"] == "name"
+    for name in SHOWN_NAMES:
+        response = client.post("/mfa/trusted-devices", json={"name": name})
+        assert response.status_code == 201, (name, response.text)
+        assert response.json()["name"] == name

@@ -11,8 +11,20 @@ import msgspec
 # and Python's `$` also matches before a final "\n", so `^[a-z]+$` takes "abc\n". `$(?!\n)` is
 # the end of the string both there and in ECMA-262, the dialect of the OpenAPI document (which
 # has no `\Z`).
+
+# What a name shown in device lists may not hold: control characters (C0, DEL, C1), the
+# zero-width space and byte-order mark, the bidi marks, overrides and isolates that can make
+# "\u202egpj.exe" display as "exe.jpg", and line or paragraph separators. Joiners stay
+# (emoji sequences and several scripts need them). A name needs one visible character; the
+# two classes at its start do not overlap, so a match takes linear time.
+_UNSHOWN = r"\x00-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff"
 Name = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=rf"^[^\S{_UNSHOWN}]*[^\s{_UNSHOWN}][^{_UNSHOWN}]*$(?!\n)",
+    ),
 ]
 OtpCode = Annotated[str, msgspec.Meta(min_length=6, max_length=8, pattern=r"^[0-9]+$(?!\n)")]
 Identifier = Annotated[
