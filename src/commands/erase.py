@@ -16,8 +16,8 @@ from commands.app import (
     forget_cached,
     get_aggregate,
 )
-from commands.push import load_challenge
-from domain.errors import NotEnrolledError, NotFoundError
+from commands.push import withdraw_pushes
+from domain.errors import NotEnrolledError
 from domain.push_challenge import WITHDRAWN_AT_RESET
 from domain.user_mfa import UserMfa
 
@@ -30,11 +30,7 @@ def reset_user(services: Services, user_id: str, actor: str, reason: str) -> Out
     def decide(mfa: UserMfa, now: datetime) -> list[str]:
         pending = [r.challenge_id for r in mfa.push_requests if r.is_pending(now)]
         methods = mfa.reset_all(actor, reason, now)
-        for challenge_id in pending:
-            with contextlib.suppress(NotFoundError):
-                challenge = load_challenge(services, challenge_id)
-                challenge.withdraw(WITHDRAWN_AT_RESET, now)
-                extra.append(challenge)
+        withdraw_pushes(services, pending, WITHDRAWN_AT_RESET, now, extra)
         return methods
 
     return execute(services, user_id, decide, create=False, extra=extra)

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from commands.app import Outcome, Services, execute
+from commands.push import withdraw_orphaned_pushes
+from domain.user_mfa import UserMfa
 
 
 def remove_method(services: Services, user_id: str, method: str) -> Outcome[None]:
-    """Remove every credential of one method."""
-    return execute(services, user_id, lambda mfa, now: mfa.remove_method(method, now), create=False)
+    """Remove every credential of one method (for push: pending pushes are withdrawn)."""
+    extra: list[Any] = []
+
+    def decide(mfa: UserMfa, now: datetime) -> None:
+        mfa.remove_method(method, now)
+        withdraw_orphaned_pushes(services, mfa, now, extra)
+
+    return execute(services, user_id, decide, create=False, extra=extra)
 
 
 def set_primary(services: Services, user_id: str, credential_id: str) -> Outcome[str]:

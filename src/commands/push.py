@@ -18,7 +18,12 @@ from nacl.bindings import crypto_core_ed25519_is_valid_point
 from commands.app import Outcome, Services, aggregate_id, execute, forget_cached, load_user
 from domain.errors import DeliveryFailedError, DomainError, InvalidCodeError, NotFoundError
 from domain.push import PushDevice
-from domain.push_challenge import DENIED, SERVICE_REASONS, PushChallenge
+from domain.push_challenge import (
+    DENIED,
+    SERVICE_REASONS,
+    WITHDRAWN_DEVICE_REMOVED,
+    PushChallenge,
+)
 from domain.user_mfa import UserMfa
 
 
@@ -97,13 +102,57 @@ def sync_device(
 
 
 def revoke_device(services: Services, user_id: str, device_id: str) -> Outcome[None]:
+    """The device can no longer answer; a pending push sent to it alone is withdrawn."""
+    extra: list[Any] = []
+
+    def decide(mfa: UserMfa, now: datetime) -> None:
+        mfa.revoke_push_device(device_id, now)
+        withdraw_orphaned_pushes(services, mfa, now, extra)
+
     return execute(
         services,
         user_id,
-        lambda mfa, now: mfa.revoke_push_device(device_id, now),
+        decide,
         create=False,
         missing=lambda: NotFoundError("no such push device"),
+        extra=extra,
     )
+
+
+def withdraw_pushes(
+    services: Services, challenge_ids: list[str], reason: str, now: datetime, extra: list[Any]
+) -> list[str]:
+    """Withdraw pending pushes (denied with `reason`, no device) in the caller's append: an
+    app synced again under a removed device's id must not approve a login begun before.
+    Returns the ids it withdrew."""
+    withdrawn = []
+    for challenge_id in challenge_ids:
+        try:
+            challenge = load_challenge(services, challenge_id)
+        except NotFoundError:
+            continue
+        challenge.withdraw(reason, now)
+        extra.append(challenge)
+        withdrawn.append(challenge_id)
+    return withdrawn
+
+
+def withdraw_orphaned_pushes(
+    services: Services, mfa: UserMfa, now: datetime, extra: list[Any]
+) -> None:
+    """After devices were removed: withdraw each pending push none of whose devices is left."""
+    orphaned = []
+    for request in mfa.push_requests:
+        if not request.is_pending(now):
+            continue
+        try:
+            sent_to = load_challenge(services, request.challenge_id).device_ids
+        except NotFoundError:
+            continue
+        if not any(d in mfa.push_devices for d in sent_to):
+            orphaned.append(request.challenge_id)
+    for challenge_id in withdraw_pushes(services, orphaned, WITHDRAWN_DEVICE_REMOVED, now, extra):
+        mfa.resolve_push(challenge_id, DENIED, now)
 
 
 def open_push_challenge(

@@ -24,7 +24,8 @@ MAX_REJECTED_RESPONSES = 3
 # Denial reasons only the service gives (no device answered): an app may not send them.
 TOO_MANY_REJECTED = "too_many_rejected_responses"
 WITHDRAWN_AT_RESET = "reset"
-SERVICE_REASONS = frozenset({TOO_MANY_REJECTED, WITHDRAWN_AT_RESET})
+WITHDRAWN_DEVICE_REMOVED = "device_removed"  # no device it was sent to is enrolled any more
+SERVICE_REASONS = frozenset({TOO_MANY_REJECTED, WITHDRAWN_AT_RESET, WITHDRAWN_DEVICE_REMOVED})
 
 
 class PushChallenge(Aggregate):
@@ -156,8 +157,8 @@ class PushChallenge(Aggregate):
         return fraud
 
     def withdraw(self, reason: str, at: datetime) -> None:
-        """End a pending push with no device's answer (an admin reset removed what it was
-        sent to): denied, with `reason` and no device id."""
+        """End a pending push with no device's answer (a reset or a removal took away the
+        devices it was sent to): denied, with `reason` and no device id."""
         if self.status_at(at) == PENDING:
             self.trigger_event(
                 self.Denied,

@@ -391,7 +391,46 @@ def test_push_works_through_the_generic_challenge_and_step_up(
     assert client.post("/mfa/step-up", json={"challenge_id": cid}).status_code == 409
 
 
-@pytest.mark.parametrize("reason", ["reset", "too_many_rejected_responses"])
+@pytest.mark.parametrize("removal", ["delete_method", "revoke_sync"])
+def test_a_push_sent_only_to_removed_devices_is_withdrawn(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]], removal: str
+) -> None:
+    """Otherwise an app synced again under the removed device's id (with a new key) could
+    approve a login begun before the removal."""
+    url, _ = push_endpoint
+    client, app = with_app(push_server, url)
+    pending = client.post("/mfa/push/challenge").json()
+    if removal == "delete_method":
+        assert client.delete("/mfa/methods/push").status_code in (200, 204)
+    else:
+        assert app.sync(client, revoke=True).json()["revoked"] is True
+    newcomer = App(app.device_id, url)  # the same device id, another key
+    assert newcomer.sync(client).status_code == 200
+
+    late = newcomer.approve(client, pending["challenge_id"], pending["number"])
+    assert late.status_code == 409, late.text
+    seen = client.get(f"/mfa/push/challenge/{pending['challenge_id']}").json()
+    assert (seen["status"], seen["reason"], seen["device_id"]) == ("denied", "device_removed", None)
+    assert client.post("/mfa/push/challenge").status_code == 201  # it no longer counts
+
+
+def test_a_push_sent_to_a_device_that_remains_stays_pending(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = push_endpoint
+    client, phone = with_app(push_server, url)
+    tablet = App("tablet", url)
+    assert tablet.sync(client).status_code == 200
+    pending = client.post("/mfa/push/challenge").json()
+    assert tablet.sync(client, revoke=True).json()["revoked"] is True
+
+    assert client.get(f"/mfa/push/challenge/{pending['challenge_id']}").json()["status"] == (
+        "pending"
+    )
+    assert phone.approve(client, pending["challenge_id"], pending["number"]).status_code == 200
+
+
+@pytest.mark.parametrize("reason", ["reset", "too_many_rejected_responses", "device_removed"])
 def test_an_app_cannot_deny_with_a_reason_only_the_service_gives(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]], reason: str
 ) -> None:
