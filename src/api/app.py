@@ -86,7 +86,7 @@ def build_runtime(
     with schema_lock(settings.database_url):
         vault = SqlKeyVault(db, settings.master_key)
         app = MfaApplication(event_store_env(settings.database_url, settings.db_pool_size), vault)
-        read_models = ReadModels(db, default_projections())
+        read_models = ReadModels(db, default_projections(relay=settings.nats_url is not None))
         epochs = SqlUserEpochs(db, derive_key(settings.master_key, "user-epochs"))
         decoys = SqlDecoyLockouts(db, derive_key(settings.master_key, "decoy-locks"))
     services = Services(

@@ -21,6 +21,11 @@ USERS_DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_users ("
     "aggregate_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at TEXT NOT NULL)"
 )
+# The NATS relay's own aggregate id → user id table (see `projections.nats_relay`).
+RELAY_SUBJECTS_DDL = (
+    "CREATE TABLE IF NOT EXISTS mfa_relay_subjects ("
+    "aggregate_id TEXT PRIMARY KEY, user_id TEXT NOT NULL)"
+)
 
 
 class Projection(Protocol):

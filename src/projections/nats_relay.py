@@ -25,7 +25,7 @@ from commands.app import MfaApplication
 from domain.user_mfa import UserMfa
 from infra.lease import Lease
 from infra.sql import Database, DatabaseUnavailableError, compact_log
-from projections.base import TRACKING_DDL
+from projections.base import RELAY_SUBJECTS_DDL, TRACKING_DDL
 from projections.public_events import encode, is_published, to_public
 from projections.runner import MIN_BATCH_INTERVAL
 from projections.tracking import lock_position, set_position
@@ -38,10 +38,6 @@ TRACKING_NAME = "nats_relay"
 BATCH_SIZE = 500
 ACK_TIMEOUT_SECONDS = 5.0
 UNKNOWN_SUBJECT = "urn:mfa:erased-user"
-SUBJECTS_DDL = (
-    "CREATE TABLE IF NOT EXISTS mfa_relay_subjects ("
-    "aggregate_id TEXT PRIMARY KEY, user_id TEXT NOT NULL)"
-)
 
 
 class NatsRelay:
@@ -73,7 +69,7 @@ class NatsRelay:
         self._thread: threading.Thread | None = None
         with db.transaction() as cur:
             cur.execute(TRACKING_DDL)
-            cur.execute(SUBJECTS_DDL)
+            cur.execute(RELAY_SUBJECTS_DDL)
 
     def wake(self) -> None:
         self._wake.set()

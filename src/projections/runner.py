@@ -70,10 +70,11 @@ ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def default_projections() -> list[Projection]:
-    """Every read model, the users table first (the others join on it)."""
+def default_projections(*, relay: bool = True) -> list[Projection]:
+    """Every read model, the users table first (the others join on it). Without a `relay`
+    (no NATS configured) the users model also forgets the relay's record of erased users."""
     return [
-        UserProjection(),
+        UserProjection(forget_relay_subjects=not relay),
         ConfigAuditLogProjection(),
         TotpDeviceProjection(),
         BackupCodeProjection(),

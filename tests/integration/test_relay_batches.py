@@ -9,6 +9,7 @@ must leave the stream with every event once, in log order.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ from infra.sql import DatabaseUnavailableError
 from projections import nats_relay
 from projections.nats_relay import NatsRelay
 from projections.public_events import event_id, is_published
-from projections.tracking import set_position
+from projections.runner import ProjectionRunner, default_projections
+from projections.tracking import ReadModels, set_position
 from tests.conftest import MutableClock, close_runtime, make_settings, new_user
 from tests.integration.nats_support import PrivateNats, stream_messages
 
@@ -293,3 +295,65 @@ def test_publishing_again_across_an_erasure_adds_only_the_erasure_after_the_dupl
         if relay is not None:
             relay.stop()
         close_runtime(runtime)
+
+
+def _relay_subjects(runtime: Runtime) -> list[str]:
+    with runtime.db.transaction() as cur:
+        cur.execute("SELECT user_id FROM mfa_relay_subjects ORDER BY user_id")
+        return [str(row[0]) for row in cur.fetchall()]
+
+
+def test_the_relays_record_of_a_user_goes_with_the_erasure_even_with_the_relay_off(
+    tmp_path: Path, database_url: str, private_nats: PrivateNats
+) -> None:
+    """The relay keeps aggregate id → user id to name the subject of `mfa.user.erased`, and
+    deletes it once that is published. A relay that ran once and was then switched off
+    (`MFA_NATS_URL` unset) never would: the erased user's id stayed, linked to the redacted
+    history. With no relay configured, the users read model deletes it at the erasure;
+    with one configured, it stays until the relay has used it."""
+    runtime = build_runtime(
+        make_settings(tmp_path, database_url), clock=MutableClock(), run_projections=False
+    )
+    relay: NatsRelay | None = None
+    user, kept = new_user(), new_user()
+    try:
+        for someone in (user, kept):
+            backup_codes.generate_backup_codes(runtime.services, someone)
+        relay = NatsRelay(runtime.services.app, runtime.db, private_nats.url, poll_interval=0.01)
+        relay.start()
+        _catch_up(relay, runtime.services.app.max_position())
+        relay.stop()
+        assert _relay_subjects(runtime) == sorted([user, kept])
+        # A configured relay that is behind: the projections pass the erasure, the row stays
+        # for the relay to name the erased user on the stream.
+        configured = default_projections(relay=True)
+        behind = ReadModels(runtime.db, configured)
+        erase.erase_user(runtime.services, kept)
+        ProjectionRunner(runtime.services.app, behind).catch_up()
+        assert _relay_subjects(runtime) == sorted([user, kept])
+        relay = NatsRelay(runtime.services.app, runtime.db, private_nats.url, poll_interval=0.01)
+        relay.start()
+        _catch_up(relay, runtime.services.app.max_position())
+        relay.stop()
+        erased = [m["event"] for m in stream_messages(private_nats.url)][-1]
+        assert (erased["type"], erased["subject"]) == ("mfa.user.erased", kept)
+        assert _relay_subjects(runtime) == [user]
+    finally:
+        if relay is not None:
+            relay.stop()
+        close_runtime(runtime)
+
+    master_key = base64.b64encode(runtime.settings.master_key).decode()
+    switched_off = build_runtime(
+        make_settings(tmp_path, database_url, MFA_MASTER_KEY=master_key),
+        clock=MutableClock(),
+        run_projections=True,
+    )
+    try:
+        assert switched_off.settings.nats_url is None
+        erase.erase_user(switched_off.services, user)
+        assert switched_off.runner is not None
+        switched_off.runner.catch_up()
+        assert _relay_subjects(switched_off) == []
+    finally:
+        close_runtime(switched_off)
