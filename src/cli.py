@@ -275,23 +275,39 @@ def audit_history(user: str) -> None:
             _echo_json(entry)
 
 
+# RFC 3339 date-time, the offset optional (then UTC). `datetime.fromisoformat` alone would
+# also take a bare date, an hour, a week date or the basic format, each silently midnight or
+# the start of the hour: an auditor who typed a day would get its first instant.
+_AT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
+def _rfc3339(text: str) -> datetime:
+    """An RFC 3339 time as an aware UTC datetime (a usage error otherwise)."""
+    try:
+        if not _AT.fullmatch(text):
+            raise ValueError(text)
+        at = datetime.fromisoformat(text.upper())  # RFC 3339 allows "t" and "z"
+        at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        return at.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise click.BadParameter(f"not an RFC 3339 time: {text}", param_hint="--at") from exc
+
+
 @audit.command("state")
 @click.argument("user")
 @click.option("--at", "at_text", required=True, help="RFC 3339 time, e.g. 2026-03-01T12:00:00Z")
 @_store_errors_in_one_line
 def audit_state(user: str, at_text: str) -> None:
-    """The user's MFA state as it was at a time, replayed from the events."""
-    from commands.app import aggregate_id
-    from projections.audit import state_at
+    """The user's MFA state as it was at a time, replayed from the events (across erasures:
+    an erased epoch reads as redacted, with the time of its erasure)."""
+    from commands.app import user_aggregate_ids
+    from projections.audit import user_state_at
 
-    try:
-        at = datetime.fromisoformat(at_text.upper())  # RFC 3339 allows "t" and "z"
-    except ValueError as exc:
-        raise click.BadParameter(f"not an RFC 3339 time: {at_text}") from exc
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
+    at = _rfc3339(at_text)
     runtime = _offline_runtime()
-    state = state_at(runtime.services.app, aggregate_id(runtime.services, user), at)
+    state = user_state_at(runtime.services.app, user_aggregate_ids(runtime.services, user), at)
     if state is None:
         raise click.ClickException(f"no MFA events for {user} at or before {at.isoformat()}")
     _echo_json(state)

@@ -109,16 +109,41 @@ def user_history(
 
 
 def state_at(app: MfaApplication, aggregate_id: UUID, at: datetime) -> dict[str, Any] | None:
-    """The user's MFA state as it was at `at`, replayed from the events up to then."""
+    """The state of one aggregate (one erasure epoch of a user) as it was at `at`, replayed
+    from its events up to then; None when it had none yet.
+
+    Every state says whether it can be read (`redacted`) and when the user was erased
+    (`erased_at`, also when that came after `at`). An epoch whose events were shredded
+    cannot be replayed: it reads as redacted, with its erasure's time, whatever `at` is.
+    """
     version = 0
+    erased_at: datetime | None = None
+    shredded = False
     for event in app.events.get(aggregate_id):
-        if cast(Any, event).timestamp > at:
-            break
-        version = event.originator_version
+        timestamp = cast(Any, event).timestamp
+        shredded = shredded or isinstance(event, RedactedEvent)
+        if type(event) is UserMfa.UserErased:
+            erased_at = timestamp
+        if timestamp <= at:
+            version = event.originator_version
     if version == 0:
         return None
+    if shredded:
+        return {"as_of": at, "version": version, "redacted": True, "erased_at": erased_at}
     mfa: UserMfa = app.repository.get(aggregate_id, version=version)
-    return describe_state(mfa, at)
+    return {**describe_state(mfa, at), "redacted": False, "erased_at": erased_at}
+
+
+def user_state_at(
+    app: MfaApplication, aggregate_ids: list[UUID], at: datetime
+) -> dict[str, Any] | None:
+    """A user's MFA state at `at`, across erasure epochs (`aggregate_ids` oldest first): that
+    of the latest epoch begun by then. None when the user had no events by then."""
+    for aggregate_id in reversed(aggregate_ids):
+        state = state_at(app, aggregate_id, at)
+        if state is not None:
+            return state
+    return None
 
 
 def mask_destination(destination: str | None) -> str | None:

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +119,83 @@ def test_admins_page_through_a_users_history_over_http(server: LiveServer) -> No
     assert server.client(user).get(f"/admin/mfa/users/{user}/events").status_code == 403
     bad = admin.get(f"/admin/mfa/users/{user}/events", params={"cursor": "@@@"})
     assert bad.status_code == 400
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": f"sqlite:///{tmp_path / 'mfa.sqlite'}",
+        "MFA_JWT_SECRET": "audit-secret-" + "q" * 40,
+        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+
+
+def test_the_state_of_an_erased_user_reads_as_redacted_with_the_erasure_not_as_nothing(
+    tmp_path: Path, start_server: Callable[[Settings], LiveServer]
+) -> None:
+    """`audit state` read only the current epoch: for an erased user it said "no MFA events",
+    before and after the erasure, as if nothing had ever existed."""
+    env = _env(tmp_path)
+    server = start_server(Settings.from_env(env))
+    user = new_user()
+    client = server.client(user)
+    enrol(client, server)
+    enrolled = server.clock.now()
+    server.clock.advance(60)
+    erased = server.clock.now()
+    internal = server.client("svc", "mfa:internal")
+    assert internal.post("/internal/mfa/erase", json={"user_id": user}).status_code == 200
+    server.clock.advance(60)
+    between = server.clock.now()
+    server.clock.advance(60)
+    assert client.post("/mfa/backup-codes/generate").status_code == 201
+    again = server.clock.now()
+    server.stop()
+
+    def state(at: datetime) -> dict[str, Any]:
+        (answer,) = run_mfa(env, "audit", "state", user, "--at", at.isoformat())
+        return answer
+
+    assert state(enrolled)["redacted"] is True  # what it was then was shredded
+    assert state(enrolled)["erased_at"] == state(between)["erased_at"]
+    assert datetime.fromisoformat(state(between)["erased_at"]) == erased
+    assert "totp_devices" not in state(between)
+    now = state(again)
+    assert (now["redacted"], now["erased_at"]) == (False, None)
+    assert now["backup_codes"]["remaining"] == 10
+    assert now["totp_devices"] == []
+
+    too_early = subprocess.run(
+        [str(MFA), "audit", "state", user, "--at", (enrolled - timedelta(days=1)).isoformat()],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert too_early.returncode == 1, too_early.stderr
+    assert "no MFA events" in too_early.stderr
+
+
+def test_audit_state_takes_rfc_3339_times_only_and_answers_in_utc(
+    tmp_path: Path, start_server: Callable[[Settings], LiveServer]
+) -> None:
+    env = _env(tmp_path)
+    server = start_server(Settings.from_env(env))
+    user = new_user()
+    assert server.client(user).post("/mfa/backup-codes/generate").status_code == 201
+    server.stop()
+    for vague in ("2026-03-01", "2026-W09-7", "2026-03-01T12", "20260301T120000Z", "soon"):
+        refused = subprocess.run(
+            [str(MFA), "audit", "state", user, "--at", vague],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode == 2, (vague, refused.stderr)
+        assert "RFC 3339" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    (answer,) = run_mfa(env, "audit", "state", user, "--at", "2999-01-01T02:00:00+02:00")
+    assert answer["as_of"] == "2999-01-01T00:00:00Z"
