@@ -96,6 +96,27 @@ def test_a_database_url_libpq_cannot_read_is_named_without_its_password(
     assert "TopSecret" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("MFA_SMS_WEBHOOK_URL", "https://AC123:Hunter2+Top/Secret==@sms.example/send"),
+        ("MFA_SMS_WEBHOOK_URL", "https://Hunter2@sms.example:99999999/send"),
+        ("MFA_SMTP_URL", "smtp://mailer:Hunter2[Top@mail.example"),
+    ],
+)
+def test_a_provider_url_urllib_cannot_split_is_named_without_its_password(
+    tmp_path: Path, variable: str, url: str
+) -> None:
+    """urllib's own message quoted the "port", which was the start of an unescaped password
+    (provider tokens are often base64, with a `/`), and named no variable."""
+    done = run(tmp_path, "audit", "export", **{variable: url})
+    assert done.returncode == 1, done.stderr
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert variable in error
+    assert "Hunter2" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_master_key_that_unwraps_nothing_is_one_line(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'var' / 'mfa.sqlite'}")
     runtime = build_runtime(settings, run_projections=False)

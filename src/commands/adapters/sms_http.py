@@ -15,22 +15,30 @@ from commands.ports import DeliveryError
 
 log = logging.getLogger("mfa.delivery.sms")
 TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+# A URL urllib cannot split is named, never quoted: it holds the provider's password.
+UNREADABLE = (
+    "{} cannot be read as a URL: percent-encode any /, @, : or # in the user name and password"
+)
 
 
 class HttpSmsSender:
     """Hands text messages to the provider behind `MFA_SMS_WEBHOOK_URL`."""
 
     def __init__(self, url: str, timeout: httpx.Timeout = TIMEOUT) -> None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:  # (its message quotes the "port": an unescaped password's start)
+            raise ValueError(UNREADABLE.format("MFA_SMS_WEBHOOK_URL")) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("MFA_SMS_WEBHOOK_URL must be an http:// or https:// URL")
         # Credentials travel as an explicit Basic auth header, not in the URL: httpx logs URLs.
         self.auth: tuple[str, str] | None = None
         if parts.username or parts.password:
             self.auth = (unquote(parts.username or ""), unquote(parts.password or ""))
-        netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
         if ":" in parts.hostname:  # an IPv6 literal keeps its brackets
-            netloc = f"[{netloc}]" if parts.port is None else f"[{parts.hostname}]:{parts.port}"
+            netloc = f"[{netloc}]" if port is None else f"[{parts.hostname}]:{port}"
         self.url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
         self.timeout = timeout
 

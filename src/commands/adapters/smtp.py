@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
+from commands.adapters.sms_http import UNREADABLE
 from commands.ports import DeliveryError
 
 log = logging.getLogger("mfa.delivery.email")
@@ -49,7 +50,10 @@ class SmtpConfig:
 
 def parse_smtp_url(url: str) -> SmtpConfig:
     """Read `MFA_SMTP_URL` (see the module docstring); ValueError when it makes no sense."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # ("Invalid IPv6 URL"), naming neither the variable nor the fix
+        raise ValueError(UNREADABLE.format("MFA_SMTP_URL")) from None
     if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
         raise ValueError("MFA_SMTP_URL must look like smtp://, smtps:// or smtp+starttls://host")
     query = {k: v[-1].lower() for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
