@@ -276,6 +276,30 @@ def test_a_push_through_the_generic_challenge_shows_the_login_context(
     assert received[-1]["context"] == given
 
 
+def test_a_login_context_that_would_spoof_the_prompt_is_refused_or_cleaned(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """The phone shows the context to the user who approves: no terminal escapes, controls
+    or bidi overrides from the app, and none from the caller's own user agent."""
+    url, received = push_endpoint
+    client, _ = with_app(push_server, url)
+    for hostile in (
+        {"user_agent": "\x1b[2J\x1b[31mApproved by IT"},
+        {"app": "\x07bank"},
+        {"ip": "203.0.113.9\x00"},
+        {"app": "bank\u202emoc.live"},
+        {"user_agent": "Firefox\u0085"},
+    ):
+        refused = client.post("/mfa/push/challenge", json={"context": hostile})
+        assert refused.status_code == 400, (hostile, refused.text)
+    sent = len(received)
+    created = client.post("/mfa/push/challenge", headers={"User-Agent": b"Firefox/1\x85\xa0x"})
+    assert created.status_code == 201
+    shown = client.get(f"/mfa/push/challenge/{created.json()['challenge_id']}").json()
+    assert shown["context"]["user_agent"] == "Firefox/1\xa0x"
+    assert received[sent:][-1]["context"]["user_agent"] == "Firefox/1\xa0x"
+
+
 def test_a_not_me_denial_is_a_fraud_report_that_raises_the_risk(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
 ) -> None:

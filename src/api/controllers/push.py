@@ -20,6 +20,7 @@ from api.deps import (
     problems,
     written,
 )
+from api.schemas.common import UNSHOWN
 from api.schemas.push import (
     ApprovePushRequest,
     CreatePushChallengeRequest,
@@ -58,7 +59,8 @@ def challenge_response(challenge: PushChallenge, now: datetime) -> PushChallenge
 
 def login_context(request: Request[Any, Any, Any], given: PushContext | None) -> dict[str, str]:
     """What the phone shows about the login it is asked to approve: the context the app gave,
-    else the caller's address and user agent."""
+    else the caller's address and user agent (without what the schema refuses in a given
+    context: controls and bidi overrides)."""
     context = {
         "ip": (given.ip if given and given.ip else None)
         or (request.client.host if request.client else None),
@@ -66,7 +68,8 @@ def login_context(request: Request[Any, Any, Any], given: PushContext | None) ->
         or request.headers.get("user-agent"),
         "app": given.app if given and given.app else None,
     }
-    return {k: v[:256] for k, v in context.items() if v}
+    shown = {k: UNSHOWN.sub("", v)[:256] for k, v in context.items() if v}
+    return {k: v for k, v in shown.items() if v}
 
 
 class PushDeviceController(Controller):

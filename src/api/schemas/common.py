@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
@@ -18,6 +19,9 @@ import msgspec
 # (emoji sequences and several scripts need them). A name needs one visible character; the
 # two classes at its start do not overlap, so a match takes linear time.
 _UNSHOWN = r"\x00-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff"
+UNSHOWN = re.compile(f"[{_UNSHOWN}]")
+# Text shown to a user (a push prompt's login context): none of the above, may be empty.
+SHOWN_TEXT = rf"^[^{_UNSHOWN}]*$(?!\n)"
 Name = Annotated[
     str,
     msgspec.Meta(
