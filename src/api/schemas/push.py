@@ -1,291 +1,116 @@
-"""Push MFA: device sync, challenges with number matching, signed approve/deny, history."""
+"""Push request and response bodies."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
-from litestar.params import JSONBody, PathParameter
+import msgspec
 
-from api.auth import Principal, admin_only, authenticated, internal_only
-from api.deps import (
-    Limit,
-    OptionalBody,
-    PageCursor,
-    Runtime,
-    TimeQuery,
-    parse_time,
-    problems,
-    written,
-)
-from api.schemas.common import UNSHOWN
-from api.schemas.push import (
-    ApprovePushRequest,
-    CreatePushChallengeRequest,
-    DenyPushRequest,
-    PushChallengeCreatedResponse,
-    PushChallengeResponse,
-    PushContext,
-    PushDeviceListResponse,
-    PushDeviceResponse,
-    PushHistoryItem,
-    PushHistoryResponse,
-    PushStatsResponse,
-    SyncDeviceRequest,
-    SyncedDeviceResponse,
-)
-from commands import push
-from domain.push_challenge import PushChallenge
-from projections.push import list_push_challenges, list_push_devices, push_stats
+from api.schemas.common import SHOWN_TEXT, Identifier, Name, Request
 
-ChallengeId = Annotated[str, PathParameter(min_length=1, max_length=64)]
+Platform = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$(?!\n)")]
+# No control characters in anything stored: PostgreSQL text cannot hold NUL, and a read model
+# that cannot write one row stops every read model. (`$(?!\n)`: see api.schemas.common.)
+Printable = r"^[^\x00-\x1f\x7f]*$(?!\n)"
+PushToken = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, pattern=Printable)]
+PublicKey = Annotated[
+    str, msgspec.Meta(min_length=43, max_length=44, pattern=r"^[A-Za-z0-9_-]+=?$(?!\n)")
+]
+Signature = Annotated[
+    str, msgspec.Meta(min_length=86, max_length=88, pattern=r"^[A-Za-z0-9_-]+=*$(?!\n)")
+]
+Number = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{2}$(?!\n)")]
+# Shown on the phone that approves: no controls or bidi overrides ("Approved by IT\u202e").
+ContextValue = Annotated[str, msgspec.Meta(max_length=256, pattern=SHOWN_TEXT)]
 
 
-def challenge_response(challenge: PushChallenge, now: datetime) -> PushChallengeResponse:
-    """A push challenge's state; the number is never shown again after creation."""
-    return PushChallengeResponse(
-        challenge_id=str(challenge.id),
-        status=challenge.status_at(now),
-        created_at=challenge.created_on,
-        expires_at=challenge.expires_at,
-        responded_at=challenge.responded_at,
-        device_id=challenge.responding_device,
-        reason=challenge.reason,
-        context=dict(challenge.context),
-    )
+class SyncDeviceRequest(Request):
+    device_id: Identifier
+    name: Name
+    platform: Platform
+    push_token: PushToken
+    public_key: PublicKey
+    app_version: Annotated[str, msgspec.Meta(max_length=32, pattern=Printable)] = ""
+    revoke: bool = False
 
 
-def login_context(request: Request[Any, Any, Any], given: PushContext | None) -> dict[str, str]:
-    """What the phone shows about the login it is asked to approve: the context the app gave,
-    else the caller's address and user agent (without what the schema refuses in a given
-    context: controls and bidi overrides)."""
-    context = {
-        "ip": (given.ip if given and given.ip else None)
-        or (request.client.host if request.client else None),
-        "user_agent": (given.user_agent if given and given.user_agent else None)
-        or request.headers.get("user-agent"),
-        "app": given.app if given and given.app else None,
-    }
-    shown = {k: UNSHOWN.sub("", v)[:256] for k, v in context.items() if v}
-    return {k: v for k, v in shown.items() if v}
+class PushDeviceResponse(msgspec.Struct, kw_only=True):
+    device_id: str
+    name: str
+    platform: str
+    app_version: str
+    created_at: datetime
+    updated_at: datetime
 
 
-class PushDeviceController(Controller):
-    """`/mfa/devices/sync`: the user's authenticator apps."""
-
-    path = "/mfa/devices/sync"
-    guards = [authenticated]
-    tags = ["push"]
-
-    @post("/", status_code=200, sync_to_thread=True, responses=problems(404, 409))
-    def sync(
-        self,
-        data: JSONBody[SyncDeviceRequest],
-        user: NamedDependency[Principal],
-        runtime: NamedDependency[Runtime],
-    ) -> Response[SyncedDeviceResponse]:
-        """Register or update an app (a new key rotates it); `revoke: true` removes it."""
-        if data.revoke:
-            outcome = push.revoke_device(runtime.services, user.sub, data.device_id)
-            now = runtime.services.clock.now()
-            gone = SyncedDeviceResponse(
-                device_id=data.device_id,
-                name=data.name,
-                platform=data.platform,
-                app_version=data.app_version,
-                created_at=now,
-                updated_at=now,
-                created=False,
-                revoked=True,
-            )
-            return written(gone, outcome)
-        synced = push.sync_device(
-            runtime.services,
-            user.sub,
-            push.PushDeviceSync(
-                data.device_id,
-                data.name,
-                data.platform,
-                data.push_token,
-                data.public_key,
-                data.app_version,
-            ),
-        )
-        device, created = synced.value
-        body = SyncedDeviceResponse(
-            device_id=device.device_id,
-            name=device.name,
-            platform=device.platform,
-            app_version=device.app_version,
-            created_at=device.created_at,
-            updated_at=device.updated_at,
-            created=created,
-        )
-        return written(body, synced, 200)
-
-    @get("/", sync_to_thread=True, responses=problems())
-    def list_devices(
-        self,
-        request: Request[Any, Any, Any],
-        user: NamedDependency[Principal],
-        runtime: NamedDependency[Runtime],
-    ) -> PushDeviceListResponse:
-        """The caller's synced apps (no push token, no key)."""
-        with runtime.read(user.sub, request) as cur:
-            rows = list_push_devices(cur, user.sub)
-        return PushDeviceListResponse(items=[PushDeviceResponse(**r) for r in rows])
+class SyncedDeviceResponse(PushDeviceResponse, kw_only=True):
+    created: bool
+    revoked: bool = False
 
 
-class PushController(Controller):
-    """`/mfa/push/*`."""
-
-    path = "/mfa/push"
-    guards = [authenticated]
-    tags = ["push"]
-
-    @post(
-        "/challenge",
-        status_code=201,
-        sync_to_thread=True,
-        responses=problems(409, 429, 502),
-        operation_class=OptionalBody,
-    )
-    def create(
-        self,
-        request: Request[Any, Any, Any],
-        user: NamedDependency[Principal],
-        runtime: NamedDependency[Runtime],
-        data: JSONBody[CreatePushChallengeRequest | None] = None,
-    ) -> Response[PushChallengeCreatedResponse]:
-        """Send a push; `number` is shown on the login screen and typed into the app."""
-        outcome = push.create_challenge(
-            runtime.services, user.sub, login_context(request, data.context if data else None)
-        )
-        challenge = outcome.value
-        body = PushChallengeCreatedResponse(
-            challenge_id=str(challenge.id),
-            status=challenge.status,
-            number=challenge.number,
-            expires_at=challenge.expires_at,
-        )
-        return written(body, outcome, 201)
-
-    @post("/approve", status_code=200, sync_to_thread=True, responses=problems(403, 404, 409, 410))
-    def approve(
-        self,
-        data: JSONBody[ApprovePushRequest],
-        user: NamedDependency[Principal],
-        runtime: NamedDependency[Runtime],
-    ) -> Response[PushChallengeResponse]:
-        """Approve with the number and an Ed25519 signature of `mfa-push:{id}:approve`."""
-        outcome = push.respond(
-            runtime.services,
-            user.sub,
-            data.challenge_id,
-            data.device_id,
-            approve=True,
-            signature=data.signature,
-            number=data.number,
-        )
-        return written(challenge_response(outcome.value, runtime.services.clock.now()), outcome)
-
-    @post("/deny", status_code=200, sync_to_thread=True, responses=problems(403, 404, 409, 410))
-    def deny(
-        self,
-        data: JSONBody[DenyPushRequest],
-        user: NamedDependency[Principal],
-        runtime: NamedDependency[Runtime],
-    ) -> Response[PushChallengeResponse]:
-        """Deny with a signature of `mfa-push:{id}:deny`; reason `not_me` reports fraud."""
-        outcome = push.respond(
-            runtime.services,
-            user.sub,
-            data.challenge_id,
-            data.device_id,
-            approve=False,
-            signature=data.signature,
-            reason=data.reason or "denied",
-        )
-        return written(challenge_response(outcome.value, runtime.services.clock.now()), outcome)
-
-    @get("/challenge/{challenge_id:str}", sync_to_thread=True, responses=problems(404))
-    def status(
-        self,
-        challenge_id: ChallengeId,
-        user: NamedDependency[Principal],
-        runtime: NamedDependency[Runtime],
-    ) -> PushChallengeResponse:
-        """One of the caller's push challenges (status computed from time)."""
-        challenge = push.own_challenge(runtime.services, user.sub, challenge_id)
-        return challenge_response(challenge, runtime.services.clock.now())
-
-    @get("/history", sync_to_thread=True, responses=problems())
-    def history(
-        self,
-        request: Request[Any, Any, Any],
-        user: NamedDependency[Principal],
-        runtime: NamedDependency[Runtime],
-        limit: Limit = 50,
-        cursor: PageCursor = None,
-    ) -> PushHistoryResponse:
-        """The caller's push challenges, newest first."""
-        now = runtime.services.clock.now()
-        with runtime.read(user.sub, request) as cur:
-            rows, next_cursor = list_push_challenges(cur, now, user.sub, limit, cursor)
-        return PushHistoryResponse(
-            items=[PushHistoryItem(**r) for r in rows], next_cursor=next_cursor
-        )
+class PushDeviceListResponse(msgspec.Struct, kw_only=True):
+    items: list[PushDeviceResponse]
+    next_cursor: str | None = None
 
 
-class InternalPushController(Controller):
-    """`/internal/mfa/push/challenge/{id}`."""
-
-    path = "/internal/mfa/push"
-    guards = [internal_only]
-    tags = ["internal"]
-
-    @get("/challenge/{challenge_id:str}", sync_to_thread=True, responses=problems(403, 404))
-    def status(
-        self, challenge_id: ChallengeId, runtime: NamedDependency[Runtime]
-    ) -> PushChallengeResponse:
-        """Any push challenge's status, for the service that asked for it."""
-        challenge = push.load_challenge(runtime.services, challenge_id)
-        return challenge_response(challenge, runtime.services.clock.now())
+class PushContext(Request):
+    ip: ContextValue | None = None
+    user_agent: ContextValue | None = None
+    app: ContextValue | None = None
 
 
-class AdminPushController(Controller):
-    """`/admin/mfa/push/*`."""
+class CreatePushChallengeRequest(Request):
+    context: PushContext | None = None
 
-    path = "/admin/mfa/push"
-    guards = [admin_only]
-    tags = ["admin"]
 
-    @get("/challenges", sync_to_thread=True, responses=problems(403))
-    def challenges(
-        self,
-        request: Request[Any, Any, Any],
-        runtime: NamedDependency[Runtime],
-        limit: Limit = 50,
-        cursor: PageCursor = None,
-    ) -> PushHistoryResponse:
-        """Every user's push challenges, newest first."""
-        now = runtime.services.clock.now()
-        with runtime.read(None, request) as cur:
-            rows, next_cursor = list_push_challenges(cur, now, None, limit, cursor)
-        return PushHistoryResponse(
-            items=[PushHistoryItem(**r) for r in rows], next_cursor=next_cursor
-        )
+class PushChallengeCreatedResponse(msgspec.Struct, kw_only=True):
+    challenge_id: str
+    status: str
+    number: str
+    expires_at: datetime
 
-    @get("/stats", sync_to_thread=True, responses=problems(403))
-    def stats(
-        self,
-        request: Request[Any, Any, Any],
-        runtime: NamedDependency[Runtime],
-        since: TimeQuery = None,
-    ) -> PushStatsResponse:
-        """Counts by status, approval rate, median and p95 response time, fraud reports."""
-        now = runtime.services.clock.now()
-        with runtime.read(None, request) as cur:
-            return PushStatsResponse(**push_stats(cur, now, parse_time("since", since)))
+
+class ApprovePushRequest(Request):
+    challenge_id: Identifier
+    device_id: Identifier
+    number: Number
+    signature: Signature
+
+
+class DenyPushRequest(Request):
+    challenge_id: Identifier
+    device_id: Identifier
+    signature: Signature
+    reason: Annotated[str, msgspec.Meta(pattern=r"^[a-z_]{1,32}$(?!\n)")] | None = None
+
+
+class PushChallengeResponse(msgspec.Struct, kw_only=True):
+    challenge_id: str
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    responded_at: datetime | None = None
+    device_id: str | None = None
+    reason: str | None = None
+    context: dict[str, Any] = {}
+
+
+class PushHistoryItem(PushChallengeResponse, kw_only=True):
+    user_id: str
+    fraud: bool = False
+    rejected_responses: int = 0
+
+
+class PushHistoryResponse(msgspec.Struct, kw_only=True):
+    items: list[PushHistoryItem]
+    next_cursor: str | None
+
+
+class PushStatsResponse(msgspec.Struct, kw_only=True):
+    total: int
+    by_status: dict[str, int]
+    approval_rate: float | None
+    median_response_s: float | None
+    p95_response_s: float | None
+    fraud_reports: int
