@@ -17,7 +17,7 @@ from commands.app import (
     get_aggregate,
 )
 from commands.push import withdraw_pushes
-from domain.errors import NotEnrolledError
+from domain.errors import NotEnrolledError, NotFoundError
 from domain.push_challenge import WITHDRAWN_AT_RESET
 from domain.user_mfa import UserMfa
 
@@ -33,7 +33,14 @@ def reset_user(services: Services, user_id: str, actor: str, reason: str) -> Out
         withdraw_pushes(services, pending, WITHDRAWN_AT_RESET, now, extra)
         return methods
 
-    return execute(services, user_id, decide, create=False, extra=extra)
+    return execute(
+        services,
+        user_id,
+        decide,
+        create=False,
+        extra=extra,
+        missing=lambda: NotFoundError("no MFA state for this user"),
+    )
 
 
 def erase_user(services: Services, user_id: str) -> Outcome[bool]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from commands.app import Outcome, Services, execute
 from commands.push import withdraw_orphaned_pushes
+from domain.errors import NotFoundError
 from domain.user_mfa import UserMfa
 
 
@@ -24,5 +25,9 @@ def remove_method(services: Services, user_id: str, method: str) -> Outcome[None
 def set_primary(services: Services, user_id: str, credential_id: str) -> Outcome[str]:
     """Make a credential the primary one; the value is its method."""
     return execute(
-        services, user_id, lambda mfa, now: mfa.set_primary(credential_id, now), create=False
+        services,
+        user_id,
+        lambda mfa, now: mfa.set_primary(credential_id, now),
+        create=False,
+        missing=lambda: NotFoundError(f"no credential {credential_id!r}"),
     )

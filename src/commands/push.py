@@ -272,4 +272,11 @@ def respond(
         mfa.resolve_push(challenge_id, challenge.status, now)
         return challenge
 
-    return execute(services, user_id, decide, create=False, extra=extra)
+    return execute(
+        services,
+        user_id,
+        decide,
+        create=False,
+        extra=extra,
+        missing=lambda: NotFoundError("no such push challenge"),
+    )

@@ -70,7 +70,9 @@ def verify_totp(
         mfa.verify_totp_device(device.device_id, totp_timecode(device, code, now), now)
         return mfa.totp_devices[device.device_id]
 
-    return execute(services, user_id, decide, create=False)
+    # A named device of a user with no state at all is unknown (404), as for anyone else.
+    missing = (lambda: NotFoundError(f"no TOTP device {device_id!r}")) if device_id else None
+    return execute(services, user_id, decide, create=False, missing=missing)
 
 
 def validate_totp(services: Services, user_id: str, code: str) -> Outcome[str]:

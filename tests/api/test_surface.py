@@ -200,3 +200,22 @@ def test_device_names_that_display_deceptively_are_refused(server: LiveServer) -
         response = client.post("/mfa/trusted-devices", json={"name": name})
         assert response.status_code == 201, (name, response.text)
         assert response.json()["name"] == name
+
+
+def test_an_id_unknown_to_a_user_without_any_state_is_404_as_for_anyone(
+    server: LiveServer,
+) -> None:
+    """A user who never enrolled got 409 `not_enrolled` for a named device, challenge or
+    credential, one who had state 404: the answer depended on hidden state."""
+    fresh = server.client(new_user())
+    challenge_id = "00000000-0000-4000-8000-000000000000"
+    push = {"challenge_id": challenge_id, "device_id": "d", "signature": "A" * 86}
+    answers = {
+        "totp verify": fresh.post("/mfa/totp/verify", json={"device_id": "x", "code": "123456"}),
+        "push approve": fresh.post("/mfa/push/approve", json={**push, "number": "12"}),
+        "push deny": fresh.post("/mfa/push/deny", json=push),
+        "primary": fresh.post("/mfa/credentials/nope/primary"),
+        "reset": server.client("root", "mfa:admin").delete(f"/admin/mfa/reset/{new_user()}"),
+    }
+    got = {name: (r.status_code, r.json()["code"]) for name, r in answers.items()}
+    assert got == dict.fromkeys(answers, (404, "not_found"))

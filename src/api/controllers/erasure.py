@@ -15,7 +15,8 @@ from api.schemas.common import Request, UserId
 from commands.erase import erase_user, reset_user
 
 Reason = Annotated[
-    str, QueryParameter(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
+    str | None,
+    QueryParameter(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)"),
 ]
 
 
@@ -44,12 +45,13 @@ class AdminResetController(Controller):
     def reset(
         self,
         user_id: UserIdPath,
-        reason: Reason,
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
+        reason: Reason = None,
     ) -> Response[ResetResponse]:
-        """Remove every factor of a user; the admin and the reason are recorded."""
-        outcome = reset_user(runtime.services, user_id, user.sub, reason)
+        """Remove every factor of a user; the admin and the reason (if given) are recorded.
+        A user with no MFA state at all is 404."""
+        outcome = reset_user(runtime.services, user_id, user.sub, reason or "")
         body = ResetResponse(user_id=user_id, reset=True, removed_methods=outcome.value)
         return written(body, outcome)
 
