@@ -26,7 +26,24 @@ async def apply_input_rules(request: Request[Any, Any, Any]) -> Response[None] |
     refuse_control_characters(request)
     if request.method == "OPTIONS":
         return options(request)
+    if request.method == "DELETE":
+        await refuse_unread_body(request)
     return None
+
+
+async def refuse_unread_body(request: Request[Any, Any, Any]) -> None:
+    """A DELETE that takes no body refuses one with members (400; 415 if it is not JSON): the
+    handler would not read it, and `DELETE /mfa/trusted-devices {"device_id": ...}` revoked
+    every device instead of the one named. An empty body, `{}` and `null` pass."""
+    if request.route_handler.parsed_data_field is not None or not await request.body():
+        return
+    value = await request.json()  # (415 for a form or text body, 400 for broken JSON)
+    if value not in ({}, None):
+        names = sorted(value) if isinstance(value, dict) else []
+        key = names[0] if names else "data"
+        message = "this operation takes no body; name the target in the path"
+        extra = [{"key": key, "message": message, "source": "body"}]
+        raise ValidationException(detail=f"{key}: {message}", extra=extra)
 
 
 def options(request: Request[Any, Any, Any]) -> Response[None]:

@@ -409,3 +409,17 @@ def test_a_push_pending_at_an_admin_reset_can_no_longer_be_approved(
     assert seen["reason"] == "reset"
     assert seen["device_id"] is None  # no device answered it
     assert client.post("/mfa/push/challenge").status_code == 201
+
+
+def test_an_admin_reset_takes_its_reason_from_a_json_body_too(server: LiveServer) -> None:
+    user = new_user()
+    enrol(server.client(user), server)
+    admin = server.client("root-admin", "mfa:admin")
+    reset = admin.request("DELETE", f"/admin/mfa/reset/{user}", json={"reason": "lost phone"})
+    assert reset.status_code == 200, reset.text
+    history = admin.get(f"/admin/mfa/users/{user}/events").json()["items"]
+    assert history[-1]["data"]["reason"] == "lost phone"
+    other = new_user()
+    enrol(server.client(other), server)
+    unknown = admin.request("DELETE", f"/admin/mfa/reset/{other}", json={"why": "x"})
+    assert unknown.status_code == 400

@@ -290,3 +290,18 @@ def test_a_delete_that_does_not_name_one_device_exactly_revokes_nothing(
     assert refused.status_code == 404, refused.text
     assert refused.json()["code"] == "not_found"
     assert all(trusted(client, token) for token in tokens)
+
+
+def test_revoking_all_refuses_a_body_naming_one_device(server: LiveServer) -> None:
+    """The handler reads no body: `{"device_id": ...}` revoked every device, not the one."""
+    client = server.client(new_user())
+    keep, drop = remember(client, name="laptop"), remember(client, name="old phone")
+    for body in ({"json": {"device_id": drop["device_id"]}}, {"json": [drop["device_id"]]}):
+        refused = client.request("DELETE", BASE, **body)
+        assert refused.status_code == 400, refused.text
+    as_text = client.request(
+        "DELETE", BASE, content=b"device_id=x", headers={"Content-Type": "text/plain"}
+    )
+    assert as_text.status_code == 415
+    assert check(client, keep["device_token"]).json()["trusted"] is True
+    assert client.request("DELETE", BASE, json={}).json() == {"revoked": 2}

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 
 from api.auth import Principal, admin_only, internal_only
-from api.deps import Runtime, UserIdPath, problems, written
+from api.deps import OptionalBody, Runtime, UserIdPath, problems, written
 from api.schemas.common import Request, UserId
 from commands.erase import erase_user, reset_user
 
@@ -22,6 +22,12 @@ Reason = Annotated[
 
 class EraseRequest(Request):
     user_id: UserId
+
+
+class ResetRequest(Request):
+    reason: Annotated[
+        str, msgspec.Meta(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
+    ]
 
 
 class ErasedResponse(msgspec.Struct, kw_only=True):
@@ -41,17 +47,25 @@ class AdminResetController(Controller):
     guards = [admin_only]
     tags = ["admin"]
 
-    @delete("/{user_id:str}", status_code=200, sync_to_thread=True, responses=problems(403, 409))
+    @delete(
+        "/{user_id:str}",
+        status_code=200,
+        sync_to_thread=True,
+        responses=problems(403, 409),
+        operation_class=OptionalBody,
+    )
     def reset(
         self,
         user_id: UserIdPath,
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
         reason: Reason = None,
+        data: JSONBody[ResetRequest | None] = None,
     ) -> Response[ResetResponse]:
-        """Remove every factor of a user; the admin and the reason (if given) are recorded.
-        A user with no MFA state at all is 404."""
-        outcome = reset_user(runtime.services, user_id, user.sub, reason or "")
+        """Remove every factor of a user; the admin and the reason (if given, in the query or
+        the body) are recorded. A user with no MFA state at all is 404."""
+        given = reason or (data.reason if data else "")
+        outcome = reset_user(runtime.services, user_id, user.sub, given)
         body = ResetResponse(user_id=user_id, reset=True, removed_methods=outcome.value)
         return written(body, outcome)
 
