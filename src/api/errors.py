@@ -152,6 +152,9 @@ def validation_error_handler(_: Request[Any, Any, Any], exc: ValidationException
     return problem(400, "validation_error", detail, extra={"errors": fields})
 
 
+_CLIENT_WENT_AWAY = "client disconnected prematurely"  # litestar.connection.request
+
+
 def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Framework errors (401, 403, 404, 405, ...) as problems."""
     if isinstance(exc, ProblemError):
@@ -159,6 +162,12 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
             exc.status_code, exc.code, exc.detail, extra=exc.members, headers=exc.headers or None
         )
     status = exc.status_code
+    if status == HTTP_500_INTERNAL_SERVER_ERROR and exc.detail == _CLIENT_WENT_AWAY:
+        # Litestar's word for a client that closed the connection before its body ended: the
+        # client's doing, not a server error (anyone could fill the error log and the 5xx
+        # count at will). No one reads the answer.
+        log.info("a client went away before sending its whole body")
+        return problem(400, "validation_error", "the request body was cut off")
     if status >= HTTP_500_INTERNAL_SERVER_ERROR and status != 501 and status != 503:
         log.error("HTTP %s: %s", status, exc.detail)
         return problem(500, "internal_error", "internal error")

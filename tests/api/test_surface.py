@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from api.controllers.planned import PLANNED
 from tests.conftest import LiveServer, new_user
@@ -219,3 +223,23 @@ def test_an_id_unknown_to_a_user_without_any_state_is_404_as_for_anyone(
     }
     got = {name: (r.status_code, r.json()["code"]) for name, r in answers.items()}
     assert got == dict.fromkeys(answers, (404, "not_found"))
+
+
+def test_a_client_that_goes_away_mid_body_is_not_a_server_error(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Litestar reports it as a 500, which was logged at ERROR: anyone could fill the error
+    log and the 5xx count by opening connections and closing them half-way."""
+    caplog.set_level(logging.INFO, logger="mfa.api")
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /mfa/totp/setup HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {server.token(new_user())}\r\n".encode()
+            + b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"na'
+        )
+    deadline = time.monotonic() + 5
+    while not any("went away" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+        time.sleep(0.05)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
