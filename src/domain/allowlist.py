@@ -16,6 +16,10 @@ from typing import Any
 from domain.risk import InvalidValueError
 
 MAX_DESCRIPTION = 256
+# The broadest networks an entry may name: an allowlisted network lowers every login's risk
+# from it, and `0.0.0.0/0` (or `::ffff:0:0/96`, the same once mapped) would do so for the
+# whole internet on one mistaken call.
+MIN_PREFIX = {4: 8, 6: 32}
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -112,8 +116,14 @@ class AllowlistEntry:
 def checked_entry_fields(
     cidr: str, description: str, expires_at: datetime | None, at: datetime
 ) -> tuple[str, str, datetime | None]:
-    """An entry's fields as stored: the network normalised, the expiry in UTC and future."""
+    """An entry's fields as stored: the network normalised, at most a /8 (IPv4) or a /32
+    (IPv6), the expiry in UTC and future."""
     network = parse_network(cidr)
+    broadest = MIN_PREFIX[network.version]
+    if network.prefixlen < broadest:
+        raise InvalidValueError(
+            "cidr", f"an IPv{network.version} network may be at most a /{broadest}"
+        )
     if len(description) > MAX_DESCRIPTION:
         raise InvalidValueError("description", f"at most {MAX_DESCRIPTION} characters")
     if expires_at is not None:

@@ -133,6 +133,18 @@ def test_a_bad_cidr_is_refused_naming_the_cidr_field(cidr: str, message: str) ->
     assert message in refused.value.message
 
 
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0", "::ffff:0:0/96", "10.0.0.0/7", "2000::/3"])
+def test_an_entry_cannot_allowlist_the_whole_internet(cidr: str) -> None:
+    config = fresh()
+    with pytest.raises(InvalidValueError) as refused:
+        add(config, cidr=cidr)
+    assert refused.value.field == "cidr"
+    assert "at most a /" in refused.value.message
+    assert config.allowlist_entries() == []
+    add(config, cidr="10.0.0.0/8")
+    add(config, "e2", cidr="2001:db8::/32")
+
+
 def test_an_expiry_must_lie_in_the_future_and_carry_a_time_zone() -> None:
     config = fresh()
     for expires in (T0, at(-1), datetime(2030, 1, 1)):  # the last one is naive
@@ -211,7 +223,7 @@ def test_the_configuration_is_rebuilt_identically_from_its_events() -> None:
     config.update_risk_policy(draft_risk_policy(base_score=5), ADMIN, at(1))
     config.set_level_policy("high", draft_level_policy("high", "deny", []), ADMIN, at(2))
     add(config, "e1", "10.0.0.0/8", at=at(3))
-    add(config, "e2", "fd00::/8", at=at(4), expires_at=at(100))
+    add(config, "e2", "fd00::/48", at=at(4), expires_at=at(100))
     config.update_allowlist_entry(
         "e1", cidr="10.0.0.0/16", description="x", expires_at=None, by=ADMIN, at=at(5)
     )
