@@ -392,7 +392,12 @@ def test_resync_rotates_the_key_and_revocation_stops_approvals(
     assert "push_token" not in listed[0]
     assert app.sync(client, revoke=True).json()["revoked"] is True
     assert client.get("/mfa/devices/sync").json()["items"] == []
-    assert app.approve(client, challenge["challenge_id"], challenge["number"]).status_code == 403
+    # The push was sent to that device alone: the revocation withdrew it.
+    late = app.approve(client, challenge["challenge_id"], challenge["number"])
+    assert late.status_code == 409, late.text
+    assert client.get(f"/mfa/push/challenge/{challenge['challenge_id']}").json()["status"] == (
+        "denied"
+    )
 
 
 def test_push_works_through_the_generic_challenge_and_step_up(

@@ -338,3 +338,93 @@ def test_a_host_name_that_resolves_too_slowly_fails_at_the_deadline(
     )
     assert delivered == [False]
     assert time.monotonic() - started < 1.5
+
+
+@pytest.fixture(autouse=True)
+def no_slow_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no host name held against it (the real list is module-wide)."""
+    monkeypatch.setattr(push, "_SLOW_HOSTS", push._SlowHosts(60.0, 1024))
+
+
+class BlackholeDns:
+    """Names starting with `slow` sit under a nameserver that never answers: their lookups
+    hang until `release` (the system resolver's own timeout, much later); others are public."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lookups: list[str] = []
+
+    def getaddrinfo(self, host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        self.lookups.append(host)
+        if host.startswith("slow"):
+            self.release.wait(10)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, port))]
+
+
+@pytest.fixture
+def blackhole(monkeypatch: pytest.MonkeyPatch) -> Iterator[BlackholeDns]:
+    scripted = BlackholeDns()
+    monkeypatch.setattr(push.socket, "getaddrinfo", scripted.getaddrinfo)
+    yield scripted
+    scripted.release.set()  # frees the resolver threads the test left hanging
+
+
+def test_one_delivery_cannot_take_every_resolver_thread(blackhole: BlackholeDns) -> None:
+    """An account's 10 devices (MAX_PUSH_DEVICES) under a nameserver that never answers hold
+    at most LOOKUPS_PER_DELIVERY of the shared resolver threads, during the delivery and after
+    its deadline abandoned them: another user's push still resolves and is delivered."""
+    attacker = HttpPushSender(None, transport=httpx.MockTransport(Recorder()), deadline=1.0)
+    slow = [device(f"https://slow{i}.attacker.example/up") for i in range(10)]
+    attack = threading.Thread(target=attacker.send_all, args=(slow, {}))
+    attack.start()
+    time.sleep(0.3)
+    recorder = Recorder()
+    victim = HttpPushSender(None, transport=httpx.MockTransport(recorder), deadline=1.0)
+    started = time.monotonic()
+    assert victim.send_all([device("https://push.example.org/up/abc")], {}) == [True]
+    assert time.monotonic() - started < 0.5
+    attack.join()
+    assert victim.send_all([device("https://push.example.org/up/abc")], {}) == [True]
+    assert len(recorder.requests) == 2
+    # The attacker's other names waited for a slot until the deadline and were never looked up.
+    assert sum(host.startswith("slow") for host in blackhole.lookups) == push.LOOKUPS_PER_DELIVERY
+
+
+def test_a_host_name_whose_lookup_was_abandoned_is_refused_at_once_for_a_while(
+    blackhole: BlackholeDns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(push, "SLOW_LOOKUP_SECONDS", 0.2)
+    recorder = Recorder()
+    slow_sender = HttpPushSender(None, transport=httpx.MockTransport(recorder), deadline=0.5)
+    # Two slow names take this delivery's slots; the public one waits behind them until the
+    # deadline: it was never looked up, so it is not held against it.
+    waited = ["https://slow1.example/up", "https://slow2.example/up", "https://push.example/up"]
+    assert slow_sender.send_all([device(url) for url in waited], {}) == [False, False, False]
+    assert blackhole.lookups == ["slow1.example", "slow2.example"]
+    started = time.monotonic()
+    again = ["https://slow1.example/up", "https://SLOW2.example./up", "https://push.example/up"]
+    assert slow_sender.send_all([device(url) for url in again], {}) == [False, False, True]
+    assert time.monotonic() - started < 0.3  # refused at once, no deadline waited out
+    assert blackhole.lookups == ["slow1.example", "slow2.example", "push.example"]
+
+
+def test_slow_hosts_are_remembered_for_a_while_and_only_so_many() -> None:
+    now = [0.0]
+    slow = push._SlowHosts(60.0, 2, clock=lambda: now[0])
+
+    def held() -> list[str]:
+        return [host for host in ("a.example", "b.example.", "c.example") if host in slow]
+
+    slow.add("a.example")
+    now[0] = 10.0
+    slow.add("b.example")  # a trailing dot names the same host
+    assert held() == ["a.example", "b.example."]
+    now[0] = 20.0
+    slow.add("c.example")  # the oldest is forgotten first
+    assert held() == ["b.example.", "c.example"]
+    now[0] = 70.0
+    assert held() == ["c.example"]
+    slow.add("b.example")  # remembered anew
+    now[0] = 80.0
+    assert held() == ["b.example."]
