@@ -26,7 +26,7 @@ from domain.user_mfa import UserMfa
 from infra.lease import Lease
 from infra.sql import Database, DatabaseUnavailableError, compact_log
 from projections.base import RELAY_SUBJECTS_DDL, TRACKING_DDL
-from projections.public_events import encode, is_published, to_public
+from projections.public_events import config_subject, encode, is_published, to_public
 from projections.runner import MIN_BATCH_INTERVAL
 from projections.tracking import lock_position, set_position
 
@@ -257,7 +257,11 @@ class NatsRelay:
 
     def _subject_of(self, event: Any, subjects: SubjectChanges) -> str:
         """The user id of the event's aggregate: learnt from its Created event, kept by the
-        relay itself (so it never waits for another projection), forgotten on erasure."""
+        relay itself (so it never waits for another projection), forgotten on erasure. An
+        admin configuration change names the config resource it changed instead."""
+        resource = config_subject(event)
+        if resource is not None:
+            return resource
         # Push challenges are their own aggregates, owned (and keyed) by the user's aggregate.
         key = str(getattr(event, "key_owner", None) or event.originator_id)
         if type(event) is UserMfa.Created:

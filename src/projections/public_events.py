@@ -2,7 +2,8 @@
 
 Internal events are not the contract. Each public type is versioned through `dataschema`; the
 data holds no secret, code, hash, time step or key material, and no PII beyond the user id in
-`subject`. docs/events.md lists every type.
+`subject` (and, for an admin configuration change, the acting admin's `sub`). docs/events.md
+lists every type.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import msgspec
 from eventsourcing.utils import get_topic
 
 from commands.store import RedactedEvent
+from domain.config import MfaConfig
 from domain.push_challenge import PushChallenge
 from domain.user_mfa import UserMfa
 
@@ -58,6 +60,38 @@ def _purpose(e: Any) -> dict[str, Any]:
 
 def _voided(e: Any) -> dict[str, Any]:
     return {"purpose": e.purpose, "reason": e.reason}
+
+
+def _risk_policy(e: Any) -> dict[str, Any]:
+    """The global risk policy in force after the change, and who changed it."""
+    return {
+        "base_score": e.after["base_score"],
+        "thresholds": dict(e.after["thresholds"]),
+        "weights": dict(e.after["weights"]),
+        "actor": e.actor,
+    }
+
+
+def _level_policy(e: Any) -> dict[str, Any]:
+    """One level's policy in force after the change (the default one after a reset)."""
+    return {
+        "level": e.level,
+        "action": e.after["action"],
+        "allowed_methods": list(e.after["allowed_methods"]),
+        "step_up_max_age_s": e.after["step_up_max_age_s"],
+        "actor": e.actor,
+    }
+
+
+def _allowlist_entry(e: Any) -> dict[str, Any]:
+    """An allowlist entry as it is after the change; never its description (a label an admin
+    typed, like a device name)."""
+    return {
+        "entry_id": e.entry_id,
+        "cidr": e.after["cidr"],
+        "expires_at": e.after["expires_at"],
+        "actor": e.actor,
+    }
 
 
 # internal event class -> (public type, schema version, data)
@@ -175,7 +209,28 @@ PUBLIC_EVENTS: dict[type[Any], tuple[str, int, Callable[[Any], dict[str, Any]]]]
     UserMfa.EmailCodeAccepted: ("mfa.email.code_accepted", 1, _purpose),
     UserMfa.UserMfaReset: ("mfa.user.reset", 1, lambda e: {"methods": list(e.methods)}),
     UserMfa.UserErased: ("mfa.user.erased", 1, lambda e: {}),
+    MfaConfig.RiskPolicyUpdated: ("mfa.config.risk_policy_updated", 1, _risk_policy),
+    MfaConfig.LevelPolicyUpdated: ("mfa.config.level_policy_updated", 1, _level_policy),
+    MfaConfig.LevelPolicyReset: ("mfa.config.level_policy_reset", 1, _level_policy),
+    MfaConfig.AllowlistEntryAdded: ("mfa.config.allowlist_entry_added", 1, _allowlist_entry),
+    MfaConfig.AllowlistEntryUpdated: ("mfa.config.allowlist_entry_updated", 1, _allowlist_entry),
+    MfaConfig.AllowlistEntryRemoved: (
+        "mfa.config.allowlist_entry_removed",
+        1,
+        lambda e: {"entry_id": e.entry_id, "actor": e.actor},
+    ),
     RedactedEvent: ("mfa.event.redacted", 1, lambda e: {}),
+}
+
+# Admin configuration events: internal event class -> the config resource it changed, the
+# `subject` of its message instead of a user id (named like the admin API's paths).
+CONFIG_RESOURCES: dict[type[Any], Callable[[Any], str]] = {
+    MfaConfig.RiskPolicyUpdated: lambda e: "config:risk-policy",
+    MfaConfig.LevelPolicyUpdated: lambda e: f"config:risk-policies/{e.level}",
+    MfaConfig.LevelPolicyReset: lambda e: f"config:risk-policies/{e.level}",
+    MfaConfig.AllowlistEntryAdded: lambda e: f"config:ip-whitelist/{e.entry_id}",
+    MfaConfig.AllowlistEntryUpdated: lambda e: f"config:ip-whitelist/{e.entry_id}",
+    MfaConfig.AllowlistEntryRemoved: lambda e: f"config:ip-whitelist/{e.entry_id}",
 }
 
 
@@ -197,8 +252,16 @@ def is_published(event: Any) -> bool:
     return type(event) in PUBLIC_EVENTS
 
 
+def config_subject(event: Any) -> str | None:
+    """The config resource an admin configuration event changed (its message's `subject`);
+    None for every other event, whose subject is a user id."""
+    resource = CONFIG_RESOURCES.get(type(event))
+    return None if resource is None else resource(event)
+
+
 def to_public(event: Any, subject: str) -> CloudEvent:
-    """The public message for an internal event, with the user id as `subject`."""
+    """The public message for an internal event, with `subject`: the user id, or for an admin
+    configuration change the config resource (`config_subject`)."""
     public_type, version, data = PUBLIC_EVENTS[type(event)]
     return CloudEvent(
         id=event_id(event.originator_id, event.originator_version),
