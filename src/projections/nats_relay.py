@@ -387,11 +387,26 @@ async def ensure_stream(js: Any) -> float:
     return window
 
 
+async def _quiet(_: Exception) -> None:
+    """nats-py's default error callback logs every failed attempt at ERROR with a traceback."""
+
+
 async def nats_reachable(url: str, timeout: float = 1.5) -> bool:
-    """Whether a NATS server answers at `url` (for /ready)."""
+    """Whether a NATS server answers at `url` (for /ready), in one quick try per server: the
+    first connection ignores `allow_reconnect=False` and tries again every
+    `reconnect_time_wait` (2 s) until the attempts run out, so a refused connection held
+    the probe for the whole timeout, logging two tracebacks."""
     try:
         nc = await asyncio.wait_for(
-            nats.connect(url, connect_timeout=timeout, allow_reconnect=False), timeout=timeout + 1
+            nats.connect(
+                url,
+                connect_timeout=timeout,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
+                error_cb=_quiet,
+            ),
+            timeout=timeout + 1,
         )
     except Exception:
         return False

@@ -312,3 +312,19 @@ def test_the_relay_publishes_to_a_stream_with_a_maximum_age_and_warns_once(
     finally:
         relay.stop()
         close_runtime(runtime)
+
+
+def test_the_readiness_probe_of_a_down_nats_answers_at_once_without_tracebacks(
+    caplog: pytest.LogCaptureFixture, shared_nats: str
+) -> None:
+    """nats-py's first connection retried every 2 s until the probe's timeout, logging an
+    ERROR with a traceback each time: every load-balancer probe during a NATS outage held a
+    handler thread for 2.5 s and flooded the error log."""
+    from projections.nats_relay import nats_reachable
+
+    caplog.set_level(logging.DEBUG)
+    started = time.monotonic()
+    assert asyncio.run(nats_reachable("nats://127.0.0.1:1")) is False
+    assert time.monotonic() - started < 1.0
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert asyncio.run(nats_reachable(shared_nats)) is True
