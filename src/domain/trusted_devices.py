@@ -13,6 +13,7 @@ from domain.errors import LimitExceededError, NotFoundError
 DEFAULT_TTL_DAYS = 30
 MAX_TTL_DAYS = 90
 MAX_TRUSTED_DEVICES = 10
+KEPT_TRUSTED_DEVICES = 2 * MAX_TRUSTED_DEVICES  # expired ones included; see remember_device
 TOKEN_BYTES = 32  # 256 bits
 
 
@@ -74,12 +75,16 @@ class TrustedDeviceMixin(UserMfaState):
     def remember_device(
         self, device_id: str, name: str, token_hash: str, ttl_days: int, at: datetime
     ) -> TrustedDevice:
-        """Remember a device for `ttl_days` (capped); at most MAX_TRUSTED_DEVICES valid ones."""
+        """Remember a device for `ttl_days` (capped); at most MAX_TRUSTED_DEVICES valid ones.
+        Once the user holds KEPT_TRUSTED_DEVICES, expired ones included, the expired ones are
+        cleaned up first (the cap counts only valid ones, so they would pile up for good)."""
         valid = [d for d in self.trusted_devices.values() if d.is_valid(at)]
         if len(valid) >= MAX_TRUSTED_DEVICES:
             raise LimitExceededError(
                 f"at most {MAX_TRUSTED_DEVICES} trusted devices; revoke one first"
             )
+        if len(self.trusted_devices) >= KEPT_TRUSTED_DEVICES:
+            self.clean_up_trusted_devices(at)
         days = max(1, min(ttl_days, MAX_TTL_DAYS))
         self.trigger_event(
             TrustedDeviceRemembered,

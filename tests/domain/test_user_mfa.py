@@ -977,3 +977,22 @@ def test_a_snapshot_then_later_events_rebuild_the_same_state():
     assert state(rebuilt) == state(mfa)
     with pytest.raises(CodeReplayedError):
         rebuilt.accept_totp({"dev-a": STEP0 + 1}, at(40))
+
+
+# ---------------------------------------------------------------- trusted devices
+
+
+def test_expired_trusted_devices_do_not_pile_up_in_the_users_state():
+    """The cap counts only valid devices: ten a day, one day each, for 100 days kept 1,000."""
+    from domain.trusted_devices import KEPT_TRUSTED_DEVICES, MAX_TRUSTED_DEVICES, hash_device_token
+
+    mfa, now = new_user(), T0
+    for day in range(30):
+        for n in range(MAX_TRUSTED_DEVICES):
+            mfa.remember_device(f"d{day}-{n}", "x", hash_device_token(f"t{day}-{n}"), 1, now)
+        now += timedelta(days=1)
+    assert len(mfa.trusted_devices) <= KEPT_TRUSTED_DEVICES
+    last_day = {f"d29-{n}" for n in range(MAX_TRUSTED_DEVICES)}
+    assert last_day <= set(mfa.trusted_devices)  # the valid ones are all kept
+    reasons = {e.reason for e in new_events(mfa) if type(e).__name__ == "TrustedDevicesRevoked"}
+    assert reasons == {"expired"}
