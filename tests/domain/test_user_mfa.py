@@ -25,6 +25,7 @@ from domain.errors import (
 )
 from domain.lockout import MAX_CONSECUTIVE_FAILURES
 from domain.totp import MAX_TOTP_DEVICES, TotpStatus
+from domain.trusted_devices import KEPT_TRUSTED_DEVICES, MAX_TRUSTED_DEVICES, hash_device_token
 from domain.user_mfa import KNOWN_METHODS, UserMfa, method_summaries
 from domain.webauthn import CEREMONY_TTL, MAX_WEBAUTHN_CREDENTIALS, VerifiedRegistration
 
@@ -984,8 +985,6 @@ def test_a_snapshot_then_later_events_rebuild_the_same_state():
 
 def test_expired_trusted_devices_do_not_pile_up_in_the_users_state():
     """The cap counts only valid devices: ten a day, one day each, for 100 days kept 1,000."""
-    from domain.trusted_devices import KEPT_TRUSTED_DEVICES, MAX_TRUSTED_DEVICES, hash_device_token
-
     mfa, now = new_user(), T0
     for day in range(30):
         for n in range(MAX_TRUSTED_DEVICES):
