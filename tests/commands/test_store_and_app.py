@@ -701,3 +701,19 @@ def test_the_application_reads_through_the_locking_repository_with_the_library_s
     assert repository.cache.maxsize == 10_000
     assert repository.fastforward
     assert repository.deepcopy_from_cache
+
+
+def test_a_users_events_keep_their_order_in_time_across_a_clock_a_little_behind(store: Store):
+    """Several instances' clocks differ a little: an event stamped before the one before it
+    made an auditor's "state at T" skip it (replay stops at the first later-stamped event)."""
+    user = "skewed"
+    backup_commands.generate_backup_codes(store.services, user)
+    store.clock.advance(1.0)
+    backup_commands.generate_backup_codes(store.services, user)  # instance A
+    store.clock.advance(-0.2)
+    backup_commands.generate_backup_codes(store.services, user)  # instance B, 0.2 s behind
+    store.clock.advance(-3600)
+    backup_commands.generate_backup_codes(store.services, user)  # a clock an hour wrong
+    times = [e.timestamp for e in store.services.app.events.get(store.load(user).id)]
+    assert times[:4] == sorted(times[:4])
+    assert times[4] < times[3]  # a broken clock is not followed into every later decision
