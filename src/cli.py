@@ -101,7 +101,7 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run the HTTP API (with the projections in-process unless MFA_PROJECTIONS=worker)."""
     import uvicorn
 
-    from api.app import build_runtime, close_runtime, create_app
+    from api.app import LOG_FORMAT, build_runtime, close_runtime, create_app
 
     settings = _settings()
     options: dict[str, Any] = {
@@ -110,9 +110,11 @@ def serve(host: str, port: int, workers: int) -> None:
         "log_level": "warning",
         "access_log": False,
     }
+    listening = "the API listens on http://%s:%d (OpenAPI at /schema, readiness at /ready)"
     if workers == 1:
         with _starting():
             app = create_app(settings)
+        logging.getLogger("mfa").info(listening, host, port)
         uvicorn.run(app, **options)
         return
     if not settings.uses_postgres:
@@ -122,18 +124,18 @@ def serve(host: str, port: int, workers: int) -> None:
     with _starting():
         close_runtime(build_runtime(settings, run_projections=False))
     # Each process builds its own app; leases keep the projections and the relay in one.
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    logging.getLogger("mfa").info(listening, host, port)
     uvicorn.run("api.app:create_app", factory=True, workers=workers, **options)
 
 
 @main.command()
 def worker() -> None:
     """Run the projections (and, once configured, the NATS relay) until stopped."""
-    from api.app import build_runtime
+    from api.app import LOG_FORMAT, build_runtime
 
     settings = _settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     with _starting():
         runtime = build_runtime(settings, run_projections=True)
     stop = threading.Event()

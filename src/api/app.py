@@ -41,7 +41,7 @@ from api.deps import (
     provide_runtime,
     provide_user,
 )
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, html_not_found_as_problem
 from api.input_rules import apply_input_rules
 from api.openapi import complete_document
 from api.settings import Settings
@@ -70,6 +70,7 @@ UNWOKEN_POLL_SECONDS = 0.05  # SQLite: one process, whose own writes wake the pr
 WOKEN_POLL_SECONDS = 0.5  # PostgreSQL: every process's writes wake them (infra.notify)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 MIN_HS256_BYTES = 32  # RFC 7518 §3.2: an HS256 key as long as the hash
 
 
@@ -113,13 +114,6 @@ def build_runtime(
         if settings.smtp_url
         else LogSender(),
     )
-    providers = {"MFA_SMS_WEBHOOK_URL": settings.sms_webhook_url, "MFA_SMTP_URL": settings.smtp_url}
-    unset = [name for name, value in providers.items() if not value]
-    if unset:
-        log.warning(
-            "%s unset: those codes are written to the log, not sent (development only)",
-            " and ".join(unset),
-        )
     if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < MIN_HS256_BYTES:
         # Refusing it would stop deployments that work today; RFC 7518 §3.2 asks for 32 bytes.
         log.warning(
@@ -168,10 +162,16 @@ def close_runtime(runtime: Runtime) -> None:
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
     """The Litestar application. Projections start with it when they run in-process."""
     settings = settings or (runtime.settings if runtime else Settings.from_env())
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     rt = runtime or build_runtime(settings)
+    # Only the API sends codes: the worker and the audit and projections commands send none.
+    providers = {"MFA_SMS_WEBHOOK_URL": settings.sms_webhook_url, "MFA_SMTP_URL": settings.smtp_url}
+    unset = [name for name, value in providers.items() if not value]
+    if unset:
+        log.warning(
+            "%s unset: those codes are written to the log, not sent (development only)",
+            " and ".join(unset),
+        )
     # A handler holds one event-store connection at a time. More threads than that do not
     # add throughput, only contention for the GIL: 20 threads gave 17 % fewer validates than
     # 12 at concurrency 32 (bench/README.md).
@@ -235,6 +235,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         },
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=apply_input_rules,
+        after_request=html_not_found_as_problem,
         request_class=StrictJsonRequest,
         openapi_config=openapi,
         on_startup=[on_startup],

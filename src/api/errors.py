@@ -7,7 +7,7 @@ from typing import Any
 
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
@@ -222,3 +222,12 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     InvalidCursorError: cursor_handler,
     Exception: internal_error_handler,
 }
+
+
+async def html_not_found_as_problem(response: Response[Any]) -> Response[Any]:
+    """After every handler: Litestar's OpenAPI router answers an unknown page under `/schema`
+    (`/schema/nothing`, `/schema/scalar`) with an HTML 404 of its own, the one answer of the
+    service that was not a problem. A coroutine, so it runs in the event loop."""
+    if response.status_code == 404 and response.media_type == MediaType.HTML:
+        return problem(404, "not_found", "not found")
+    return response

@@ -243,3 +243,14 @@ def test_a_client_that_goes_away_mid_body_is_not_a_server_error(
         assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
         time.sleep(0.05)
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_an_unknown_page_under_the_openapi_path_is_a_problem_too(server: LiveServer) -> None:
+    """Litestar's OpenAPI router answered these with an HTML page of its own."""
+    for path in ("/schema/nothing-here", "/schema/scalar", "/schema/stoplight"):
+        response = httpx.get(server.url + path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith("application/problem+json"), path
+        assert response.json()["code"] == "not_found"
+    assert httpx.get(server.url + "/schema").status_code == 200
+    assert httpx.get(server.url + "/demo").headers["content-type"].startswith("text/html")
