@@ -514,6 +514,8 @@ def test_the_jwks_publishes_one_es256_public_key(server: LiveServer) -> None:
     assert (key["kty"], key["crv"], key["alg"], key["use"]) == ("EC", "P-256", "ES256", "sig")
     assert key["kid"]
     assert "d" not in key
+    # public keys: relying parties may cache them (every other answer is no-store)
+    assert response.headers["cache-control"] == "max-age=300, public"
 
 
 def test_a_regressed_sign_count_is_refused_and_flags_the_credential(server: LiveServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
@@ -78,9 +79,16 @@ class StepUpController(Controller):
         return written(body, outcome)
 
 
-@get("/.well-known/jwks.json", tags=["step-up"], sync_to_thread=False, security=PUBLIC)
+@get(
+    "/.well-known/jwks.json",
+    tags=["step-up"],
+    sync_to_thread=False,
+    security=PUBLIC,
+    cache_control=CacheControlHeader(public=True, max_age=300),
+)
 def jwks(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
-    """The public keys that verify step-up tokens (ES256)."""
+    """The public keys that verify step-up tokens (ES256): public, and cacheable for 5
+    minutes (every other answer is `no-store`)."""
     signer = runtime.services.signer
     assert signer is not None
     return signer.jwks()
