@@ -4,7 +4,8 @@ Litestar documents what each handler declares. These responses come from the app
 so they are added here, after the document is built, and only where they can happen:
 
 - 413 (body over the app's size limit) and 415 (a body that is not JSON) on every operation
-  that takes a body;
+  that takes a body, and on every DELETE (the input hook reads a DELETE's body to refuse
+  one the route would ignore);
 - 404 on every operation with a path parameter: `apply_input_rules` refuses an encoded `/`
   in a path (`%2F`) before routing, whatever the parameter admits;
 - 400 on every operation: a control character in any query parameter, even one the route
@@ -56,7 +57,8 @@ def complete_document(app: Litestar) -> None:
             responses = operation.responses if operation.responses is not None else {}
             operation.responses = responses
             statuses = [400]
-            if method in _BODY_METHODS and operation.request_body is not None:
+            # Every DELETE reads its body too (`api.input_rules.refuse_unread_body`).
+            if method == "delete" or (method in _BODY_METHODS and operation.request_body):
                 statuses += [413, 415]
             if _PARAMETER.search(path):
                 statuses.append(404)
