@@ -122,7 +122,7 @@ def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Respons
             status,
             exc.code,
             exc.detail,
-            extra={"retry_after": exc.retry_after_s, "locked_until": exc.until.isoformat()},
+            extra={"retry_after": exc.retry_after_s, "locked_until": exc.until},
             headers={"Retry-After": str(exc.retry_after_s)},
         )
     if isinstance(exc, RateLimitedError):

@@ -6,6 +6,7 @@ rebuild from position 0 gives the same rows. Entries are listed newest first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from typing import Any, ClassVar
 
 from domain.config import ALLOWLIST_ENTRY, GLOBAL, LEVEL_POLICY, RISK_POLICY, MfaConfig
 from infra.sql import Cursor
-from projections.base import InvalidCursorError, decode_cursor, encode_cursor
+from projections.base import InvalidCursorError, decode_cursor, encode_cursor, utc_time
 from projections.public_events import event_id
 
 DDL = (
@@ -93,12 +94,24 @@ class ConfigAuditLogProjection:
         )
 
 
+def _state(text: str | None) -> Any:
+    """A recorded state, with the times in it (an allowlist entry's `created_at`, `updated_at`,
+    `expires_at`: `isoformat()` text in the event) read back as UTC datetimes, so that the log
+    shows them as the resource itself does."""
+    state = None if text is None else json.loads(text)
+    if isinstance(state, dict):
+        for key, value in state.items():
+            if key.endswith("_at") and isinstance(value, str):
+                with contextlib.suppress(ValueError, OverflowError):  # else shown as recorded
+                    state[key] = utc_time(value)
+    return state
+
+
 def _row(row: Any) -> dict[str, Any]:
     fields = dict(zip(COLUMNS.split(", "), row, strict=True))
-    before, after = fields.pop("before_json"), fields.pop("after_json")
-    fields["before"] = None if before is None else json.loads(before)
-    fields["after"] = None if after is None else json.loads(after)
-    fields["at"] = datetime.fromisoformat(fields["at"])
+    fields["before"] = _state(fields.pop("before_json"))
+    fields["after"] = _state(fields.pop("after_json"))
+    fields["at"] = utc_time(fields["at"])
     fields["seq"] = int(fields["seq"])
     return fields
 

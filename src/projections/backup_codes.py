@@ -6,7 +6,14 @@ from typing import Any, ClassVar
 
 from domain.user_mfa import BACKUP_CODE, UserMfa
 from infra.sql import Cursor
-from projections.base import decode_cursor, encode_cursor, forget_rows, iso, user_of
+from projections.base import (
+    decode_cursor,
+    encode_cursor,
+    forget_rows,
+    iso,
+    user_of,
+    with_utc_times,
+)
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_backup_codes ("
@@ -64,7 +71,8 @@ class BackupCodeProjection:
 
 
 def _row(row: Any) -> dict[str, Any]:
-    return dict(zip(COLUMNS.split(", "), row, strict=True))
+    fields = dict(zip(COLUMNS.split(", "), row, strict=True))
+    return with_utc_times(fields, "generated_at", "last_used_at")
 
 
 def get_backup_codes(cur: Cursor, user_id: str) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 from domain.erasure import UserErased, UserMfaReset
@@ -161,6 +162,26 @@ def user_of(cur: Cursor, aggregate_id: object) -> str | None:
 def iso(value: Any) -> str | None:
     """Timestamps are stored as RFC 3339 text (sortable, the same in SQLite and PostgreSQL)."""
     return None if value is None else str(value.isoformat())
+
+
+def utc_time(text: str | None) -> datetime | None:
+    """A stored timestamp (`iso` text) read back as an aware UTC datetime.
+
+    Rows keep the `isoformat()` text ("...+00:00"), which SQL compares and sorts; what a read
+    function hands on is the datetime, which the API writes as it writes every other time
+    (msgspec: "...Z"). A time stored without a zone is taken as UTC.
+    """
+    if text is None:
+        return None
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def with_utc_times(fields: dict[str, Any], *names: str) -> dict[str, Any]:
+    """`fields` (a row as a dict) with its timestamp columns `names` read by `utc_time`."""
+    for name in names:
+        fields[name] = utc_time(fields[name])
+    return fields
 
 
 def encode_cursor(values: list[Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from domain.totp import TotpStatus
 from domain.user_mfa import TOTP, UserMfa
 from infra.sql import Cursor
-from projections.base import forget_rows, iso, oldest_first_page, user_of
+from projections.base import forget_rows, iso, oldest_first_page, user_of, with_utc_times
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_totp_devices ("
@@ -122,7 +122,8 @@ _HANDLERS = {
 
 
 def _row(row: Any) -> dict[str, Any]:
-    return dict(zip(COLUMNS.split(", "), row, strict=True))
+    fields = dict(zip(COLUMNS.split(", "), row, strict=True))
+    return with_utc_times(fields, "created_at", "verified_at", "last_used_at")
 
 
 def list_totp_devices(

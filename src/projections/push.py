@@ -11,7 +11,14 @@ from domain.push import PUSH
 from domain.push_challenge import EXPIRED, PENDING, PushChallenge
 from domain.user_mfa import UserMfa
 from infra.sql import Cursor
-from projections.base import decode_cursor, encode_cursor, forget_rows, iso, user_of
+from projections.base import (
+    decode_cursor,
+    encode_cursor,
+    forget_rows,
+    iso,
+    user_of,
+    with_utc_times,
+)
 
 DEVICES_DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_push_devices ("
@@ -132,7 +139,8 @@ def _challenge(row: Any, now: datetime) -> dict[str, Any]:
     fields = dict(zip(CHALLENGE_COLUMNS.split(", "), row, strict=True))
     fields["context"] = json.loads(fields["context"])
     fields["fraud"] = bool(fields["fraud"])
-    if fields["status"] == PENDING and datetime.fromisoformat(fields["expires_at"]) <= now:
+    with_utc_times(fields, "created_at", "expires_at", "responded_at")
+    if fields["status"] == PENDING and fields["expires_at"] <= now:
         fields["status"] = EXPIRED
     return fields
 
@@ -155,14 +163,12 @@ def list_push_challenges(
         "ORDER BY created_at DESC, challenge_id DESC LIMIT %s",
         (*params, limit + 1),
     )
-    rows = [_challenge(r, now) for r in cur.fetchall()]
-    page = rows[:limit]
-    next_cursor = (
-        encode_cursor([page[-1]["created_at"], page[-1]["challenge_id"]])
-        if len(rows) > limit
-        else None
-    )
-    return page, next_cursor
+    rows = cur.fetchall()
+    next_cursor = None
+    if len(rows) > limit:  # the stored text of the page's last row, as the query compares it
+        last = dict(zip(CHALLENGE_COLUMNS.split(", "), rows[limit - 1], strict=True))
+        next_cursor = encode_cursor([last["created_at"], last["challenge_id"]])
+    return [_challenge(r, now) for r in rows[:limit]], next_cursor
 
 
 def push_stats(cur: Cursor, now: datetime, since: datetime | None) -> dict[str, Any]:
@@ -178,11 +184,8 @@ def push_stats(cur: Cursor, now: datetime, since: datetime | None) -> dict[str, 
     seconds: list[float] = []
     for row in rows:
         counts[row["status"]] += 1
-        if row["responded_at"]:
-            delta = datetime.fromisoformat(row["responded_at"]) - datetime.fromisoformat(
-                row["created_at"]
-            )
-            seconds.append(delta.total_seconds())
+        if row["responded_at"] is not None:
+            seconds.append((row["responded_at"] - row["created_at"]).total_seconds())
     answered = counts["approved"] + counts["denied"] + counts["expired"]
     return {
         "total": len(rows),
@@ -200,10 +203,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def _device(row: Any) -> dict[str, Any]:
+    fields = dict(zip(DEVICE_COLUMNS.split(", "), row, strict=True))
+    return with_utc_times(fields, "created_at", "updated_at")
+
+
 def list_push_devices(cur: Cursor, user_id: str) -> list[dict[str, Any]]:
     cur.execute(
         f"SELECT {DEVICE_COLUMNS} FROM mfa_push_devices WHERE user_id = %s "
         "ORDER BY created_at, device_id",
         (user_id,),
     )
-    return [dict(zip(DEVICE_COLUMNS.split(", "), r, strict=True)) for r in cur.fetchall()]
+    return [_device(r) for r in cur.fetchall()]

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from domain.user_mfa import UserMfa
 from infra.sql import Cursor
-from projections.base import forget_rows, iso, oldest_first_page, user_of
+from projections.base import forget_rows, iso, oldest_first_page, user_of, with_utc_times
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_trusted_devices ("
@@ -57,7 +57,8 @@ class TrustedDeviceProjection:
 
 
 def _row(row: Any) -> dict[str, Any]:
-    return dict(zip(COLUMNS.split(", "), row, strict=True))
+    fields = dict(zip(COLUMNS.split(", "), row, strict=True))
+    return with_utc_times(fields, "created_at", "expires_at")
 
 
 def list_trusted_devices(

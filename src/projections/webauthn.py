@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from domain.user_mfa import WEBAUTHN, UserMfa
 from infra.sql import Cursor
-from projections.base import forget_rows, iso, oldest_first_page, user_of
+from projections.base import forget_rows, iso, oldest_first_page, user_of, with_utc_times
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_webauthn_credentials ("
@@ -107,7 +107,7 @@ def _row(row: Any) -> dict[str, Any]:
     fields["transports"] = json.loads(fields["transports"])
     for flag in ("backup_eligible", "backed_up", "user_verified", "clone_suspected"):
         fields[flag] = bool(fields[flag])
-    return fields
+    return with_utc_times(fields, "created_at", "last_used_at")
 
 
 def list_webauthn_credentials(

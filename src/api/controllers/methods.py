@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
@@ -24,14 +24,25 @@ from commands.app import Services, load_user
 from domain.errors import NotFoundError
 from domain.user_mfa import KNOWN_METHODS, method_summaries
 from domain.webauthn import MAX_CREDENTIAL_ID_CHARS
+from projections.base import utc_time
 
 MethodType = Annotated[str, PathParameter(max_length=32)]
 # Any credential id: a WebAuthn one can be as long as 1364 characters (the others are shorter).
 CredentialId = Annotated[str, PathParameter(max_length=MAX_CREDENTIAL_ID_CHARS)]
 
 
+def method_details(details: dict[str, Any]) -> dict[str, Any]:
+    """A method's details, its times (an SMS or email factor's `last_used_at`, which the domain
+    gives as `isoformat()` text) as UTC datetimes: written as every other time in the API."""
+    return {
+        key: utc_time(value) if key.endswith("_at") and isinstance(value, str) else value
+        for key, value in details.items()
+    }
+
+
 def method_list(services: Services, user_id: str) -> MethodListResponse:
-    """Every method with its state, from the aggregate (user-scoped decisions read it)."""
+    """Every method with its state, from the aggregate (user-scoped decisions read it).
+    One short page: every method the service knows, so `next_cursor` is always null."""
     mfa = load_user(services, user_id)
     items = method_summaries(mfa)
     primary = mfa.current_primary() if mfa else None
@@ -42,10 +53,11 @@ def method_list(services: Services, user_id: str) -> MethodListResponse:
                 enabled=m.enabled,
                 credentials=m.credentials,
                 primary=m.primary,
-                details=m.details,
+                details=method_details(m.details),
             )
             for m in items
         ],
+        next_cursor=None,
         primary_method=primary[0] if primary else None,
     )
 

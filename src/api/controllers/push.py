@@ -38,6 +38,7 @@ from api.schemas.push import (
 )
 from commands import push
 from domain.push_challenge import PushChallenge
+from projections.base import InvalidCursorError, decode_cursor, encode_cursor, iso, utc_time
 from projections.push import list_push_challenges, list_push_devices, push_stats
 
 ChallengeId = Annotated[str, PathParameter(min_length=1, max_length=64)]
@@ -70,6 +71,27 @@ def login_context(request: Request[Any, Any, Any], given: PushContext | None) ->
     }
     shown = {k: UNSHOWN.sub("", v)[:256] for k, v in context.items() if v}
     return {k: v for k, v in shown.items() if v}
+
+
+def device_page(
+    rows: list[dict[str, Any]], limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a user's push devices, oldest first by (created_at, device_id), with a
+    keyset cursor. A user has at most 10 (`domain.push.MAX_PUSH_DEVICES`): they are read whole
+    and paged here. A re-sync keeps a device's `created_at`, so the order holds between pages."""
+    ordered = sorted(rows, key=lambda r: (r["created_at"], r["device_id"]))
+    if cursor:
+        created_at, device_id = decode_cursor(cursor, 2, (str, str))
+        try:
+            after = (utc_time(created_at), device_id)
+        except (ValueError, OverflowError) as exc:
+            raise InvalidCursorError("malformed cursor") from exc
+        ordered = [r for r in ordered if (r["created_at"], r["device_id"]) > after]
+    page = ordered[:limit]
+    if len(ordered) <= limit:
+        return page, None
+    last = page[-1]
+    return page, encode_cursor([iso(last["created_at"]), last["device_id"]])
 
 
 class PushDeviceController(Controller):
@@ -131,11 +153,16 @@ class PushDeviceController(Controller):
         request: Request[Any, Any, Any],
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
+        limit: Limit = 50,
+        cursor: PageCursor = None,
     ) -> PushDeviceListResponse:
-        """The caller's synced apps (no push token, no key)."""
+        """The caller's synced apps (no push token, no key), oldest first."""
         with runtime.read(user.sub, request) as cur:
             rows = list_push_devices(cur, user.sub)
-        return PushDeviceListResponse(items=[PushDeviceResponse(**r) for r in rows])
+        page, next_cursor = device_page(rows, limit, cursor)
+        return PushDeviceListResponse(
+            items=[PushDeviceResponse(**r) for r in page], next_cursor=next_cursor
+        )
 
 
 class PushController(Controller):

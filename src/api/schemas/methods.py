@@ -18,6 +18,7 @@ class MethodResponse(msgspec.Struct, kw_only=True):
 
 class MethodListResponse(msgspec.Struct, kw_only=True):
     items: list[MethodResponse]
+    next_cursor: str | None  # always null: every method fits one page
     primary_method: str | None
 
 

@@ -51,7 +51,7 @@ class SyncedDeviceResponse(PushDeviceResponse, kw_only=True):
 
 class PushDeviceListResponse(msgspec.Struct, kw_only=True):
     items: list[PushDeviceResponse]
-    next_cursor: str | None = None
+    next_cursor: str | None
 
 
 class PushContext(Request):
