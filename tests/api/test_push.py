@@ -607,3 +607,16 @@ def test_a_trailing_newline_in_a_device_field_is_a_validation_error(
     assert body["code"] == "validation_error"
     assert [e["field"] for e in body["errors"]] == [field]
     assert client.get("/mfa/devices/sync").json()["items"] == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_platform_is_taken_in_any_case_and_kept_in_lower_case(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """API.md sets no format for `platform`; an app that says "iOS" got a 400."""
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    synced = App("phone", url).sync(client, platform="iOS")
+    assert synced.status_code == 200, synced.text
+    assert synced.json()["platform"] == "ios"
+    assert client.get("/mfa/devices/sync").json()["items"][0]["platform"] == "ios"

@@ -115,7 +115,7 @@ class PushDeviceController(Controller):
             gone = SyncedDeviceResponse(
                 device_id=data.device_id,
                 name=data.name,
-                platform=data.platform,
+                platform=data.platform.lower(),
                 app_version=data.app_version,
                 created_at=now,
                 updated_at=now,
@@ -129,7 +129,7 @@ class PushDeviceController(Controller):
             push.PushDeviceSync(
                 data.device_id,
                 data.name,
-                data.platform,
+                data.platform.lower(),  # "iOS" and "ios" are one platform
                 data.push_token,
                 data.public_key,
                 data.app_version,

@@ -9,7 +9,10 @@ import msgspec
 
 from api.schemas.common import SHOWN_TEXT, Identifier, Name, Request
 
-Platform = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9_-]+$(?!\n)")]
+# Any case ("iOS"): stored in lower case.
+Platform = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$(?!\n)")
+]
 # No control characters in anything stored: PostgreSQL text cannot hold NUL, and a read model
 # that cannot write one row stops every read model. (`$(?!\n)`: see api.schemas.common.)
 Printable = r"^[^\x00-\x1f\x7f]*$(?!\n)"
