@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.headerregistry import HeaderRegistry
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -27,15 +31,15 @@ log = logging.getLogger("mfa.settings")
 ENVIRONMENT: dict[str, str] = {
     "MFA_DATA_DIR": "folder for the embedded database and generated development secrets",
     "MFA_DATABASE_URL": "sqlite:///path or postgresql://user@host:port/db",
-    "MFA_NATS_URL": "NATS server URL; unset disables publishing",
+    "MFA_NATS_URL": "NATS server URL (nats://, tls://, ws:// or wss://); unset disables publishing",
     "MFA_JWT_SECRET": "HS256 secret for incoming bearer tokens",
     "MFA_JWT_PUBLIC_KEY": "PEM public key for RS256/ES256 bearer tokens (instead of the secret)",
     "MFA_JWT_ISSUER": "required `iss` of incoming tokens, when set",
     "MFA_JWT_AUDIENCE": "required `aud` of incoming tokens, when set",
     "MFA_MASTER_KEY": "base64 of 32 bytes; wraps every per-user data key",
-    "MFA_WEBAUTHN_RP_ID": "WebAuthn relying party id (a domain)",
+    "MFA_WEBAUTHN_RP_ID": "WebAuthn relying party id (a bare host name such as example.com)",
     "MFA_WEBAUTHN_RP_NAME": "WebAuthn relying party display name",
-    "MFA_WEBAUTHN_ORIGINS": "comma-separated allowed WebAuthn origins",
+    "MFA_WEBAUTHN_ORIGINS": "comma-separated allowed WebAuthn origins (https://host[:port])",
     "MFA_TOTP_ISSUER": "issuer shown in authenticator apps",
     "MFA_SMTP_URL": "smtp:// or smtps:// URL for email codes",
     "MFA_EMAIL_FROM": "sender address of email codes",
@@ -130,25 +134,203 @@ def load_jwt_public_key(pem: str) -> tuple[Any, list[str]]:
     raise ConfigError("MFA_JWT_PUBLIC_KEY must be an RSA or a P-256 (ES256) public key")
 
 
+DEV_SECRETS = ("MFA_JWT_SECRET", "MFA_MASTER_KEY")
+
+
+def _damaged(path: Path, what: str) -> ConfigError:
+    """The development secrets file cannot serve: named, its contents never quoted."""
+    return ConfigError(
+        f"the development secrets file {path} {what}: restore it from a backup; delete it "
+        "only if no stored data depends on its master key (a new one is then generated)"
+    )
+
+
+def _read_generated_secrets(path: Path) -> dict[str, str]:
+    """The development secrets stored in `path`, checked: a JSON object with a non-empty
+    MFA_JWT_SECRET and a valid MFA_MASTER_KEY."""
+    try:
+        loaded = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise _damaged(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except ValueError:  # empty or cut short (a crash while it was written), not UTF-8, ...
+        raise _damaged(path, "is damaged (not valid JSON)") from None
+    if not isinstance(loaded, dict) or not all(
+        isinstance(loaded.get(name), str) and loaded[name].strip() for name in DEV_SECRETS
+    ):
+        raise _damaged(path, f"is damaged (not a JSON object with {' and '.join(DEV_SECRETS)})")
+    try:
+        _master_key(loaded["MFA_MASTER_KEY"])
+    except ConfigError:
+        raise _damaged(path, "is damaged (its MFA_MASTER_KEY is not base64 of 32 bytes)") from None
+    return {name: loaded[name] for name in DEV_SECRETS}
+
+
+def _create(path: Path, written: Path) -> bool:
+    """Put the complete file `written` in place as `path`, unless `path` exists (False)."""
+    try:
+        os.link(written, path)  # all at once: `path` never exists empty or half-written
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: create it in place instead
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(written.read_bytes())
+    return True
+
+
 def _generated_secrets(data_dir: Path) -> dict[str, str]:
     """Development secrets, generated once into the data folder."""
     path = data_dir / "dev-secrets.json"
     if path.exists():
-        loaded: dict[str, str] = json.loads(path.read_text())
-        return loaded
+        return _read_generated_secrets(path)
     data_dir.mkdir(parents=True, exist_ok=True)
     generated = {
         "MFA_JWT_SECRET": secrets.token_urlsafe(48),
         "MFA_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
+    # Written in full under a name of its own first: a crash leaves that file, not an empty
+    # or truncated dev-secrets.json.
+    written = data_dir / f".dev-secrets.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process generated them first: use theirs
-        time.sleep(0.2)
-        return _generated_secrets(data_dir)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(generated, handle)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(generated, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        created = _create(path, written)
+    finally:
+        written.unlink(missing_ok=True)
+    if not created:  # another process generated them first: use theirs
+        time.sleep(0.2)  # (one without hard links may still be writing them)
+        return _read_generated_secrets(path)
     return generated
+
+
+# A host name as DNS and browsers write it (lower case, ASCII: an international name in its
+# xn-- form), without the final dot.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+# A host a NATS client or httpx may connect to: a name (container names may hold `_`) or an
+# IP address (an IPv6 one without its brackets, as urlsplit gives it).
+_CONNECTABLE_HOST = re.compile(r"[\w.-]+|[0-9A-Fa-f:.]+(?:%\w+)?")
+# WebAuthn from an Android app: the origin is the hash of the app's signing key.
+_ANDROID_ORIGIN = re.compile(r"android:apk-key-hash:[A-Za-z0-9_+/-]+={0,2}")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...], shape: str) -> None:
+    """ConfigError naming the variable unless `url` has one of `schemes` and a host; the URL
+    is never quoted, since it may hold a password (as in commands.adapters.sms_http)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # (its message would quote the "port": an unescaped password's start)
+    except ValueError:
+        raise ConfigError(
+            f"{name} cannot be read as a URL: it must be {shape} (percent-encode any /, @, : "
+            "or # in the user name and password)"
+        ) from None
+    host = parts.hostname or ""
+    written_scheme = url.startswith(tuple(f"{scheme}://" for scheme in schemes))  # nats-py: case
+    if not written_scheme or not _CONNECTABLE_HOST.fullmatch(host) or port == 0:
+        raise ConfigError(f"{name} must be {shape}")
+
+
+def _rp_id(env: Mapping[str, str]) -> str:
+    """MFA_WEBAUTHN_RP_ID: a bare host name, which browsers then check each origin against."""
+    rp_id = env.get("MFA_WEBAUTHN_RP_ID") or "localhost"
+    if not (_HOST_NAME.fullmatch(rp_id) or _is_ip_address(rp_id)) or len(rp_id) > 253:
+        raise ConfigError(
+            "MFA_WEBAUTHN_RP_ID must be a bare host name in lower case such as example.com "
+            f"(no scheme, port or path), not {rp_id[:80]!r}"
+        )
+    if _is_ip_address(rp_id):  # a software authenticator may not mind; browsers do
+        log.warning("MFA_WEBAUTHN_RP_ID is an IP address: browsers refuse WebAuthn for one")
+    return rp_id
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _origins(env: Mapping[str, str], rp_id: str) -> tuple[str, ...]:
+    """MFA_WEBAUTHN_ORIGINS: each one compared exactly with the origin a browser reports,
+    whose host must be the RP id or a subdomain of it."""
+    text = env.get("MFA_WEBAUTHN_ORIGINS") or ""
+    origins = tuple(o.strip() for o in text.split(",") if o.strip()) or ("http://localhost:8000",)
+    for origin in origins:
+        if _ANDROID_ORIGIN.fullmatch(origin):
+            continue
+        host = _origin_host(origin)
+        if host != rp_id and not host.endswith("." + rp_id):
+            # Warned, not refused: a browser refuses such a ceremony, an authenticator that is
+            # not a browser (a test's, an app's) may not.
+            log.warning(
+                "MFA_WEBAUTHN_ORIGINS: the host of %s is neither MFA_WEBAUTHN_RP_ID (%s) nor a "
+                "subdomain of it: browsers refuse WebAuthn ceremonies from it",
+                origin,
+                rp_id,
+            )
+    return origins
+
+
+def _origin_host(origin: str) -> str:
+    """The host of an origin written as browsers report it: `scheme://host[:port]`."""
+    shape = "scheme://host[:port] without a path, such as https://example.com"
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        parts, port = urlsplit(""), None
+    if "@" in parts.netloc:
+        raise ConfigError(f"MFA_WEBAUTHN_ORIGINS: each origin must be {shape}, without a user")
+    host = parts.hostname or ""
+    named = _HOST_NAME.fullmatch(host) or _is_ip_address(host)
+    if parts.scheme not in DEFAULT_PORTS or not named or port == 0:
+        raise ConfigError(f"MFA_WEBAUTHN_ORIGINS: {origin[:80]!r} is not {shape}")
+    if parts.scheme == "http" and host != "localhost" and not host.endswith(".localhost"):
+        log.warning(
+            "MFA_WEBAUTHN_ORIGINS: %s is plain http: browsers offer WebAuthn over http only on "
+            "localhost",
+            origin[:80],
+        )
+    written = f"{parts.scheme}://{f'[{host}]' if ':' in host else host}"
+    if port is not None and port != DEFAULT_PORTS[parts.scheme]:
+        written += f":{port}"
+    if origin != written:  # a path, a query, a default port, capitals: never matched
+        raise ConfigError(
+            f"MFA_WEBAUTHN_ORIGINS: write {origin[:80]!r} as {written} "
+            "(browsers report origins in that form, and they are compared exactly)"
+        )
+    return host
+
+
+def _email_from(env: Mapping[str, str]) -> str:
+    """MFA_EMAIL_FROM: one address, `mfa@example.com` or `MFA <mfa@example.com>`."""
+    sender = env.get("MFA_EMAIL_FROM") or "mfa@localhost"
+    try:
+        header = HeaderRegistry()("From", sender)
+        addresses: tuple[Any, ...] = getattr(header, "addresses", ())
+        usable = (
+            not header.defects
+            and len(addresses) == 1
+            and bool(addresses[0].username and addresses[0].domain)
+            and not has_unsafe_characters(sender)
+        )
+    except Exception:  # the parser raises more than HeaderParseError ("x@": an IndexError)
+        usable = False
+    if not usable:
+        raise ConfigError(
+            "MFA_EMAIL_FROM must be one email address such as mfa@example.com "
+            f"(or MFA <mfa@example.com>), not {sender[:80]!r}"
+        )
+    return sender
 
 
 @dataclass(frozen=True)
@@ -211,26 +393,40 @@ class Settings:
         public_key = env.get("MFA_JWT_PUBLIC_KEY") or None
         if public_key is not None:
             load_jwt_public_key(public_key)  # refused now, not on every request
-        origins = tuple(
-            o.strip() for o in (env.get("MFA_WEBAUTHN_ORIGINS") or "").split(",") if o.strip()
-        )
+        nats_url = env.get("MFA_NATS_URL") or None
+        if nats_url is not None:
+            _check_url(
+                "MFA_NATS_URL",
+                nats_url,
+                ("nats", "tls", "ws", "wss"),
+                "one NATS server URL: nats://, tls://, ws:// or wss:// and a host name",
+            )
+        push_webhook_url = env.get("MFA_PUSH_WEBHOOK_URL") or None
+        if push_webhook_url is not None:
+            _check_url(
+                "MFA_PUSH_WEBHOOK_URL",
+                push_webhook_url,
+                ("http", "https"),
+                "an http:// or https:// URL with a host name",
+            )
+        rp_id = _rp_id(env)
         return cls(
             data_dir=data_dir,
             database_url=database_url,
             jwt_secret=env.get("MFA_JWT_SECRET") or None,
             master_key=master_key,
-            nats_url=env.get("MFA_NATS_URL") or None,
+            nats_url=nats_url,
             jwt_public_key=public_key,
             jwt_issuer=env.get("MFA_JWT_ISSUER") or None,
             jwt_audience=env.get("MFA_JWT_AUDIENCE") or None,
-            webauthn_rp_id=env.get("MFA_WEBAUTHN_RP_ID") or "localhost",
+            webauthn_rp_id=rp_id,
             webauthn_rp_name=_label(env, "MFA_WEBAUTHN_RP_NAME", "MFA service"),
-            webauthn_origins=origins or ("http://localhost:8000",),
+            webauthn_origins=_origins(env, rp_id),
             totp_issuer=_label(env, "MFA_TOTP_ISSUER", "MFA service"),
             smtp_url=env.get("MFA_SMTP_URL") or None,
-            email_from=env.get("MFA_EMAIL_FROM") or "mfa@localhost",
+            email_from=_email_from(env),
             sms_webhook_url=env.get("MFA_SMS_WEBHOOK_URL") or None,
-            push_webhook_url=env.get("MFA_PUSH_WEBHOOK_URL") or None,
+            push_webhook_url=push_webhook_url,
             projections_in_process=_choice(
                 env, "MFA_PROJECTIONS", ("inprocess", "worker"), "inprocess"
             )

@@ -55,6 +55,11 @@ CASES = {
     "log level": ({"MFA_LOG_LEVEL": "verbose"}, "MFA_LOG_LEVEL"),
     "smtp url": ({"MFA_SMTP_URL": "ftp://x"}, "MFA_SMTP_URL"),
     "public key": ({"MFA_JWT_SECRET": "", "MFA_JWT_PUBLIC_KEY": "garbage"}, "MFA_JWT_PUBLIC_KEY"),
+    "nats url": ({"MFA_NATS_URL": "garbage"}, "MFA_NATS_URL"),
+    "push webhook url": ({"MFA_PUSH_WEBHOOK_URL": "garbage"}, "MFA_PUSH_WEBHOOK_URL"),
+    "webauthn origin": ({"MFA_WEBAUTHN_ORIGINS": "localhost:8000"}, "MFA_WEBAUTHN_ORIGINS"),
+    "webauthn rp id": ({"MFA_WEBAUTHN_RP_ID": "https://example.com/x"}, "MFA_WEBAUTHN_RP_ID"),
+    "email from": ({"MFA_EMAIL_FROM": "not an address"}, "MFA_EMAIL_FROM"),
     "no database": (
         {"MFA_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/mfa"},
         "cannot open the database",
@@ -72,6 +77,33 @@ def test_a_bad_configuration_is_one_line_naming_it_and_exit_1(
     assert "Traceback" not in done.stderr, done.stderr
     [error] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert named in error, done.stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",  # a crash between creating the file and writing it
+        "{}",  # was a KeyError: a traceback on every command
+        '{"MFA_JWT_SECRET": "Hunter2-secret", "MFA_MASTER_KEY": "SHVudGVyMg=="}',
+    ],
+    ids=["empty", "no keys", "bad master key"],
+)
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"], ["audit", "export"]])
+def test_a_damaged_development_secrets_file_is_one_line_naming_it_and_exit_1(
+    tmp_path: Path, command: list[str], content: str
+) -> None:
+    path = tmp_path / "var" / "dev-secrets.json"
+    path.parent.mkdir()
+    path.write_text(content)
+    done = run(tmp_path, *command, MFA_JWT_SECRET="", MFA_MASTER_KEY="")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert str(path) in error, done.stderr
+    assert "delete it only if no stored data depends on its master key" in error
+    assert "Hunter2" not in done.stderr
+    assert "SHVudGVyMg" not in done.stderr
+    assert path.read_text() == content
 
 
 @pytest.mark.parametrize(
@@ -102,6 +134,9 @@ def test_a_database_url_libpq_cannot_read_is_named_without_its_password(
         ("MFA_SMS_WEBHOOK_URL", "https://AC123:Hunter2+Top/Secret==@sms.example/send"),
         ("MFA_SMS_WEBHOOK_URL", "https://Hunter2@sms.example:99999999/send"),
         ("MFA_SMTP_URL", "smtp://mailer:Hunter2[Top@mail.example"),
+        ("MFA_NATS_URL", "nats://mfa:Hunter2/Top@nats.example:4222"),
+        ("MFA_NATS_URL", "mfa:Hunter2@nats.example:4222"),  # no scheme: "mfa" would be one
+        ("MFA_PUSH_WEBHOOK_URL", "https://gw:Hunter2+Top/Secret==@push.example/send"),
     ],
 )
 def test_a_provider_url_urllib_cannot_split_is_named_without_its_password(
@@ -174,6 +209,30 @@ def test_mfa_log_level_holds_for_the_server(tmp_path: Path) -> None:
     lines = log.read_text().splitlines()
     assert any("WARNING" in line for line in lines), lines  # the log works...
     assert not [line for line in lines if " INFO " in line]  # ... and INFO stays out
+
+
+def test_the_server_says_where_it_listens_and_only_the_api_warns_about_delivery(
+    tmp_path: Path,
+) -> None:
+    """uvicorn's banner is off (its log level is `warning`): after `make run` nothing said
+    the API was up. And the audit and projections commands, which send nothing, warned that
+    codes would be written to the log."""
+    env = {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": "",
+        "MFA_JWT_SECRET": "fault-test-secret-" + "f" * 32,
+        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "MFA_LOG_LEVEL": "info",
+    }
+    log = tmp_path / "serve.log"
+    service = Service(env, log).start()
+    service.stop()
+    text = log.read_text()
+    assert f"the API listens on http://127.0.0.1:{service.port}" in text, text
+    assert "codes are written to the log" in text
+    exported = run(tmp_path, "audit", "export", **env)
+    assert exported.returncode == 0, exported.stderr
+    assert "codes are written to the log" not in exported.stderr
 
 
 def test_the_database_going_away_during_a_rebuild_is_one_line_and_changes_nothing(
