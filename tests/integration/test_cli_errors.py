@@ -189,16 +189,21 @@ def _pem() -> str:
     ).decode()
 
 
-def test_mfa_log_level_holds_for_the_server(tmp_path: Path) -> None:
-    """Litestar's default logging set the root logger to INFO again after the service had
-    set it from MFA_LOG_LEVEL."""
-    env = {
+def _served(tmp_path: Path, log_level: str) -> dict[str, str]:
+    """The environment of an `mfa serve` on SQLite, logging at `log_level`."""
+    return {
         "MFA_DATA_DIR": str(tmp_path / "var"),
         "MFA_DATABASE_URL": "",
         "MFA_JWT_SECRET": "fault-test-secret-" + "f" * 32,
         "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "MFA_LOG_LEVEL": "warning",
+        "MFA_LOG_LEVEL": log_level,
     }
+
+
+def test_mfa_log_level_holds_for_the_server(tmp_path: Path) -> None:
+    """Litestar's default logging set the root logger to INFO again after the service had
+    set it from MFA_LOG_LEVEL."""
+    env = _served(tmp_path, "warning")
     log = tmp_path / "serve.log"
     service = Service(env, log).start()
     try:
@@ -217,13 +222,7 @@ def test_the_server_says_where_it_listens_and_only_the_api_warns_about_delivery(
     """uvicorn's banner is off (its log level is `warning`): after `make run` nothing said
     the API was up. And the audit and projections commands, which send nothing, warned that
     codes would be written to the log."""
-    env = {
-        "MFA_DATA_DIR": str(tmp_path / "var"),
-        "MFA_DATABASE_URL": "",
-        "MFA_JWT_SECRET": "fault-test-secret-" + "f" * 32,
-        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "MFA_LOG_LEVEL": "info",
-    }
+    env = _served(tmp_path, "info")
     log = tmp_path / "serve.log"
     service = Service(env, log).start()
     service.stop()
