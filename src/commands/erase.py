@@ -16,21 +16,28 @@ from commands.app import (
     forget_cached,
     get_aggregate,
 )
+from commands.config import load_config
 from commands.push import withdraw_pushes
+from domain.config import ChangedBy
 from domain.errors import NotEnrolledError, NotFoundError
 from domain.push_challenge import WITHDRAWN_AT_RESET
 from domain.user_mfa import UserMfa
 
 
-def reset_user(services: Services, user_id: str, actor: str, reason: str) -> Outcome[list[str]]:
+def reset_user(services: Services, user_id: str, by: ChangedBy, reason: str) -> Outcome[list[str]]:
     """An admin removes every factor of a user (recorded with actor and reason); pushes still
-    pending are withdrawn in the same append, so none can be approved after the reset."""
+    pending are withdrawn in the same append, so none can be approved after the reset. The
+    configuration records it too, in the same append, for the config audit log: by the
+    user's aggregate id, so that an erasure of the user leaves no user id there."""
     extra: list[Any] = []
 
     def decide(mfa: UserMfa, now: datetime) -> list[str]:
         pending = [r.challenge_id for r in mfa.push_requests if r.is_pending(now)]
-        methods = mfa.reset_all(actor, reason, now)
+        methods = mfa.reset_all(by.actor, reason, now)
         withdraw_pushes(services, pending, WITHDRAWN_AT_RESET, now, extra)
+        config = load_config(services)
+        config.record_user_reset(str(mfa.id), methods, by, now)
+        extra.append(config)
         return methods
 
     return execute(

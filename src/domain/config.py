@@ -33,6 +33,7 @@ RISK_POLICY = "risk_policy"
 LEVEL_POLICY = "level_policy"
 ALLOWLIST_ENTRY = "ip_allowlist_entry"
 GLOBAL = "global"
+USER = "user"  # an admin's reset of a user, recorded here for the config audit log
 
 
 @dataclass(frozen=True)
@@ -306,3 +307,30 @@ class MfaConfig(Aggregate):
 
         def apply(self, aggregate: MfaConfig) -> None:
             aggregate.allowlist.pop(self.entry_id, None)
+
+    # ---------------------------------------------------------------- admin resets
+
+    def record_user_reset(
+        self, aggregate_id: str, methods: list[str], by: ChangedBy, at: datetime
+    ) -> None:
+        """Record, for the config audit log, that an admin reset a user (saved with the reset
+        itself). The user is named by their aggregate id, a keyed hash: the user id and the
+        reason stay in the user's own events, which an erasure shreds."""
+        self.trigger_event(
+            self.UserResetRecorded,
+            aggregate_id=aggregate_id,
+            methods=list(methods),
+            actor=by.actor,
+            request_id=by.request_id,
+            timestamp=at,
+        )
+
+    class UserResetRecorded(Event):
+        TOPIC = "mfa.config.user_reset_recorded.v1"
+        aggregate_id: str
+        methods: list[str]
+        actor: str
+        request_id: str
+
+        def apply(self, aggregate: MfaConfig) -> None:
+            """Nothing in the configuration changes."""

@@ -12,9 +12,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from domain.config import ALLOWLIST_ENTRY, GLOBAL, LEVEL_POLICY, RISK_POLICY, MfaConfig
+from domain.config import ALLOWLIST_ENTRY, GLOBAL, LEVEL_POLICY, RISK_POLICY, USER, MfaConfig
+from domain.erasure import UserErased
 from infra.sql import Cursor
-from projections.base import InvalidCursorError, decode_cursor, encode_cursor, utc_time
+from projections.base import (
+    InvalidCursorError,
+    decode_cursor,
+    encode_cursor,
+    user_of,
+    utc_time,
+)
 from projections.public_events import event_id
 
 DDL = (
@@ -47,7 +54,10 @@ _ENTRIES: dict[type[Any], tuple[str, str, Callable[[Any], str]]] = {
         lambda e: e.entry_id,
     ),
 }
-RESOURCE_TYPES = (RISK_POLICY, LEVEL_POLICY, ALLOWLIST_ENTRY)
+RESOURCE_TYPES = (RISK_POLICY, LEVEL_POLICY, ALLOWLIST_ENTRY, USER)
+# The resource id of an admin reset once the user has been erased (or was, when a rebuild
+# reads the reset): the user id goes with the user.
+ERASED_USER = "urn:mfa:erased-user"
 
 
 def utc_text(value: datetime) -> str:
@@ -71,10 +81,41 @@ class ConfigAuditLogProjection:
         cur.execute(DDL)
 
     def process(self, cur: Cursor, event: Any) -> None:
+        if type(event) is MfaConfig.UserResetRecorded:
+            self._record_reset(cur, event)
+            return
+        if type(event) is UserErased:
+            # The reset rows name the aggregate in `before` (the users model has forgotten the
+            # user id by now): compact JSON with sorted keys, so the text is known.
+            cur.execute(
+                "UPDATE mfa_config_audit_log SET resource_id = %s "
+                "WHERE resource_type = %s AND before_json LIKE %s",
+                (ERASED_USER, USER, f'%"aggregate_id":"{event.originator_id}"%'),
+            )
+            return
         entry = _ENTRIES.get(type(event))
         if entry is None:
             return
         action, resource_type, resource_id = entry
+        self._insert(cur, event, action, resource_type, resource_id(event))
+
+    def _record_reset(self, cur: Cursor, event: Any) -> None:
+        """An admin's reset of a user: the user id while the user is known; `before` holds the
+        methods the reset removed and the user's aggregate id (see the erasure above)."""
+        user_id = user_of(cur, event.aggregate_id) or ERASED_USER
+        before = {"aggregate_id": event.aggregate_id, "methods": list(event.methods)}
+        self._insert(cur, event, "user.reset", USER, user_id, before, {"methods": []})
+
+    @staticmethod
+    def _insert(
+        cur: Cursor,
+        event: Any,
+        action: str,
+        resource_type: str,
+        resource_id: str,
+        before: Any = None,
+        after: Any = None,
+    ) -> None:
         cur.execute(
             "INSERT INTO mfa_config_audit_log "
             f"({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
@@ -86,9 +127,9 @@ class ConfigAuditLogProjection:
                 event.actor,
                 action,
                 resource_type,
-                resource_id(event),
-                _json(getattr(event, "before", None)),
-                _json(getattr(event, "after", None)),
+                resource_id,
+                _json(before if before is not None else getattr(event, "before", None)),
+                _json(after if after is not None else getattr(event, "after", None)),
                 event.request_id,
             ),
         )

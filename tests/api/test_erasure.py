@@ -423,3 +423,35 @@ def test_an_admin_reset_takes_its_reason_from_a_json_body_too(server: LiveServer
     enrol(server.client(other), server)
     unknown = admin.request("DELETE", f"/admin/mfa/reset/{other}", json={"why": "x"})
     assert unknown.status_code == 400
+
+
+def test_an_admin_reset_is_in_the_config_audit_log_and_leaves_no_user_id_after_erasure(
+    server: LiveServer,
+) -> None:
+    """API.md: the reset is "(audited)", and the admin's `sub` is the actor recorded in the
+    config audit log. An erasure of the user then leaves the fact and the admin, not the id."""
+    user = new_user()
+    enrol(server.client(user), server)
+    admin = server.client("helpdesk-7", "mfa:admin")
+    assert admin.delete(f"/admin/mfa/reset/{user}", params={"reason": "lost phone"}).is_success
+    logs = admin.get("/admin/mfa/config-audit-logs", params={"resource_type": "user"}).json()
+    [entry] = [e for e in logs["items"] if e["resource_id"] == user]
+    assert (entry["actor"], entry["action"], entry["resource_type"]) == (
+        "helpdesk-7",
+        "user.reset",
+        "user",
+    )
+    assert entry["before"]["methods"] == ["totp"]
+    assert entry["after"] == {"methods": []}
+    assert "lost phone" not in str(logs)  # the reason stays in the user's own events
+
+    internal = server.client("svc", "mfa:internal")
+    assert internal.post("/internal/mfa/erase", json={"user_id": user}).status_code == 200
+    logs = admin.get("/admin/mfa/config-audit-logs", params={"resource_type": "user"}).json()
+    [after] = [e for e in logs["items"] if e["id"] == entry["id"]]
+    assert after["resource_id"] == "urn:mfa:erased-user"
+    assert after["actor"] == "helpdesk-7"
+    assert user not in str(logs)
+    app = server.runtime.services.app
+    report = rebuild_projection(app, server.runtime.read_models, "config_audit_log", compare=True)
+    assert report.matched_live is True

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, delete, post
+from litestar import Request as HttpRequest
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 
 from api.auth import Principal, admin_only, internal_only
+from api.controllers.config import changed_by
 from api.deps import OptionalBody, Runtime, UserIdPath, problems, written
 from api.schemas.common import Request, UserId
 from commands.erase import erase_user, reset_user
@@ -56,6 +58,7 @@ class AdminResetController(Controller):
     )
     def reset(
         self,
+        request: HttpRequest[Any, Any, Any],
         user_id: UserIdPath,
         user: NamedDependency[Principal],
         runtime: NamedDependency[Runtime],
@@ -65,7 +68,7 @@ class AdminResetController(Controller):
         """Remove every factor of a user; the admin and the reason (if given, in the query or
         the body) are recorded. A user with no MFA state at all is 404."""
         given = reason or (data.reason if data else "")
-        outcome = reset_user(runtime.services, user_id, user.sub, given)
+        outcome = reset_user(runtime.services, user_id, changed_by(request, user, runtime), given)
         body = ResetResponse(user_id=user_id, reset=True, removed_methods=outcome.value)
         return written(body, outcome)
 
