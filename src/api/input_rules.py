@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import NotFoundException, SerializationException, ValidationException
 from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
@@ -37,7 +37,11 @@ async def refuse_unread_body(request: Request[Any, Any, Any]) -> None:
     every device instead of the one named. An empty body, `{}` and `null` pass."""
     if request.route_handler.parsed_data_field is not None or not await request.body():
         return
-    value = await request.json()  # (415 for a form or text body, 400 for broken JSON)
+    try:
+        value = await request.json()  # (415 for a form or text body)
+    except SerializationException:  # broken JSON: in a hook, not turned into a 400 for us
+        extra = [{"key": "data", "message": "not valid JSON", "source": "body"}]
+        raise ValidationException(detail="data: not valid JSON", extra=extra) from None
     if value not in ({}, None):
         names = sorted(value) if isinstance(value, dict) else []
         key = names[0] if names else "data"

@@ -305,3 +305,15 @@ def test_revoking_all_refuses_a_body_naming_one_device(server: LiveServer) -> No
     assert as_text.status_code == 415
     assert check(client, keep["device_token"]).json()["trusted"] is True
     assert client.request("DELETE", BASE, json={}).json() == {"revoked": 2}
+
+
+@pytest.mark.parametrize("body", [b"{", b"  ", b"\xff\xfe", b"NaN", b"1" * 5000])
+def test_a_delete_with_a_broken_json_body_is_a_400(server: LiveServer, body: bytes) -> None:
+    """The input hook reads a DELETE's body: broken JSON raised there was a 500."""
+    client = server.client(new_user())
+    remember(client, name="laptop")
+    headers = {"Content-Type": "application/json"}
+    refused = client.request("DELETE", BASE, content=body, headers=headers)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "validation_error"
+    assert len(client.get(BASE).json()["items"]) == 1
