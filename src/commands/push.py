@@ -259,7 +259,13 @@ def respond(
         extra.append(challenge)
         device = mfa.push_devices.get(device_id)
         verb = "approve" if approve else "deny"
-        valid = device is not None and signature_valid(device, challenge_id, verb, signature)
+        # A device synced after the push was sent is not the one it was sent to, whatever its
+        # id: one removed and synced again (another key) must not answer a push begun before.
+        valid = (
+            device is not None
+            and device.created_at <= challenge.created_on
+            and signature_valid(device, challenge_id, verb, signature)
+        )
         try:
             if approve:
                 challenge.approve(device_id, number, valid, now)

@@ -620,3 +620,26 @@ def test_a_platform_is_taken_in_any_case_and_kept_in_lower_case(
     assert synced.status_code == 200, synced.text
     assert synced.json()["platform"] == "ios"
     assert client.get("/mfa/devices/sync").json()["items"][0]["platform"] == "ios"
+
+
+def test_a_removed_device_synced_again_cannot_answer_a_push_also_sent_to_another(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """The push stays pending for the device that remains; the one removed and synced again
+    under its old id, with another key, is not a device it was sent to."""
+    url, _ = push_endpoint
+    client, phone = with_app(push_server, url)
+    tablet = App("tablet", url)
+    assert tablet.sync(client).status_code == 200
+    pending = client.post("/mfa/push/challenge").json()
+    push_server.clock.advance(1)
+    assert phone.sync(client, revoke=True).json()["revoked"] is True
+    newcomer = App(phone.device_id, url)
+    assert newcomer.sync(client).status_code == 200
+
+    late = newcomer.approve(client, pending["challenge_id"], pending["number"])
+    assert late.status_code == 403, late.text
+    assert client.get(f"/mfa/push/challenge/{pending['challenge_id']}").json()["status"] == (
+        "pending"
+    )
+    assert tablet.approve(client, pending["challenge_id"], pending["number"]).status_code == 200
