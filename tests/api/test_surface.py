@@ -187,6 +187,12 @@ DECEPTIVE_NAMES = [
     " ",  # nothing visible
     "\u3000\u00a0",
     "\tphone",
+    "\u2060",  # a word joiner alone
+    "\u200d",  # a zero-width joiner alone
+    "\u3164",  # the Hangul filler
+    "\u2800",  # the braille blank
+    "\u00ad",  # a soft hyphen
+    "\u061cphone",  # the Arabic letter mark (bidi)
 ]
 SHOWN_NAMES = ["phone", " my phone", "José's 📱", "\U0001f468\u200d\U0001f469\u200d\U0001f467"]
 

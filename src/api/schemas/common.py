@@ -15,10 +15,15 @@ import msgspec
 
 # What a name shown in device lists may not hold: control characters (C0, DEL, C1), the
 # zero-width space and byte-order mark, the bidi marks, overrides and isolates that can make
-# "\u202egpj.exe" display as "exe.jpg", and line or paragraph separators. Joiners stay
-# (emoji sequences and several scripts need them). A name needs one visible character; the
-# two classes at its start do not overlap, so a match takes linear time.
-_UNSHOWN = r"\x00-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff"
+# "\u202egpj.exe" display as "exe.jpg", and line or paragraph separators. Joiners and other
+# invisible characters may stand in a name (emoji sequences and several scripts need them),
+# but not make one up: a name needs one visible character. The classes before that one do
+# not overlap it, so a match takes linear time.
+_UNSHOWN = r"\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff"
+_INVISIBLE = (
+    r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180e\u200c\u200d\u2060-\u2064"
+    r"\u2800\u3164\uffa0\ufff9-\ufffb"
+)
 UNSHOWN = re.compile(f"[{_UNSHOWN}]")
 # Text shown to a user (a push prompt's login context): none of the above, may be empty.
 SHOWN_TEXT = rf"^[^{_UNSHOWN}]*$(?!\n)"
@@ -27,7 +32,9 @@ Name = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=64,
-        pattern=rf"^[^\S{_UNSHOWN}]*[^\s{_UNSHOWN}][^{_UNSHOWN}]*$(?!\n)",
+        pattern=(
+            rf"^(?:[^\S{_UNSHOWN}]|[{_INVISIBLE}])*[^\s{_UNSHOWN}{_INVISIBLE}][^{_UNSHOWN}]*$(?!\n)"
+        ),
     ),
 ]
 OtpCode = Annotated[str, msgspec.Meta(min_length=6, max_length=8, pattern=r"^[0-9]+$(?!\n)")]
