@@ -81,9 +81,15 @@ class AllowlistEntry:
         return self.expires_at is None or at < self.expires_at
 
     def contains(self, address: IpAddress, at: datetime) -> bool:
-        """The address is inside this entry's network and the entry has not expired."""
+        """The address is inside this entry's network and the entry has not expired. An entry
+        broader than MIN_PREFIX, stored before that limit, matches nothing."""
         network = self.network()
-        return self.is_active(at) and address.version == network.version and address in network
+        return (
+            self.is_active(at)
+            and address.version == network.version
+            and network.prefixlen >= MIN_PREFIX[network.version]
+            and address in network
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape stored in events and shown in the audit log."""

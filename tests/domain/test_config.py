@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from eventsourcing.application import project_aggregate
 
-from domain.allowlist import parse_ip, parse_network
+from domain.allowlist import AllowlistEntry, parse_ip, parse_network
 from domain.config import CONFIG_ID, ChangedBy, MfaConfig
 from domain.errors import ConflictError, NotFoundError
 from domain.risk import (
@@ -237,3 +237,18 @@ def test_the_configuration_is_rebuilt_identically_from_its_events() -> None:
     assert rebuilt.risk_policy_in_force() == config.risk_policy_in_force()
     assert rebuilt.level_policies_in_force() == config.level_policies_in_force()
     assert rebuilt.allowlist_entries() == config.allowlist_entries()
+
+
+def test_an_entry_stored_before_the_limit_that_allowlists_the_internet_matches_nothing() -> None:
+    config = fresh()
+    broad = AllowlistEntry("e1", "0.0.0.0/0", "old", None, ADMIN.actor, T0, ADMIN.actor, T0)
+    config.trigger_event(
+        MfaConfig.AllowlistEntryAdded,
+        entry_id="e1",
+        actor=ADMIN.actor,
+        request_id=ADMIN.request_id,
+        after=broad.as_dict(),
+        timestamp=T0,
+    )
+    assert config.allowlist_entry("e1").cidr == "0.0.0.0/0"  # listed, so it can be removed
+    assert config.allowlisted(ip_address("198.51.100.7"), T0) is None
