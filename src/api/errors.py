@@ -146,6 +146,10 @@ def validation_error_handler(_: Request[Any, Any, Any], exc: ValidationException
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
             fields.append({"field": item.get("key"), "message": item.get("message")})
+    # When a query parameter fails, Litestar also reports an optional body it did not get to
+    # as a KeyError's text ("'data'"): not an error of the request.
+    reported = [f for f in fields if f["message"] != f"'{f['field']}'"]
+    fields = reported or fields
     detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields if f["field"]) or (
         exc.detail or "invalid request"
     )
@@ -229,5 +233,7 @@ async def html_not_found_as_problem(response: Response[Any]) -> Response[Any]:
     (`/schema/nothing`, `/schema/scalar`) with an HTML 404 of its own, the one answer of the
     service that was not a problem. A coroutine, so it runs in the event loop."""
     if response.status_code == 404 and response.media_type == MediaType.HTML:
-        return problem(404, "not_found", "not found")
+        answer = problem(404, "not_found", "not found")
+        answer.headers.pop("Cache-Control", None)  # the app's own setting adds it here
+        return answer
     return response

@@ -258,5 +258,6 @@ def test_an_unknown_page_under_the_openapi_path_is_a_problem_too(server: LiveSer
         assert response.status_code == 404, path
         assert response.headers["content-type"].startswith("application/problem+json"), path
         assert response.json()["code"] == "not_found"
+        assert response.headers.get_list("cache-control") == ["no-store"]
     assert httpx.get(server.url + "/schema").status_code == 200
     assert httpx.get(server.url + "/demo").headers["content-type"].startswith("text/html")
