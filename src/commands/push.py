@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -174,7 +175,13 @@ def open_push_challenge(
         context=context,
         expires_at=expires_at,
         at=now,
+        device_keys={d.device_id: key_fingerprint(d) for d in mfa.push_devices.values()},
     )
+
+
+def key_fingerprint(device: PushDevice) -> str:
+    """What a push challenge keeps of each device's key (SHA-256 of its base64url text)."""
+    return hashlib.sha256(device.public_key.encode()).hexdigest()
 
 
 def deliver(services: Services, mfa: UserMfa, challenge: PushChallenge) -> None:
@@ -259,11 +266,11 @@ def respond(
         extra.append(challenge)
         device = mfa.push_devices.get(device_id)
         verb = "approve" if approve else "deny"
-        # A device synced after the push was sent is not the one it was sent to, whatever its
-        # id: one removed and synced again (another key) must not answer a push begun before.
+        # Only the key the push was sent to may answer it: a device removed and synced again
+        # under its id, or given another key since, must not answer a push begun before.
         valid = (
             device is not None
-            and device.created_at <= challenge.created_on
+            and challenge.was_sent_to(device_id, key_fingerprint(device))
             and signature_valid(device, challenge_id, verb, signature)
         )
         try:

@@ -43,6 +43,9 @@ class PushChallenge(Aggregate):
         device_ids: list[str]
         context: dict[str, str]
         expires_at: datetime
+        # device id -> fingerprint of the key it had when the push was sent (absent in the
+        # events of pushes opened before it was recorded)
+        device_keys: dict[str, str]
 
     class Snapshot(AggregateSnapshot):
         TOPIC = "mfa.push_challenge.snapshot.v1"
@@ -55,11 +58,13 @@ class PushChallenge(Aggregate):
         device_ids: list[str],
         context: dict[str, str],
         expires_at: datetime,
+        device_keys: dict[str, str] | None = None,
     ) -> None:
         self.key_owner = key_owner
         self.user_id = user_id
         self.number = number
         self.device_ids = list(device_ids)
+        self.device_keys = dict(device_keys or {})
         self.context = dict(context)
         self.expires_at = expires_at
         self.status = PENDING
@@ -80,6 +85,7 @@ class PushChallenge(Aggregate):
         context: dict[str, str],
         expires_at: datetime,
         at: datetime,
+        device_keys: dict[str, str] | None = None,
     ) -> PushChallenge:
         return cls._create(
             cls.Created,
@@ -90,8 +96,18 @@ class PushChallenge(Aggregate):
             device_ids=device_ids,
             context=context,
             expires_at=expires_at,
+            device_keys=dict(device_keys or {}),
             timestamp=at,
         )
+
+    def was_sent_to(self, device_id: str, key_fingerprint: str) -> bool:
+        """Whether the push went to this device with this key: a device removed and synced
+        again under its id, or given another key since, is not the one it was sent to. (A
+        push opened before keys were recorded knows only the ids.)"""
+        keys: dict[str, str] = getattr(self, "device_keys", {})  # (older snapshots)
+        if device_id not in self.device_ids:
+            return False
+        return not keys or keys.get(device_id) == key_fingerprint
 
     def status_at(self, at: datetime) -> str:
         """pending, approved, denied — or expired once a pending push outlives its 2 minutes."""

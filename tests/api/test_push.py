@@ -643,3 +643,21 @@ def test_a_removed_device_synced_again_cannot_answer_a_push_also_sent_to_another
         "pending"
     )
     assert tablet.approve(client, pending["challenge_id"], pending["number"]).status_code == 200
+
+
+def test_a_key_given_to_a_device_after_a_push_was_sent_cannot_answer_it(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A sync under an existing device id with another key (no removal, any clocks) does not
+    make the new key one the push was sent to."""
+    url, _ = push_endpoint
+    client, phone = with_app(push_server, url)
+    tablet = App("tablet", url)
+    assert tablet.sync(client).status_code == 200
+    pending = client.post("/mfa/push/challenge").json()
+    rogue = App(phone.device_id, url)  # the same id, another key, not removed first
+    assert rogue.sync(client).json()["created"] is False
+
+    late = rogue.approve(client, pending["challenge_id"], pending["number"])
+    assert late.status_code == 403, late.text
+    assert tablet.approve(client, pending["challenge_id"], pending["number"]).status_code == 200
