@@ -90,6 +90,7 @@ def build_runtime(
         read_models = ReadModels(db, default_projections(relay=settings.nats_url is not None))
         epochs = SqlUserEpochs(db, derive_key(settings.master_key, "user-epochs"))
         decoys = SqlDecoyLockouts(db, derive_key(settings.master_key, "decoy-locks"))
+    development = not settings.sms_webhook_url and not settings.smtp_url
     services = Services(
         app=app,
         clock=clock or SystemClock(),
@@ -107,12 +108,15 @@ def build_runtime(
         push_sender=HttpPushSender(
             settings.push_webhook_url, allow_private=settings.push_allow_private
         ),
+        # API.md: with neither provider configured, messages go to the log (development).
+        # With one configured this is a deployment: the other channel's codes go nowhere
+        # (the channel answers 409), never to a log that operators read.
         sms_sender=HttpSmsSender(settings.sms_webhook_url)
         if settings.sms_webhook_url
-        else LogSender(),
+        else (LogSender() if development else None),
         email_sender=SmtpEmailSender(settings.smtp_url, settings.email_from)
         if settings.smtp_url
-        else LogSender(),
+        else (LogSender() if development else None),
     )
     if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < MIN_HS256_BYTES:
         # Refusing it would stop deployments that work today; RFC 7518 §3.2 asks for 32 bytes.
@@ -167,11 +171,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # Only the API sends codes: the worker and the audit and projections commands send none.
     providers = {"MFA_SMS_WEBHOOK_URL": settings.sms_webhook_url, "MFA_SMTP_URL": settings.smtp_url}
     unset = [name for name, value in providers.items() if not value]
-    if unset:
+    if len(unset) == len(providers):
         log.warning(
-            "%s unset: those codes are written to the log, not sent (development only)",
+            "%s unset: SMS and email codes are written to the log, not sent (development only)",
             " and ".join(unset),
         )
+    elif unset:
+        log.warning("%s unset: that channel's codes are not offered (409)", unset[0])
     # A handler holds one event-store connection at a time. More threads than that do not
     # add throughput, only contention for the GIL: 20 threads gave 17 % fewer validates than
     # 12 at concurrency 32 (bench/README.md).

@@ -32,7 +32,7 @@ from commands.app import Outcome, Services, StoreUnavailableError, execute
 from commands.ports import DeliveryError, Random
 from domain.challenge import Assurance, MfaChallenge, assurance
 from domain.delivery_throttle import DeliveryThrottle, delivery_throttle_id
-from domain.errors import DeliveryFailedError, DomainError, NotEnrolledError
+from domain.errors import ConflictError, DeliveryFailedError, DomainError, NotEnrolledError
 from domain.oob_codes import (
     CHALLENGE,
     EMAIL,
@@ -239,7 +239,10 @@ def _send(
     create: bool = False,
 ) -> tuple[Outcome[R], OobCode, str]:
     """Issue a code (with the destination's throttle, atomically), then deliver it. With a
-    `destination` it is an enrolment's code; otherwise it goes to the verified one."""
+    `destination` it is an enrolment's code; otherwise it goes to the verified one. A channel
+    with no sender (its provider unset while the other's is set) issues nothing."""
+    if (services.sms_sender if method == SMS else services.email_sender) is None:
+        raise ConflictError(f"{method} codes are not offered: no {method} provider is configured")
     enrolment = destination is not None
     digits, new = _new_code(services)
     throttles: list[Any] = []

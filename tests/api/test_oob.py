@@ -664,3 +664,25 @@ def test_sms_can_be_the_primary_method(server: LiveServer, sms: SmsProvider) -> 
     assert (status["primary_method"], status["primary_credential_id"]) == ("sms", "sms")
     assert client.delete("/mfa/methods/sms").status_code == 200
     assert client.get(f"/mfa/status/{user}").json()["primary_method"] is None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_with_one_provider_configured_the_other_channel_is_not_offered_and_logs_no_code(
+    tmp_path: Path,
+    database_url: str,
+    start_server: Callable[..., LiveServer],
+    smtp: SmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each channel fell back to the development log on its own: with only SMTP configured,
+    SMS codes went to the production log, where anyone reading it could enrol or step up."""
+    server = start_server(
+        make_settings(tmp_path, database_url, MFA_SMTP_URL=smtp.url, MFA_EMAIL_FROM="m@x.org")
+    )
+    client = server.client(new_user())
+    with caplog.at_level(logging.DEBUG):
+        refused = client.put("/mfa/sms/enroll", json={"phone_number": PHONE})
+    problem(refused, 409, "conflict")
+    assert not [r for r in caplog.records if r.name.startswith("mfa.delivery")]
+    assert client.put("/mfa/email/enroll", json={"email": "someone@example.org"}).status_code == 202
+    assert client.post("/mfa/challenge", json={"method": "sms"}).status_code == 409
