@@ -661,3 +661,17 @@ def test_a_key_given_to_a_device_after_a_push_was_sent_cannot_answer_it(
     late = rogue.approve(client, pending["challenge_id"], pending["number"])
     assert late.status_code == 403, late.text
     assert tablet.approve(client, pending["challenge_id"], pending["number"]).status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("reserved", ["sms", "email", "backup_code", "totp"])
+def test_a_device_cannot_take_a_methods_name_as_its_id(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]], reserved: str
+) -> None:
+    """`sms` and `email` name those credentials for the primary method: a push device under
+    such an id made `POST /mfa/credentials/sms/primary` pick the push device."""
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    refused = App(reserved, url).sync(client)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["errors"][0]["field"] == "device_id"

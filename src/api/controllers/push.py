@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
 from litestar.params import JSONBody, PathParameter
 
 from api.auth import Principal, admin_only, authenticated, internal_only
@@ -38,6 +39,7 @@ from api.schemas.push import (
 )
 from commands import push
 from domain.push_challenge import PushChallenge
+from domain.user_mfa import KNOWN_METHODS
 from projections.base import InvalidCursorError, decode_cursor, encode_cursor, iso, utc_time
 from projections.push import list_push_challenges, list_push_devices, push_stats
 
@@ -109,6 +111,12 @@ class PushDeviceController(Controller):
         runtime: NamedDependency[Runtime],
     ) -> Response[SyncedDeviceResponse]:
         """Register or update an app (a new key rotates it); `revoke: true` removes it."""
+        if data.device_id in KNOWN_METHODS:
+            # `sms`, `email` and `backup_code` name those methods' credentials (the primary
+            # one, `/mfa/credentials/{id}/primary`): a device under such an id took them over.
+            message = "a method's name cannot be a device id"
+            extra = [{"key": "device_id", "message": message, "source": "body"}]
+            raise ValidationException(detail=f"device_id: {message}", extra=extra)
         if data.revoke:
             outcome = push.revoke_device(runtime.services, user.sub, data.device_id)
             now = runtime.services.clock.now()
