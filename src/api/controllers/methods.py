@@ -22,7 +22,7 @@ from api.schemas.methods import (
 from commands import methods
 from commands.app import Services, load_user
 from domain.errors import NotFoundError
-from domain.user_mfa import KNOWN_METHODS, method_summaries
+from domain.user_mfa import KNOWN_METHODS, UserMfa, method_summaries
 from domain.webauthn import MAX_CREDENTIAL_ID_CHARS
 from projections.base import utc_time
 
@@ -43,7 +43,10 @@ def method_details(details: dict[str, Any]) -> dict[str, Any]:
 def method_list(services: Services, user_id: str) -> MethodListResponse:
     """Every method with its state, from the aggregate (user-scoped decisions read it).
     One short page: every method the service knows, so `next_cursor` is always null."""
-    mfa = load_user(services, user_id)
+    return _method_list(load_user(services, user_id))
+
+
+def _method_list(mfa: UserMfa | None) -> MethodListResponse:
     items = method_summaries(mfa)
     primary = mfa.current_primary() if mfa else None
     return MethodListResponse(
@@ -63,9 +66,10 @@ def method_list(services: Services, user_id: str) -> MethodListResponse:
 
 
 def status_of(services: Services, user_id: str) -> StatusResponse:
-    """A user's MFA status, from the aggregate."""
-    listing = method_list(services, user_id)
+    """A user's MFA status, from one load of the aggregate (two loads could straddle a
+    write and answer with two versions of the user's state)."""
     mfa = load_user(services, user_id)
+    listing = _method_list(mfa)
     primary = mfa.current_primary() if mfa else None
     now = services.clock.now()
     locks = []
