@@ -38,14 +38,17 @@ from commands.ports import (
 )
 from commands.store import EncryptingMapper, build_transcoder
 from commands.verifiers import RelyingParty
+from domain.allowlist import AllowlistEntry
 from domain.backup_codes import BackupCode, BackupCodeSet
 from domain.challenge import MfaChallenge
+from domain.config import MfaConfig
 from domain.delivery_throttle import DeliveryThrottle
 from domain.errors import DomainError
 from domain.ids import user_mfa_id
 from domain.lockout import FactorLock
 from domain.oob_codes import OobCode, OobFactor
 from domain.push import PushDevice, PushRequest
+from domain.risk import LevelPolicy, RiskPolicy
 from domain.totp import TotpDevice
 from domain.trusted_devices import TrustedDevice
 from domain.user_mfa import UserMfa
@@ -65,6 +68,8 @@ ENTITY_TYPES: list[type[Any]] = [
     OobFactor,
     OobCode,
 ]
+# The configuration's values, stored by their own as_dict/from_dict (in its snapshots).
+VALUE_TYPES: list[type[Any]] = [RiskPolicy, LevelPolicy, AllowlistEntry]
 SNAPSHOT_INTERVAL = 100
 MAX_ATTEMPTS = 8
 
@@ -138,7 +143,11 @@ class MfaApplication(Application[UUID]):
     """The event store of every UserMfa; events encrypted per user, snapshots every 100."""
 
     name = "mfa"
-    snapshotting_intervals = {UserMfa: SNAPSHOT_INTERVAL, DeliveryThrottle: SNAPSHOT_INTERVAL}
+    snapshotting_intervals = {
+        UserMfa: SNAPSHOT_INTERVAL,
+        DeliveryThrottle: SNAPSHOT_INTERVAL,
+        MfaConfig: SNAPSHOT_INTERVAL,
+    }
 
     def __init__(self, env: dict[str, str], vault: KeyVault) -> None:
         self.vault = vault
@@ -162,7 +171,7 @@ class MfaApplication(Application[UUID]):
         )
 
     def construct_mapper(self) -> Mapper[UUID]:
-        return EncryptingMapper(build_transcoder(ENTITY_TYPES), self.vault)
+        return EncryptingMapper(build_transcoder(ENTITY_TYPES, VALUE_TYPES), self.vault)
 
     def _notify(self, recordings: list[Any]) -> None:
         super()._notify(recordings)

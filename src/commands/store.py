@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -44,6 +45,23 @@ class DataclassAsDict(Transcoding):
 
     def decode(self, data: dict[str, Any]) -> Any:
         return self.type(**data)
+
+
+class ValueAsDict(Transcoding):
+    """Store a domain value by its own `as_dict` / `from_dict` (the configuration's policies
+    and allowlist entries: the shape their events already hold)."""
+
+    def __init__(self, cls: Any) -> None:
+        self.type = cls
+        self.name = cls.__name__
+        self._from_dict = cls.from_dict
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        encoded: dict[str, Any] = obj.as_dict()
+        return encoded
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self._from_dict(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +171,11 @@ class EncryptingMapper(Mapper[UUID]):
             return None
 
 
-def build_transcoder(entity_types: list[type[Any]]) -> JSONTranscoder:
-    """The library's JSON transcoder plus one dataclass transcoding per domain entity."""
+def build_transcoder(
+    entity_types: Sequence[type[Any]], value_types: Sequence[type[Any]] = ()
+) -> JSONTranscoder:
+    """The library's JSON transcoder plus one dataclass transcoding per domain entity, and one
+    by `as_dict` / `from_dict` per value type."""
     from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, UUIDAsHex
 
     transcoder = JSONTranscoder()
@@ -162,4 +183,6 @@ def build_transcoder(entity_types: list[type[Any]]) -> JSONTranscoder:
         transcoder.register(transcoding)
     for cls in entity_types:
         transcoder.register(DataclassAsDict(cls))
+    for cls in value_types:
+        transcoder.register(ValueAsDict(cls))
     return transcoder

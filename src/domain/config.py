@@ -14,6 +14,8 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Snapshot as AggregateSnapshot
+from eventsourcing.utils import register_topic
 
 from domain.allowlist import AllowlistEntry, IpAddress, checked_entry_fields
 from domain.errors import ConflictError, LimitExceededError, NotFoundError
@@ -54,6 +56,10 @@ class MfaConfig(Aggregate):
 
     class Created(Event, Aggregate.Created):
         TOPIC = "mfa.config.created.v1"
+
+    class Snapshot(AggregateSnapshot):
+        # Every admin reset adds an event (`UserResetRecorded`): the aggregate grows with them.
+        TOPIC = "mfa.config.snapshot.v1"
 
     def __init__(self) -> None:
         self.risk_policy: RiskPolicy | None = None
@@ -334,3 +340,6 @@ class MfaConfig(Aggregate):
 
         def apply(self, aggregate: MfaConfig) -> None:
             """Nothing in the configuration changes."""
+
+
+register_topic(MfaConfig.Snapshot.TOPIC, MfaConfig.Snapshot)

@@ -717,3 +717,36 @@ def test_a_users_events_keep_their_order_in_time_across_a_clock_a_little_behind(
     times = [e.timestamp for e in store.services.app.events.get(store.load(user).id)]
     assert times[:4] == sorted(times[:4])
     assert times[4] < times[3]  # a broken clock is not followed into every later decision
+
+
+def test_the_configuration_is_snapshotted_and_loads_from_it_as_from_its_events(store: Store):
+    """Every admin reset adds an event to the configuration: without snapshots each cold load
+    (and every risk evaluation after the cache let it go) replayed every reset ever made."""
+    from domain.config import CONFIG_ID, ChangedBy, MfaConfig
+    from domain.risk import draft_level_policy, draft_risk_policy
+
+    by = ChangedBy(actor="admin", request_id="req")
+    now = store.clock.now()
+    config = MfaConfig.start(now)
+    config.update_risk_policy(draft_risk_policy(base_score=7), by, now)
+    config.set_level_policy("high", draft_level_policy("high", "deny", []), by, now)
+    config.add_allowlist_entry(
+        "e1", cidr="10.0.0.0/8", description="office", expires_at=None, by=by, at=now
+    )
+    store.app.save(config)
+    for n in range(105):
+        config = store.app.repository.get(CONFIG_ID)
+        config.record_user_reset(f"aggregate-{n}", ["totp"], by, store.clock.now())
+        store.app.save(config)
+    assert store.app.snapshots is not None
+    assert [s.originator_version for s in store.app.snapshots.get(CONFIG_ID)] == [100]
+
+    fresh = store.open().app  # empty caches: from the snapshot and the events after it
+    loaded: MfaConfig = fresh.repository.get(CONFIG_ID)
+    replayed = project_aggregate(None, list(fresh.events.get(CONFIG_ID)))
+    assert isinstance(replayed, MfaConfig)
+    assert loaded.version == replayed.version == 109
+    assert loaded.risk_policy_in_force() == replayed.risk_policy_in_force()
+    assert loaded.level_policies_in_force() == replayed.level_policies_in_force()
+    assert loaded.allowlist_entries() == replayed.allowlist_entries()
+    assert list(loaded.risk_policy_updated or ()) == list(replayed.risk_policy_updated or ())
