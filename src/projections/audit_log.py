@@ -85,19 +85,33 @@ class ConfigAuditLogProjection:
             self._record_reset(cur, event)
             return
         if type(event) is UserErased:
-            # The reset rows name the aggregate in `before` (the users model has forgotten the
-            # user id by now): compact JSON with sorted keys, so the text is known.
-            cur.execute(
-                "UPDATE mfa_config_audit_log SET resource_id = %s "
-                "WHERE resource_type = %s AND before_json LIKE %s",
-                (ERASED_USER, USER, f'%"aggregate_id":"{event.originator_id}"%'),
-            )
+            self._forget_user(cur, str(event.originator_id))
             return
         entry = _ENTRIES.get(type(event))
         if entry is None:
             return
         action, resource_type, resource_id = entry
         self._insert(cur, event, action, resource_type, resource_id(event))
+
+    @staticmethod
+    def _forget_user(cur: Cursor, aggregate_id: str) -> None:
+        """An erasure: the user's reset rows keep the admin, the time and the methods, and
+        lose the user id and the aggregate id. They are found by the aggregate id in `before`
+        (the users model has forgotten the user id by now): compact JSON with sorted keys, so
+        the text is known."""
+        cur.execute(
+            "SELECT seq, before_json FROM mfa_config_audit_log "
+            "WHERE resource_type = %s AND before_json LIKE %s",
+            (USER, f'%"aggregate_id":"{aggregate_id}"%'),
+        )
+        for seq, before_json in cur.fetchall():
+            before = json.loads(before_json)
+            before.pop("aggregate_id", None)
+            cur.execute(
+                "UPDATE mfa_config_audit_log SET resource_id = %s, before_json = %s "
+                "WHERE seq = %s",
+                (ERASED_USER, _json(before), seq),
+            )
 
     def _record_reset(self, cur: Cursor, event: Any) -> None:
         """An admin's reset of a user: the user id while the user is known; `before` holds the

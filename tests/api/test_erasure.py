@@ -453,6 +453,7 @@ def test_an_admin_reset_is_in_the_config_audit_log_and_leaves_no_user_id_after_e
     [after] = [e for e in logs["items"] if e["id"] == entry["id"]]
     assert after["resource_id"] == "urn:mfa:erased-user"
     assert after["actor"] == "helpdesk-7"
+    assert after["before"] == {"methods": ["totp"]}  # the aggregate id went too
     assert user not in str(logs)
     app = server.runtime.services.app
     report = rebuild_projection(app, server.runtime.read_models, "config_audit_log", compare=True)
