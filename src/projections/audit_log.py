@@ -108,8 +108,7 @@ class ConfigAuditLogProjection:
             before = json.loads(before_json)
             before.pop("aggregate_id", None)
             cur.execute(
-                "UPDATE mfa_config_audit_log SET resource_id = %s, before_json = %s "
-                "WHERE seq = %s",
+                "UPDATE mfa_config_audit_log SET resource_id = %s, before_json = %s WHERE seq = %s",
                 (ERASED_USER, _json(before), seq),
             )
 
