@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import json
 import logging
 import os
-import re
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.headerregistry import HeaderRegistry
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from api.config_values import (
+    ConfigError,
+    check_url,
+    email_from_of,
+    origins_of,
+    rp_id_of,
+)
 from domain.ids import has_unsafe_characters
 
 log = logging.getLogger("mfa.settings")
@@ -56,10 +59,6 @@ ENVIRONMENT: dict[str, str] = {
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
-
-
-class ConfigError(ValueError):
-    """A configuration variable holds a value the service cannot use; the message names it."""
 
 
 def _text(env: Mapping[str, str], name: str) -> str:
@@ -209,130 +208,6 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
     return generated
 
 
-# A host name as DNS and browsers write it (lower case, ASCII: an international name in its
-# xn-- form), without the final dot.
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-# A host a NATS client or httpx may connect to: a name (container names may hold `_`) or an
-# IP address (an IPv6 one without its brackets, as urlsplit gives it).
-_CONNECTABLE_HOST = re.compile(r"[\w.-]+|[0-9A-Fa-f:.]+(?:%\w+)?")
-# WebAuthn from an Android app: the origin is the hash of the app's signing key.
-_ANDROID_ORIGIN = re.compile(r"android:apk-key-hash:[A-Za-z0-9_+/-]+={0,2}")
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _check_url(name: str, url: str, schemes: tuple[str, ...], shape: str) -> None:
-    """ConfigError naming the variable unless `url` has one of `schemes` and a host; the URL
-    is never quoted, since it may hold a password (as in commands.adapters.sms_http)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # (its message would quote the "port": an unescaped password's start)
-    except ValueError:
-        raise ConfigError(
-            f"{name} cannot be read as a URL: it must be {shape} (percent-encode any /, @, : "
-            "or # in the user name and password)"
-        ) from None
-    host = parts.hostname or ""
-    written_scheme = url.startswith(tuple(f"{scheme}://" for scheme in schemes))  # nats-py: case
-    if not written_scheme or not _CONNECTABLE_HOST.fullmatch(host) or port == 0:
-        raise ConfigError(f"{name} must be {shape}")
-
-
-def _rp_id(env: Mapping[str, str]) -> str:
-    """MFA_WEBAUTHN_RP_ID: a bare host name, which browsers then check each origin against."""
-    rp_id = env.get("MFA_WEBAUTHN_RP_ID") or "localhost"
-    if not (_HOST_NAME.fullmatch(rp_id) or _is_ip_address(rp_id)) or len(rp_id) > 253:
-        raise ConfigError(
-            "MFA_WEBAUTHN_RP_ID must be a bare host name in lower case such as example.com "
-            f"(no scheme, port or path), not {rp_id[:80]!r}"
-        )
-    if _is_ip_address(rp_id):  # a software authenticator may not mind; browsers do
-        log.warning("MFA_WEBAUTHN_RP_ID is an IP address: browsers refuse WebAuthn for one")
-    return rp_id
-
-
-def _is_ip_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _origins(env: Mapping[str, str], rp_id: str) -> tuple[str, ...]:
-    """MFA_WEBAUTHN_ORIGINS: each one compared exactly with the origin a browser reports,
-    whose host must be the RP id or a subdomain of it."""
-    text = env.get("MFA_WEBAUTHN_ORIGINS") or ""
-    origins = tuple(o.strip() for o in text.split(",") if o.strip()) or ("http://localhost:8000",)
-    for origin in origins:
-        if _ANDROID_ORIGIN.fullmatch(origin):
-            continue
-        host = _origin_host(origin)
-        if host != rp_id and not host.endswith("." + rp_id):
-            # Warned, not refused: a browser refuses such a ceremony, an authenticator that is
-            # not a browser (a test's, an app's) may not.
-            log.warning(
-                "MFA_WEBAUTHN_ORIGINS: the host of %s is neither MFA_WEBAUTHN_RP_ID (%s) nor a "
-                "subdomain of it: browsers refuse WebAuthn ceremonies from it",
-                origin,
-                rp_id,
-            )
-    return origins
-
-
-def _origin_host(origin: str) -> str:
-    """The host of an origin written as browsers report it: `scheme://host[:port]`."""
-    shape = "scheme://host[:port] without a path, such as https://example.com"
-    try:
-        parts = urlsplit(origin)
-        port = parts.port
-    except ValueError:
-        parts, port = urlsplit(""), None
-    if "@" in parts.netloc:
-        raise ConfigError(f"MFA_WEBAUTHN_ORIGINS: each origin must be {shape}, without a user")
-    host = parts.hostname or ""
-    named = _HOST_NAME.fullmatch(host) or _is_ip_address(host)
-    if parts.scheme not in DEFAULT_PORTS or not named or port == 0:
-        raise ConfigError(f"MFA_WEBAUTHN_ORIGINS: {origin[:80]!r} is not {shape}")
-    if parts.scheme == "http" and host != "localhost" and not host.endswith(".localhost"):
-        log.warning(
-            "MFA_WEBAUTHN_ORIGINS: %s is plain http: browsers offer WebAuthn over http only on "
-            "localhost",
-            origin[:80],
-        )
-    written = f"{parts.scheme}://{f'[{host}]' if ':' in host else host}"
-    if port is not None and port != DEFAULT_PORTS[parts.scheme]:
-        written += f":{port}"
-    if origin != written:  # a path, a query, a default port, capitals: never matched
-        raise ConfigError(
-            f"MFA_WEBAUTHN_ORIGINS: write {origin[:80]!r} as {written} "
-            "(browsers report origins in that form, and they are compared exactly)"
-        )
-    return host
-
-
-def _email_from(env: Mapping[str, str]) -> str:
-    """MFA_EMAIL_FROM: one address, `mfa@example.com` or `MFA <mfa@example.com>`."""
-    sender = env.get("MFA_EMAIL_FROM") or "mfa@localhost"
-    try:
-        header = HeaderRegistry()("From", sender)
-        addresses: tuple[Any, ...] = getattr(header, "addresses", ())
-        usable = (
-            not header.defects
-            and len(addresses) == 1
-            and bool(addresses[0].username and addresses[0].domain)
-            and not has_unsafe_characters(sender)
-        )
-    except Exception:  # the parser raises more than HeaderParseError ("x@": an IndexError)
-        usable = False
-    if not usable:
-        raise ConfigError(
-            "MFA_EMAIL_FROM must be one email address such as mfa@example.com "
-            f"(or MFA <mfa@example.com>), not {sender[:80]!r}"
-        )
-    return sender
-
-
 @dataclass(frozen=True)
 class Settings:
     """The service's configuration; construct with `Settings.from_env()`."""
@@ -395,7 +270,7 @@ class Settings:
             load_jwt_public_key(public_key)  # refused now, not on every request
         nats_url = env.get("MFA_NATS_URL") or None
         if nats_url is not None:
-            _check_url(
+            check_url(
                 "MFA_NATS_URL",
                 nats_url,
                 ("nats", "tls", "ws", "wss"),
@@ -403,13 +278,13 @@ class Settings:
             )
         push_webhook_url = env.get("MFA_PUSH_WEBHOOK_URL") or None
         if push_webhook_url is not None:
-            _check_url(
+            check_url(
                 "MFA_PUSH_WEBHOOK_URL",
                 push_webhook_url,
                 ("http", "https"),
                 "an http:// or https:// URL with a host name",
             )
-        rp_id = _rp_id(env)
+        rp_id = rp_id_of(env)
         return cls(
             data_dir=data_dir,
             database_url=database_url,
@@ -421,10 +296,10 @@ class Settings:
             jwt_audience=env.get("MFA_JWT_AUDIENCE") or None,
             webauthn_rp_id=rp_id,
             webauthn_rp_name=_label(env, "MFA_WEBAUTHN_RP_NAME", "MFA service"),
-            webauthn_origins=_origins(env, rp_id),
+            webauthn_origins=origins_of(env, rp_id),
             totp_issuer=_label(env, "MFA_TOTP_ISSUER", "MFA service"),
             smtp_url=env.get("MFA_SMTP_URL") or None,
-            email_from=_email_from(env),
+            email_from=email_from_of(env),
             sms_webhook_url=env.get("MFA_SMS_WEBHOOK_URL") or None,
             push_webhook_url=push_webhook_url,
             projections_in_process=_choice(
