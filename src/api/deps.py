@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from litestar import Request, Response
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import PathParameter, QueryParameter
@@ -89,9 +89,9 @@ def nested_too_deeply(value: Any) -> bool:
     return False
 
 
-def _body_error(message: str) -> ValidationException:
-    extra = [{"key": "data", "message": message, "source": "body"}]
-    return ValidationException(detail=f"data: {message}", extra=extra)
+def _body_error(message: str, key: str = "data") -> ValidationException:
+    extra = [{"key": key, "message": message, "source": "body"}]
+    return ValidationException(detail=f"{key}: {message}", extra=extra)
 
 
 _JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
@@ -121,6 +121,15 @@ class StrictJsonRequest(Request[Any, Any, Any]):
             raise _body_error(_NESTED_TOO_DEEPLY) from None
         except UnicodeDecodeError:  # msgspec lets this through Litestar's DecodeError handler
             raise _body_error("not valid UTF-8") from None
+        except SerializationException as exc:
+            # msgspec's words, such as "Number out of range - at `$.signals[...]`", with the
+            # member named where it names one ("Input data was truncated" is its word for a
+            # lone surrogate too): a problem with `errors` like every other validation error.
+            message, _, path = str(exc.detail).partition(" - at `$")
+            key = path.rstrip("`").lstrip(".").split("[", 1)[0] or "data"
+            if message.startswith("Input data was truncated"):
+                message = "not valid JSON (cut short, or a lone surrogate in a string)"
+            raise _body_error(message, key) from None
         if nested_too_deeply(value):
             raise _body_error(_NESTED_TOO_DEEPLY)
         field = self.route_handler.parsed_data_field

@@ -261,3 +261,26 @@ def test_an_unknown_page_under_the_openapi_path_is_a_problem_too(server: LiveSer
         assert response.headers.get_list("cache-control") == ["no-store"]
     assert httpx.get(server.url + "/schema").status_code == 200
     assert httpx.get(server.url + "/demo").headers["content-type"].startswith("text/html")
+
+
+def test_json_msgspec_cannot_decode_is_a_validation_problem_with_its_errors_list(
+    server: LiveServer,
+) -> None:
+    """A number out of range or a lone surrogate failed in the decoder, before the schema:
+    the problem had no `errors`, and "Input data was truncated" for a lone surrogate."""
+    admin = server.client("root", "mfa:admin")
+    for body in (
+        b'{"user_id": "u", "ip": "192.0.2.1", "signals": {"x": 1e999}}',
+        b'{"user_id": "u", "ip": "192.0.2.1", "user_agent": "\\ud800"}',
+        b'{"user_id": ',
+    ):
+        response = admin.post(
+            "/admin/mfa/risk-policies/evaluate",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, response.text
+        problem = response.json()
+        assert problem["code"] == "validation_error"
+        assert [e["field"] for e in problem["errors"]] == ["data"]
+        assert "truncated" not in problem["detail"]
