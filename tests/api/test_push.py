@@ -675,3 +675,25 @@ def test_a_device_cannot_take_a_methods_name_as_its_id(
     refused = App(reserved, url).sync(client)
     assert refused.status_code == 400, refused.text
     assert refused.json()["errors"][0]["field"] == "device_id"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_internal_status_of_a_push_names_its_user_and_can_be_asked_for_one(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A login service that took the challenge id from the client could not tell that the
+    approved push was the attacker's own, on the attacker's account."""
+    url, _ = push_endpoint
+    attacker = new_user()
+    client = push_server.client(attacker)
+    app = App("phone", url)
+    assert app.sync(client).status_code == 200
+    pushed = client.post("/mfa/push/challenge").json()
+    assert app.approve(client, pushed["challenge_id"], pushed["number"]).status_code == 200
+    internal = push_server.client("svc", "mfa:internal")
+    path = f"/internal/mfa/push/challenge/{pushed['challenge_id']}"
+
+    seen = internal.get(path).json()
+    assert (seen["status"], seen["user_id"]) == ("approved", attacker)
+    assert internal.get(path, params={"user_id": attacker}).status_code == 200
+    assert internal.get(path, params={"user_id": "the-victim"}).status_code == 404

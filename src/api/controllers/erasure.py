@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 
 from api.auth import Principal, admin_only, internal_only
-from api.controllers.config import changed_by
+from api.controllers.config import changed, changed_by
 from api.deps import OptionalBody, Runtime, UserIdPath, problems, written
 from api.schemas.common import Request, UserId
 from commands.erase import erase_user, reset_user
@@ -27,9 +27,13 @@ class EraseRequest(Request):
 
 
 class ResetRequest(Request):
-    reason: Annotated[
-        str, msgspec.Meta(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
-    ]
+    reason: (
+        Annotated[
+            str,
+            msgspec.Meta(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)"),
+        ]
+        | None
+    ) = None
 
 
 class ErasedResponse(msgspec.Struct, kw_only=True):
@@ -67,10 +71,11 @@ class AdminResetController(Controller):
     ) -> Response[ResetResponse]:
         """Remove every factor of a user; the admin and the reason (if given, in the query or
         the body) are recorded. A user with no MFA state at all is 404."""
-        given = reason or (data.reason if data else "")
-        outcome = reset_user(runtime.services, user_id, changed_by(request, user, runtime), given)
+        given = reason or (data.reason if data else None) or ""
+        by = changed_by(request, user, runtime)
+        outcome = reset_user(runtime.services, user_id, by, given)
         body = ResetResponse(user_id=user_id, reset=True, removed_methods=outcome.value)
-        return written(body, outcome)
+        return changed(body, outcome, by)  # its request id, as in the config audit log
 
 
 class EraseController(Controller):

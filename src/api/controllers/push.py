@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
-from litestar.params import JSONBody, PathParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from api.auth import Principal, admin_only, authenticated, internal_only
 from api.deps import (
@@ -26,6 +27,7 @@ from api.schemas.push import (
     ApprovePushRequest,
     CreatePushChallengeRequest,
     DenyPushRequest,
+    InternalPushChallengeResponse,
     PushChallengeCreatedResponse,
     PushChallengeResponse,
     PushContext,
@@ -38,12 +40,17 @@ from api.schemas.push import (
     SyncedDeviceResponse,
 )
 from commands import push
+from domain.errors import NotFoundError
 from domain.push_challenge import PushChallenge
 from domain.user_mfa import KNOWN_METHODS
 from projections.base import InvalidCursorError, decode_cursor, encode_cursor, iso, utc_time
 from projections.push import list_push_challenges, list_push_devices, push_stats
 
 ChallengeId = Annotated[str, PathParameter(min_length=1, max_length=64)]
+OptionalUserId = Annotated[
+    str | None,
+    QueryParameter(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)"),
+]
 
 
 def challenge_response(challenge: PushChallenge, now: datetime) -> PushChallengeResponse:
@@ -283,11 +290,22 @@ class InternalPushController(Controller):
 
     @get("/challenge/{challenge_id:str}", sync_to_thread=True, responses=problems(403, 404))
     def status(
-        self, challenge_id: ChallengeId, runtime: NamedDependency[Runtime]
-    ) -> PushChallengeResponse:
-        """Any push challenge's status, for the service that asked for it."""
+        self,
+        challenge_id: ChallengeId,
+        runtime: NamedDependency[Runtime],
+        user_id: OptionalUserId = None,
+    ) -> InternalPushChallengeResponse:
+        """Any push challenge's status, with the user it belongs to, for the service that
+        asked for it. With `?user_id=`, another user's challenge is 404: a login service
+        that took the challenge id from the client must not accept an approval of the
+        attacker's own push for the victim's login."""
         challenge = push.load_challenge(runtime.services, challenge_id)
-        return challenge_response(challenge, runtime.services.clock.now())
+        if user_id is not None and challenge.user_id != user_id:
+            raise NotFoundError("no such push challenge for this user")
+        answer = challenge_response(challenge, runtime.services.clock.now())
+        return InternalPushChallengeResponse(
+            **msgspec.structs.asdict(answer), user_id=challenge.user_id
+        )
 
 
 class AdminPushController(Controller):

@@ -99,6 +99,10 @@ class PushChallengeResponse(msgspec.Struct, kw_only=True):
     context: dict[str, Any] = {}
 
 
+class InternalPushChallengeResponse(PushChallengeResponse, kw_only=True):
+    user_id: str  # whose login it is: a service checks it is the user logging in
+
+
 class PushHistoryItem(PushChallengeResponse, kw_only=True):
     user_id: str
     fraud: bool = False
