@@ -697,3 +697,25 @@ def test_the_internal_status_of_a_push_names_its_user_and_can_be_asked_for_one(
     assert (seen["status"], seen["user_id"]) == ("approved", attacker)
     assert internal.get(path, params={"user_id": attacker}).status_code == 200
     assert internal.get(path, params={"user_id": "the-victim"}).status_code == 404
+
+
+def test_push_stats_count_each_status_once_with_expiry_and_fraud(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """The stats are counted in SQL now; the same numbers as the challenges themselves."""
+    url, _ = push_endpoint
+    client, app = with_app(push_server, url)
+    approved = client.post("/mfa/push/challenge").json()
+    assert app.approve(client, approved["challenge_id"], approved["number"]).status_code == 200
+    denied = client.post("/mfa/push/challenge").json()
+    assert app.deny(client, denied["challenge_id"], reason="not_me").status_code == 200
+    client.post("/mfa/push/challenge")  # left unanswered: expired after 2 minutes
+    push_server.clock.advance(121)
+    client.post("/mfa/push/challenge")  # still pending
+    admin = push_server.client("root", "mfa:admin")
+
+    stats = admin.get("/admin/mfa/push/stats").json()
+    assert stats["total"] == 4
+    assert stats["by_status"] == {"pending": 1, "approved": 1, "denied": 1, "expired": 1}
+    assert stats["fraud_reports"] == 1
+    assert stats["approval_rate"] == round(1 / 3, 4)
