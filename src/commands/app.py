@@ -41,7 +41,7 @@ from commands.verifiers import RelyingParty
 from domain.allowlist import AllowlistEntry
 from domain.backup_codes import BackupCode, BackupCodeSet
 from domain.challenge import MfaChallenge
-from domain.config import MfaConfig
+from domain.config import LastChange, MfaConfig
 from domain.delivery_throttle import DeliveryThrottle
 from domain.errors import DomainError
 from domain.ids import user_mfa_id
@@ -55,6 +55,7 @@ from domain.user_mfa import UserMfa
 from domain.webauthn import PendingRegistration, WebAuthnCredential
 
 ENTITY_TYPES: list[type[Any]] = [
+    LastChange,
     TotpDevice,
     BackupCode,
     BackupCodeSet,

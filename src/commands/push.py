@@ -180,8 +180,10 @@ def open_push_challenge(
 
 
 def key_fingerprint(device: PushDevice) -> str:
-    """What a push challenge keeps of each device's key (SHA-256 of its base64url text)."""
-    return hashlib.sha256(device.public_key.encode()).hexdigest()
+    """What a push challenge keeps of each device's key: a SHA-256 of its 32 bytes (not of
+    the text, which one key can be written in several ways: padded or not, with unused low
+    bits set)."""
+    return hashlib.sha256(_decode_b64url(device.public_key)).hexdigest()
 
 
 def deliver(services: Services, mfa: UserMfa, challenge: PushChallenge) -> None:

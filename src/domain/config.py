@@ -46,6 +46,15 @@ class ChangedBy:
     request_id: str
 
 
+@dataclass(frozen=True)
+class LastChange:
+    """Who last changed a policy, and when (stored as a dataclass so that a snapshot gives it
+    back as the same type: a tuple came back from JSON as a list)."""
+
+    actor: str
+    at: datetime
+
+
 class MfaConfig(Aggregate):
     """The installation's MFA configuration: global risk policy, level policies, allowlist."""
 
@@ -63,9 +72,9 @@ class MfaConfig(Aggregate):
 
     def __init__(self) -> None:
         self.risk_policy: RiskPolicy | None = None
-        self.risk_policy_updated: tuple[str, datetime] | None = None
+        self.risk_policy_updated: LastChange | None = None
         self.level_policies: dict[str, LevelPolicy] = {}
-        self.level_policies_updated: dict[str, tuple[str, datetime]] = {}
+        self.level_policies_updated: dict[str, LastChange] = {}
         self.allowlist: dict[str, AllowlistEntry] = {}
 
     @classmethod
@@ -104,7 +113,7 @@ class MfaConfig(Aggregate):
         def apply(self, aggregate: MfaConfig) -> None:
             policy = RiskPolicy.from_dict(self.after)
             aggregate.risk_policy = None if policy == default_risk_policy() else policy
-            aggregate.risk_policy_updated = (self.actor, self.timestamp)
+            aggregate.risk_policy_updated = LastChange(self.actor, self.timestamp)
 
     # ---------------------------------------------------------------- level policies
 
@@ -162,7 +171,7 @@ class MfaConfig(Aggregate):
                 aggregate.level_policies.pop(self.level, None)
             else:
                 aggregate.level_policies[self.level] = policy
-            aggregate.level_policies_updated[self.level] = (self.actor, self.timestamp)
+            aggregate.level_policies_updated[self.level] = LastChange(self.actor, self.timestamp)
 
     class LevelPolicyReset(Event):
         TOPIC = "mfa.config.level_policy_reset.v1"
@@ -174,7 +183,7 @@ class MfaConfig(Aggregate):
 
         def apply(self, aggregate: MfaConfig) -> None:
             aggregate.level_policies.pop(self.level, None)
-            aggregate.level_policies_updated[self.level] = (self.actor, self.timestamp)
+            aggregate.level_policies_updated[self.level] = LastChange(self.actor, self.timestamp)
 
     # ---------------------------------------------------------------- IP allowlist
 

@@ -17,6 +17,7 @@ from projections.base import (
     forget_rows,
     iso,
     user_of,
+    utc_time,
     with_utc_times,
 )
 
@@ -197,10 +198,11 @@ def push_stats(cur: Cursor, now: datetime, since: datetime | None) -> dict[str, 
         f"SELECT created_at, responded_at FROM mfa_push_challenges {answered_clause}",
         params[1:],
     )
-    seconds = [
-        (datetime.fromisoformat(answered) - datetime.fromisoformat(created)).total_seconds()
-        for created, answered in cur.fetchall()
-    ]
+    seconds = []
+    for created, answered in cur.fetchall():
+        start, end = utc_time(created), utc_time(answered)  # (a zone-less legacy row too)
+        if start is not None and end is not None:
+            seconds.append((end - start).total_seconds())
     answered = counts["approved"] + counts["denied"] + counts["expired"]
     return {
         "total": sum(counts.values()),

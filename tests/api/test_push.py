@@ -719,3 +719,31 @@ def test_push_stats_count_each_status_once_with_expiry_and_fraud(
     assert stats["by_status"] == {"pending": 1, "approved": 1, "denied": 1, "expired": 1}
     assert stats["fraud_reports"] == 1
     assert stats["approval_rate"] == round(1 / 3, 4)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_same_key_synced_again_in_another_spelling_still_answers(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A push keeps a fingerprint of each device's key bytes, not of its text: the same key
+    padded with `=` is the same key."""
+    url, _ = push_endpoint
+    client, app = with_app(push_server, url)
+    pending = client.post("/mfa/push/challenge").json()
+    assert app.sync(client, public_key=app.public_key + "=").status_code == 200
+    assert app.approve(client, pending["challenge_id"], pending["number"]).status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_device_stored_under_a_methods_name_before_the_rule_can_still_be_revoked(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    from commands.push import PushDeviceSync, sync_device
+
+    url, _ = push_endpoint
+    user = new_user()
+    client = push_server.client(user)
+    app = App("sms", url)
+    sync = PushDeviceSync("sms", "old", "android", url, app.public_key, "1.0")
+    sync_device(push_server.runtime.services, user, sync)  # as it could be stored before
+    assert app.sync(client, revoke=True).json()["revoked"] is True

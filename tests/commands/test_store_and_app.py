@@ -749,4 +749,5 @@ def test_the_configuration_is_snapshotted_and_loads_from_it_as_from_its_events(s
     assert loaded.risk_policy_in_force() == replayed.risk_policy_in_force()
     assert loaded.level_policies_in_force() == replayed.level_policies_in_force()
     assert loaded.allowlist_entries() == replayed.allowlist_entries()
-    assert list(loaded.risk_policy_updated or ()) == list(replayed.risk_policy_updated or ())
+    assert loaded.risk_policy_updated == replayed.risk_policy_updated  # the same type, too
+    assert loaded.level_policies_updated == replayed.level_policies_updated

@@ -10,7 +10,7 @@ import pytest
 from eventsourcing.application import project_aggregate
 
 from domain.allowlist import AllowlistEntry, parse_ip, parse_network
-from domain.config import CONFIG_ID, ChangedBy, MfaConfig
+from domain.config import CONFIG_ID, ChangedBy, LastChange, MfaConfig
 from domain.errors import ConflictError, NotFoundError
 from domain.risk import (
     DEFAULT_LEVEL_POLICIES,
@@ -64,7 +64,7 @@ def test_updating_the_risk_policy_records_actor_request_before_and_after() -> No
     assert event.before == default_risk_policy().as_dict()
     assert event.after == policy.as_dict()
     assert config.risk_policy_in_force() == policy
-    assert config.risk_policy_updated == ("admin-1", at(5))
+    assert config.risk_policy_updated == LastChange("admin-1", at(5))
 
 
 def test_a_change_that_changes_nothing_records_nothing() -> None:

@@ -81,8 +81,8 @@ def risk_policy_response(config: MfaConfig) -> RiskPolicyResponse:
         thresholds=ThresholdsResponse(**dict(policy.thresholds)),
         weights=dict(sorted(policy.weights.items())),
         is_default=config.risk_policy is None,
-        updated_by=updated[0] if updated else None,
-        updated_at=updated[1] if updated else None,
+        updated_by=updated.actor if updated else None,
+        updated_at=updated.at if updated else None,
     )
 
 
@@ -95,8 +95,8 @@ def level_policy_response(config: MfaConfig, level: str) -> LevelPolicyResponse:
         allowed_methods=list(policy.allowed_methods),
         step_up_max_age_s=policy.step_up_max_age_s,
         is_default=policy == DEFAULT_LEVEL_POLICIES[level],
-        updated_by=updated[0] if updated else None,
-        updated_at=updated[1] if updated else None,
+        updated_by=updated.actor if updated else None,
+        updated_at=updated.at if updated else None,
     )
 
 

@@ -118,7 +118,7 @@ class PushDeviceController(Controller):
         runtime: NamedDependency[Runtime],
     ) -> Response[SyncedDeviceResponse]:
         """Register or update an app (a new key rotates it); `revoke: true` removes it."""
-        if data.device_id in KNOWN_METHODS:
+        if data.device_id in KNOWN_METHODS and not data.revoke:  # (one stored earlier may go)
             # `sms`, `email` and `backup_code` name those methods' credentials (the primary
             # one, `/mfa/credentials/{id}/primary`): a device under such an id took them over.
             message = "a method's name cannot be a device id"
