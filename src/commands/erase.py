@@ -17,7 +17,7 @@ from commands.app import (
     get_aggregate,
 )
 from commands.config import load_config
-from commands.push import withdraw_pushes
+from commands.push import pending_pushes, withdraw_pushes
 from domain.config import ChangedBy
 from domain.errors import NotEnrolledError, NotFoundError
 from domain.push_challenge import WITHDRAWN_AT_RESET
@@ -32,9 +32,9 @@ def reset_user(services: Services, user_id: str, by: ChangedBy, reason: str) -> 
     extra: list[Any] = []
 
     def decide(mfa: UserMfa, now: datetime) -> list[str]:
-        pending = [r.challenge_id for r in mfa.push_requests if r.is_pending(now)]
+        pending = pending_pushes(services, mfa, now)  # (the reset forgets the requests)
         methods = mfa.reset_all(by.actor, reason, now)
-        withdraw_pushes(services, pending, WITHDRAWN_AT_RESET, now, extra)
+        withdraw_pushes(pending, WITHDRAWN_AT_RESET, now, extra)
         config = load_config(services)
         config.record_user_reset(str(mfa.id), methods, by, now)
         extra.append(config)

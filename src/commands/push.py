@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -120,40 +121,38 @@ def revoke_device(services: Services, user_id: str, device_id: str) -> Outcome[N
     )
 
 
+def pending_pushes(services: Services, mfa: UserMfa, now: datetime) -> list[PushChallenge]:
+    """The user's pushes still pending, loaded (one already gone with its key is skipped)."""
+    pending = []
+    for request in mfa.push_requests:
+        if request.is_pending(now):
+            with contextlib.suppress(NotFoundError):
+                pending.append(load_challenge(services, request.challenge_id))
+    return pending
+
+
 def withdraw_pushes(
-    services: Services, challenge_ids: list[str], reason: str, now: datetime, extra: list[Any]
-) -> list[str]:
+    challenges: list[PushChallenge], reason: str, now: datetime, extra: list[Any]
+) -> None:
     """Withdraw pending pushes (denied with `reason`, no device) in the caller's append: an
-    app synced again under a removed device's id must not approve a login begun before.
-    Returns the ids it withdrew."""
-    withdrawn = []
-    for challenge_id in challenge_ids:
-        try:
-            challenge = load_challenge(services, challenge_id)
-        except NotFoundError:
-            continue
+    app synced again under a removed device's id must not approve a login begun before."""
+    for challenge in challenges:
         challenge.withdraw(reason, now)
         extra.append(challenge)
-        withdrawn.append(challenge_id)
-    return withdrawn
 
 
 def withdraw_orphaned_pushes(
     services: Services, mfa: UserMfa, now: datetime, extra: list[Any]
 ) -> None:
     """After devices were removed: withdraw each pending push none of whose devices is left."""
-    orphaned = []
-    for request in mfa.push_requests:
-        if not request.is_pending(now):
-            continue
-        try:
-            sent_to = load_challenge(services, request.challenge_id).device_ids
-        except NotFoundError:
-            continue
-        if not any(d in mfa.push_devices for d in sent_to):
-            orphaned.append(request.challenge_id)
-    for challenge_id in withdraw_pushes(services, orphaned, WITHDRAWN_DEVICE_REMOVED, now, extra):
-        mfa.resolve_push(challenge_id, DENIED, now)
+    orphaned = [
+        challenge
+        for challenge in pending_pushes(services, mfa, now)
+        if not any(d in mfa.push_devices for d in challenge.device_ids)
+    ]
+    withdraw_pushes(orphaned, WITHDRAWN_DEVICE_REMOVED, now, extra)
+    for challenge in orphaned:
+        mfa.resolve_push(str(challenge.id), DENIED, now)
 
 
 def open_push_challenge(

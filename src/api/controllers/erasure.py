@@ -16,10 +16,13 @@ from api.deps import OptionalBody, Runtime, UserIdPath, problems, written
 from api.schemas.common import Request, UserId
 from commands.erase import erase_user, reset_user
 
-Reason = Annotated[
-    str | None,
-    QueryParameter(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)"),
-]
+# A reset's reason, in the query or in the body: the same bounds either way.
+REASON_BOUNDS: dict[str, Any] = {
+    "min_length": 3,
+    "max_length": 500,
+    "pattern": r"^[^\x00-\x1f\x7f]+$(?!\n)",
+}
+Reason = Annotated[str | None, QueryParameter(**REASON_BOUNDS)]
 
 
 class EraseRequest(Request):
@@ -27,13 +30,7 @@ class EraseRequest(Request):
 
 
 class ResetRequest(Request):
-    reason: (
-        Annotated[
-            str,
-            msgspec.Meta(min_length=3, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)"),
-        ]
-        | None
-    ) = None
+    reason: Annotated[str, msgspec.Meta(**REASON_BOUNDS)] | None = None
 
 
 class ErasedResponse(msgspec.Struct, kw_only=True):
