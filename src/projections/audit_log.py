@@ -91,7 +91,8 @@ class ConfigAuditLogProjection:
         if entry is None:
             return
         action, resource_type, resource_id = entry
-        self._insert(cur, event, action, resource_type, resource_id(event))
+        before, after = getattr(event, "before", None), getattr(event, "after", None)
+        self._insert(cur, event, action, resource_type, resource_id(event), before, after)
 
     @staticmethod
     def _forget_user(cur: Cursor, aggregate_id: str) -> None:
@@ -126,8 +127,8 @@ class ConfigAuditLogProjection:
         action: str,
         resource_type: str,
         resource_id: str,
-        before: Any = None,
-        after: Any = None,
+        before: Any,
+        after: Any,
     ) -> None:
         cur.execute(
             "INSERT INTO mfa_config_audit_log "
@@ -141,8 +142,8 @@ class ConfigAuditLogProjection:
                 action,
                 resource_type,
                 resource_id,
-                _json(before if before is not None else getattr(event, "before", None)),
-                _json(after if after is not None else getattr(event, "after", None)),
+                _json(before),
+                _json(after),
                 event.request_id,
             ),
         )
