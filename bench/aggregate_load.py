@@ -57,11 +57,12 @@ from eventsourcing.application import project_aggregate
 from api.app import build_runtime
 from api.deps import Runtime
 from api.settings import Settings
-from commands.app import MfaApplication, Services, aggregate_id, event_store_env
+from commands.app import MfaApplication, Services, aggregate_id
 from commands.totp import set_up_totp, validate_totp, verify_totp
 from commands.verifiers import totp_code
 from domain.totp import TotpDevice
 from domain.user_mfa import UserMfa
+from infra.event_store import event_store_env
 
 PERIOD = timedelta(seconds=30)
 

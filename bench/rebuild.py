@@ -39,12 +39,13 @@ from harness import Stack, install_signal_handlers, write_json
 from api.app import build_runtime
 from api.deps import Runtime
 from api.settings import Settings
-from commands.app import MfaApplication, aggregate_id, event_store_env
+from commands.app import MfaApplication, aggregate_id
 from commands.verifiers import new_totp_secret
 from domain.backup_codes import format_backup_code, hash_backup_code
 from domain.totp import DEFAULT_ALGORITHM, DEFAULT_DIGITS, DEFAULT_PERIOD
 from domain.trusted_devices import hash_device_token
 from domain.user_mfa import UserMfa
+from infra.event_store import event_store_env
 from projections.audit import export_log
 from projections.nats_relay import NatsRelay
 from projections.rebuild import rebuild_projection

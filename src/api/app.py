@@ -54,9 +54,10 @@ from commands.adapters.signing import Es256Signer
 from commands.adapters.sms_http import HttpSmsSender
 from commands.adapters.smtp import SmtpEmailSender
 from commands.adapters.vault import SqlKeyVault
-from commands.app import MfaApplication, Services, event_store_env
+from commands.app import MfaApplication, Services
 from commands.ports import Clock, Random, SystemClock, SystemRandom
 from commands.verifiers import RelyingParty
+from infra.event_store import event_store_env
 from infra.lease import lease_for
 from infra.log_redaction import install_url_redaction
 from infra.notify import log_waker_for

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
-from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import (
@@ -83,39 +82,6 @@ class ConcurrencyConflictError(Exception):
 
 class StoreUnavailableError(Exception):
     """The event store could not be reached; the caller answers 503."""
-
-
-def event_store_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
-    """The eventsourcing library's environment for a `sqlite:///` or `postgresql://` URL."""
-    if database_url.startswith("sqlite:///"):
-        path = database_url.removeprefix("sqlite:///")
-        events_path = path[:-7] + "-events.sqlite" if path.endswith(".sqlite") else path + ".events"
-        return {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": events_path,
-            "SQLITE_LOCK_TIMEOUT": "10",
-        }
-    parts = urlsplit(database_url)
-    return {
-        # The library's PostgreSQL recorders, minus the retries that made an outage hang.
-        "PERSISTENCE_MODULE": "infra.event_store:FailFastPostgresFactory",
-        "POSTGRES_DBNAME": parts.path.lstrip("/") or "postgres",
-        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(parts.port or 5432),
-        "POSTGRES_USER": unquote(parts.username or "postgres"),
-        "POSTGRES_PASSWORD": unquote(parts.password or ""),
-        # Also how long a call waits for a pooled connection (there is no POOL_TIMEOUT).
-        "POSTGRES_CONNECT_TIMEOUT": "3",
-        "POSTGRES_POOL_SIZE": str(pool_size),
-        "POSTGRES_MAX_OVERFLOW": str(pool_size),
-        "POSTGRES_MAX_WAITING": str(pool_size * 8),
-        "POSTGRES_LOCK_TIMEOUT": "5",
-        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "5",
-        "POSTGRES_PRE_PING": "y",
-        # Appends in one statement (a function that locks the table, notifies and inserts)
-        # instead of a pipeline of five (infra.event_store).
-        "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
-    }
 
 
 class LockingRepository(Repository[UUID]):

@@ -17,11 +17,12 @@ from uuid import UUID
 import pytest
 
 from commands.adapters.vault import SqlKeyVault
-from commands.app import MfaApplication, Services, aggregate_id, event_store_env, load_user
+from commands.app import MfaApplication, Services, aggregate_id, load_user
 from commands.totp import set_up_totp, verify_totp
 from commands.verifiers import totp_code
 from domain.totp import TotpDevice
 from domain.user_mfa import UserMfa
+from infra.event_store import event_store_env
 from infra.sql import SqliteDatabase
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from commands import oob
+from commands import destinations, oob
 from commands.app import ConcurrencyConflictError, load_user
 from commands.ports import DeliveryError
 from domain.delivery_throttle import DeliveryThrottle
@@ -102,7 +102,7 @@ def test_email_addresses_are_normalised_and_mail_carries_a_subject(
     oob.enrol(store.services, USER, EMAIL, "Alice.Mail@EXAMPLE.org")
     assert sender.messages[-1]["to"] == "Alice.Mail@example.org"
     assert sender.messages[-1]["subject"] == "Confirm your email address"
-    assert oob.normalise_email("joe@Bücher.de") == "joe@xn--bcher-kva.de"
+    assert destinations.normalise_email("joe@Bücher.de") == "joe@xn--bcher-kva.de"
 
 
 def test_a_failed_delivery_voids_the_code_and_says_so(

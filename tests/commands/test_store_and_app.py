@@ -530,7 +530,8 @@ def test_a_restarted_application_keeps_the_replay_rule_of_a_snapshotted_user(sto
 FRESH_PROCESS_LOAD = """
 import sys
 from commands.adapters.vault import SqlKeyVault
-from commands.app import MfaApplication, Services, event_store_env, load_user
+from commands.app import MfaApplication, Services, load_user
+from infra.event_store import event_store_env
 from infra.sql import SqliteDatabase
 
 db_path, master_hex, id_key_hex, user_id = sys.argv[1:]

@@ -14,7 +14,7 @@ import pytest
 from eventsourcing.application import Application
 from psycopg.rows import tuple_row
 
-from commands.app import event_store_env
+from infra.event_store import event_store_env
 from infra.lease import PostgresLease
 from infra.sql import (
     PING_SECONDS,

@@ -13,7 +13,7 @@ import pytest
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from commands.app import event_store_env
+from infra.event_store import event_store_env
 from tests.conftest import create_pg_database, drop_pg_database
 
 pytestmark = pytest.mark.postgres

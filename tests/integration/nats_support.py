@@ -116,7 +116,7 @@ class DurableSubscriber:
             nc = await self._connect()
             try:
                 js = nc.jetstream()
-                from projections.nats_relay import ensure_stream
+                from projections.nats_stream import ensure_stream
 
                 await ensure_stream(js)
                 await js.add_consumer(

@@ -27,8 +27,9 @@ import pyotp
 import pytest
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
-from commands.app import MfaApplication, event_store_env
+from commands.app import MfaApplication
 from infra import event_store
+from infra.event_store import event_store_env
 from projections.public_events import event_id
 from tests.conftest import create_pg_database, drop_pg_database, free_port, new_user
 from tests.integration.nats_support import PrivateNats, stream_messages

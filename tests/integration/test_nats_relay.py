@@ -22,7 +22,7 @@ from nats.js.api import StorageType, StreamConfig
 from api.app import build_runtime
 from api.settings import Settings
 from commands import backup_codes, totp
-from projections import nats_relay
+from projections import nats_stream
 from projections.nats_relay import NatsRelay
 from projections.public_events import event_id, is_published
 from tests.api.helpers import code_at
@@ -241,8 +241,8 @@ def _stream_with_a_maximum_age(url: str, max_age: float) -> None:
         try:
             await nc.jetstream().add_stream(
                 StreamConfig(
-                    name=nats_relay.STREAM,
-                    subjects=nats_relay.SUBJECTS,
+                    name=nats_stream.STREAM,
+                    subjects=nats_stream.SUBJECTS,
                     storage=StorageType.FILE,
                     max_age=max_age,
                 )
@@ -258,8 +258,8 @@ def _ensure_stream(url: str) -> tuple[float, StreamConfig]:
         nc = await nats.connect(url, connect_timeout=2)
         try:
             js = nc.jetstream()
-            window = await nats_relay.ensure_stream(js)
-            return window, (await js.stream_info(nats_relay.STREAM)).config
+            window = await nats_stream.ensure_stream(js)
+            return window, (await js.stream_info(nats_stream.STREAM)).config
         finally:
             await nc.close()
 
@@ -320,7 +320,7 @@ def test_the_readiness_probe_of_a_down_nats_answers_at_once_without_tracebacks(
     """nats-py's first connection retried every 2 s until the probe's timeout, logging an
     ERROR with a traceback each time: every load-balancer probe during a NATS outage held a
     handler thread for 2.5 s and flooded the error log."""
-    from projections.nats_relay import nats_reachable
+    from projections.nats_stream import nats_reachable
 
     caplog.set_level(logging.DEBUG)
     started = time.monotonic()

@@ -24,7 +24,7 @@ from api.app import build_runtime
 from api.deps import Runtime
 from commands import backup_codes, erase, step_up, totp
 from infra.sql import DatabaseUnavailableError
-from projections import nats_relay
+from projections import nats_relay, nats_stream
 from projections.nats_relay import NatsRelay
 from projections.public_events import event_id, is_published
 from projections.runner import ProjectionRunner, default_projections
@@ -183,10 +183,10 @@ def _limit_per_subject(url: str, limited: bool) -> None:
         nc = await nats.connect(url)
         js = nc.jetstream()
         config = StreamConfig(
-            name=nats_relay.STREAM,
-            subjects=nats_relay.SUBJECTS,
+            name=nats_stream.STREAM,
+            subjects=nats_stream.SUBJECTS,
             storage=StorageType.FILE,
-            duplicate_window=nats_relay.DUPLICATE_WINDOW_SECONDS,
+            duplicate_window=nats_stream.DUPLICATE_WINDOW_SECONDS,
             max_msgs_per_subject=1 if limited else -1,
             discard=DiscardPolicy.NEW if limited else DiscardPolicy.OLD,
             discard_new_per_subject=limited,

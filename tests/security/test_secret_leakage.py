@@ -24,7 +24,7 @@ import httpx
 import psycopg
 import pytest
 
-from commands.app import event_store_env
+from infra.event_store import event_store_env
 from projections.audit import MASK, export_log
 from tests.api.helpers import code_at
 from tests.api.test_webauthn_api import ORIGIN

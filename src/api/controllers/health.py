@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 
 from api.deps import PUBLIC, Runtime
-from projections.nats_relay import nats_reachable
+from projections.nats_stream import nats_reachable
 
 
 @get("/health", tags=["health"], sync_to_thread=False, security=PUBLIC)
