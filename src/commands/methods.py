@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from commands.app import Outcome, Services, execute
-from commands.push import withdraw_orphaned_pushes
+from commands.push import withdraw_unanswerable_pushes
 from domain.errors import NotFoundError
 from domain.user_mfa import UserMfa
 
@@ -17,7 +17,7 @@ def remove_method(services: Services, user_id: str, method: str) -> Outcome[None
 
     def decide(mfa: UserMfa, now: datetime) -> None:
         mfa.remove_method(method, now)
-        withdraw_orphaned_pushes(services, mfa, now, extra)
+        withdraw_unanswerable_pushes(services, mfa, now, extra)
 
     return execute(services, user_id, decide, create=False, extra=extra)
 

@@ -24,6 +24,7 @@ from domain.push_challenge import (
     DENIED,
     SERVICE_REASONS,
     WITHDRAWN_DEVICE_REMOVED,
+    WITHDRAWN_KEY_ROTATED,
     PushChallenge,
 )
 from domain.user_mfa import UserMfa
@@ -88,9 +89,11 @@ def sync_device(
 ) -> Outcome[tuple[PushDevice, bool]]:
     """Register or update an authenticator app; a new key rotates the device's key."""
     parse_public_key(sync.public_key)
+    extra: list[Any] = []
 
     def decide(mfa: UserMfa, now: datetime) -> tuple[PushDevice, bool]:
-        return mfa.sync_push_device(
+        before = mfa.push_devices.get(sync.device_id)
+        device, created = mfa.sync_push_device(
             device_id=sync.device_id,
             name=sync.name,
             platform=sync.platform,
@@ -99,8 +102,11 @@ def sync_device(
             app_version=sync.app_version,
             at=now,
         )
+        if before is not None and key_fingerprint(before) != key_fingerprint(device):
+            withdraw_unanswerable_pushes(services, mfa, now, extra)
+        return device, created
 
-    return execute(services, user_id, decide)
+    return execute(services, user_id, decide, extra=extra)
 
 
 def revoke_device(services: Services, user_id: str, device_id: str) -> Outcome[None]:
@@ -109,7 +115,7 @@ def revoke_device(services: Services, user_id: str, device_id: str) -> Outcome[N
 
     def decide(mfa: UserMfa, now: datetime) -> None:
         mfa.revoke_push_device(device_id, now)
-        withdraw_orphaned_pushes(services, mfa, now, extra)
+        withdraw_unanswerable_pushes(services, mfa, now, extra)
 
     return execute(
         services,
@@ -141,17 +147,18 @@ def withdraw_pushes(
         extra.append(challenge)
 
 
-def withdraw_orphaned_pushes(
+def withdraw_unanswerable_pushes(
     services: Services, mfa: UserMfa, now: datetime, extra: list[Any]
 ) -> None:
-    """After devices were removed: withdraw each pending push none of whose devices is left."""
-    orphaned = [
-        challenge
-        for challenge in pending_pushes(services, mfa, now)
-        if not any(d in mfa.push_devices for d in challenge.device_ids)
-    ]
-    withdraw_pushes(orphaned, WITHDRAWN_DEVICE_REMOVED, now, extra)
-    for challenge in orphaned:
+    """After devices were removed or given new keys: withdraw each pending push that no device
+    it was sent to can answer any more (`device_removed` when none of them is left,
+    `key_rotated` when one is, under another key), rather than leave it to expire."""
+    for challenge in pending_pushes(services, mfa, now):
+        devices = [mfa.push_devices[d] for d in challenge.device_ids if d in mfa.push_devices]
+        if any(challenge.was_sent_to(d.device_id, key_fingerprint(d)) for d in devices):
+            continue
+        reason = WITHDRAWN_KEY_ROTATED if devices else WITHDRAWN_DEVICE_REMOVED
+        withdraw_pushes([challenge], reason, now, extra)
         mfa.resolve_push(str(challenge.id), DENIED, now)
 
 

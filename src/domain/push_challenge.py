@@ -25,7 +25,10 @@ MAX_REJECTED_RESPONSES = 3
 TOO_MANY_REJECTED = "too_many_rejected_responses"
 WITHDRAWN_AT_RESET = "reset"
 WITHDRAWN_DEVICE_REMOVED = "device_removed"  # no device it was sent to is enrolled any more
-SERVICE_REASONS = frozenset({TOO_MANY_REJECTED, WITHDRAWN_AT_RESET, WITHDRAWN_DEVICE_REMOVED})
+WITHDRAWN_KEY_ROTATED = "key_rotated"  # those left have new keys: none can answer it
+SERVICE_REASONS = frozenset(
+    {TOO_MANY_REJECTED, WITHDRAWN_AT_RESET, WITHDRAWN_DEVICE_REMOVED, WITHDRAWN_KEY_ROTATED}
+)
 
 
 class PushChallenge(Aggregate):

@@ -459,7 +459,9 @@ def test_a_push_sent_to_a_device_that_remains_stays_pending(
     assert phone.approve(client, pending["challenge_id"], pending["number"]).status_code == 200
 
 
-@pytest.mark.parametrize("reason", ["reset", "too_many_rejected_responses", "device_removed"])
+@pytest.mark.parametrize(
+    "reason", ["reset", "too_many_rejected_responses", "device_removed", "key_rotated"]
+)
 def test_an_app_cannot_deny_with_a_reason_only_the_service_gives(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]], reason: str
 ) -> None:
@@ -661,6 +663,29 @@ def test_a_key_given_to_a_device_after_a_push_was_sent_cannot_answer_it(
     late = rogue.approve(client, pending["challenge_id"], pending["number"])
     assert late.status_code == 403, late.text
     assert tablet.approve(client, pending["challenge_id"], pending["number"]).status_code == 200
+
+
+def test_a_push_whose_devices_all_have_new_keys_is_withdrawn(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """No device could answer it any more: it was left pending for its two minutes, taking
+    one of the user's three pending pushes, while the app showed a prompt it could not
+    answer. A sync under the same key keeps it pending."""
+    url, _ = push_endpoint
+    client, phone = with_app(push_server, url)
+    pending = client.post("/mfa/push/challenge").json()
+    assert phone.sync(client).json()["created"] is False  # the same key: nothing changes
+    status = f"/mfa/push/challenge/{pending['challenge_id']}"
+    assert client.get(status).json()["status"] == "pending"
+
+    phone.key = Ed25519PrivateKey.generate()
+    assert phone.sync(client).json()["created"] is False
+
+    seen = client.get(status).json()
+    assert (seen["status"], seen["reason"], seen["device_id"]) == ("denied", "key_rotated", None)
+    late = phone.approve(client, pending["challenge_id"], pending["number"])
+    assert late.status_code == 409, late.text
+    assert phone.deny(client, pending["challenge_id"], reason="key_rotated").status_code == 400
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
