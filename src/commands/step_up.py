@@ -30,7 +30,7 @@ from domain.errors import (
     NotFoundError,
 )
 from domain.oob_codes import OOB_METHODS
-from domain.push import PUSH
+from domain.push import PUSH, PUSH_CHALLENGE_TTL
 from domain.push_challenge import APPROVED, EXPIRED, PENDING
 from domain.user_mfa import BACKUP_CODE, TOTP, WEBAUTHN, UserMfa
 from domain.webauthn import VerifiedAssertion
@@ -80,7 +80,7 @@ def create_challenge(
     def decide(mfa: UserMfa, now: datetime) -> IssuedChallenge:
         if method == PUSH:
             mfa.ensure_push_allowed(now)  # a refused push opens no challenge
-            issued = mfa.issue_challenge(challenge_id, method, now)
+            issued = mfa.issue_challenge(challenge_id, method, now, ttl=PUSH_CHALLENGE_TTL)
             push = open_push_challenge(services, mfa, UUID(challenge_id), context or {}, now)
             extra.append(push)
             return IssuedChallenge(issued, extra={"number": push.number})

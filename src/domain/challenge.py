@@ -123,9 +123,11 @@ class ChallengeMixin(UserMfaState):
         *,
         webauthn_challenge: str | None = None,
         allowed_credentials: list[str] | None = None,
+        ttl: timedelta = CHALLENGE_TTL,
     ) -> MfaChallenge:
         """Open a challenge for an enrolled method that is not locked (a few at a time, 5
-        minutes each): a challenge that could only answer 429 would take a slot for nothing."""
+        minutes each unless the factor's own proof expires sooner, as a push does): a
+        challenge that could only answer 429 or 410 would take a slot for nothing."""
         if not self.is_enrolled(method):
             raise NotEnrolledError(f"{method} is not enrolled")
         factor = self.lockout_factor(method)
@@ -138,7 +140,7 @@ class ChallengeMixin(UserMfaState):
             ChallengeIssued,
             challenge_id=challenge_id,
             method=method,
-            expires_at=at + CHALLENGE_TTL,
+            expires_at=at + ttl,
             webauthn_challenge=webauthn_challenge,
             allowed_credentials=list(allowed_credentials or []),
             timestamp=at,

@@ -420,6 +420,23 @@ def test_push_works_through_the_generic_challenge_and_step_up(
     assert client.post("/mfa/step-up", json={"challenge_id": cid}).status_code == 409
 
 
+def test_a_generic_push_challenge_expires_with_its_push(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """It said 5 minutes while the push behind it died after 2: the app was told a wrong
+    expiry, and the dead challenge held one of the open-challenge slots for 3 more minutes.
+    At its expiry the push is refused as expired, the challenge too."""
+    url, _ = push_endpoint
+    client, _app = with_app(push_server, url)
+    opened = client.post("/mfa/challenge", json={"method": "push"}).json()
+    push = client.get(f"/mfa/push/challenge/{opened['challenge_id']}").json()
+    assert opened["expires_at"] == push["expires_at"]
+
+    push_server.clock.advance(120)
+    late = client.post("/mfa/step-up", json={"challenge_id": opened["challenge_id"]})
+    assert late.status_code == 410, late.text
+
+
 @pytest.mark.parametrize("removal", ["delete_method", "revoke_sync"])
 def test_a_push_sent_only_to_removed_devices_is_withdrawn(
     push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]], removal: str
