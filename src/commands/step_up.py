@@ -85,7 +85,7 @@ def create_challenge(
             extra.append(push)
             return IssuedChallenge(issued, extra={"number": push.number})
         if method == WEBAUTHN:
-            credentials = list(mfa.webauthn_credentials.values())
+            credentials = mfa.usable_webauthn_credentials()
             issued = mfa.issue_challenge(
                 challenge_id,
                 method,

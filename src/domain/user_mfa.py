@@ -216,7 +216,7 @@ class UserMfa(
         if method == BACKUP_CODE:
             return self.backup_codes is not None and self.backup_codes.remaining() > 0
         if method == WEBAUTHN:
-            return bool(self.webauthn_credentials)
+            return bool(self.usable_webauthn_credentials())
         if method == PUSH:
             return bool(self.push_devices)
         if method in OOB_METHODS:
@@ -268,7 +268,10 @@ class UserMfa(
             if not device.is_active():
                 raise ConflictError("only an active credential can be primary")
             return TOTP
-        if credential_id in self.webauthn_credentials:
+        credential = self.webauthn_credentials.get(credential_id)
+        if credential is not None:
+            if credential.clone_suspected:
+                raise ConflictError("a credential suspected of being cloned cannot be primary")
             return WEBAUTHN
         if credential_id in self.push_devices:
             return PUSH
@@ -305,7 +308,7 @@ class UserMfa(
             ),
             WEBAUTHN: MethodSummary(
                 WEBAUTHN,
-                bool(self.webauthn_credentials),
+                self.is_enrolled(WEBAUTHN),
                 len(self.webauthn_credentials),
                 primary_method == WEBAUTHN,
                 {

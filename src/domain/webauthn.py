@@ -217,6 +217,11 @@ class WebAuthnMixin(UserMfaState):
         except KeyError:
             raise NotFoundError(f"no WebAuthn credential {credential_id!r}") from None
 
+    def usable_webauthn_credentials(self) -> list[WebAuthnCredential]:
+        """The credentials an assertion can still pass with: one suspected of being cloned is
+        refused for good, so it is neither offered nor counted as an enrolled factor."""
+        return [c for c in self.webauthn_credentials.values() if not c.clone_suspected]
+
     def start_webauthn_registration(
         self, registration_id: str, challenge: str, name: str | None, at: datetime
     ) -> PendingRegistration:

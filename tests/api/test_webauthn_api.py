@@ -534,6 +534,45 @@ def test_a_regressed_sign_count_is_refused_and_flags_the_credential(server: Live
     assert listed["clone_suspected"] is True
 
 
+def test_a_credential_suspected_of_being_cloned_is_no_usable_factor(server: LiveServer) -> None:
+    """It is refused for good, yet it kept WebAuthn "enabled" (and MFA on) in the status, was
+    offered in challenges whose every answer could only fail and count towards the lock, and
+    could be made primary."""
+    user = new_user()
+    client = server.client(user)
+    key = SoftAuthenticator()
+    created = register_key(client, key)
+    assert step_up_with_key(client, key, sign_count=5).status_code == 200
+    assert step_up_with_key(client, key, sign_count=5).status_code == 403  # flagged
+
+    status = client.get(f"/mfa/status/{user}").json()
+    [webauthn] = [m for m in status["methods"] if m["method"] == "webauthn"]
+    assert (webauthn["enabled"], webauthn["credentials"]) == (False, 1)
+    assert status["mfa_enabled"] is False
+    assert_problem(client.post("/mfa/challenge", json={"method": "webauthn"}), 409, "not_enrolled")
+    primary = client.post(f"/mfa/credentials/{created['credential_id']}/primary")
+    assert_problem(primary, 409, "conflict")
+    assert client.delete(f"/mfa/webauthn/credentials/{created['credential_id']}").status_code in (
+        200,
+        204,
+    )
+
+
+def test_a_challenge_offers_only_credentials_not_suspected_of_being_cloned(
+    server: LiveServer,
+) -> None:
+    client = server.client(new_user())
+    flagged, good = SoftAuthenticator(), SoftAuthenticator()
+    register_key(client, flagged)
+    kept = register_key(client, good)
+    assert step_up_with_key(client, flagged, sign_count=5).status_code == 200
+    assert step_up_with_key(client, flagged, sign_count=5).status_code == 403
+
+    offered = open_challenge(client)["options"]["allowCredentials"]
+    assert [c["id"] for c in offered] == [kept["credential_id"]]
+    assert step_up_with_key(client, good).status_code == 200
+
+
 def test_bad_assertions_are_403_and_count_towards_the_webauthn_lockout(
     server: LiveServer,
 ) -> None:
