@@ -193,8 +193,16 @@ DECEPTIVE_NAMES = [
     "\u2800",  # the braille blank
     "\u00ad",  # a soft hyphen
     "\u061cphone",  # the Arabic letter mark (bidi)
+    "\ufe0f",  # an emoji variation selector alone
+    "\ufe0f\ufe0e\ufe00",
 ]
-SHOWN_NAMES = ["phone", " my phone", "José's 📱", "\U0001f468\u200d\U0001f469\u200d\U0001f467"]
+SHOWN_NAMES = [
+    "phone",
+    " my phone",
+    "José's 📱",
+    "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+    "\u2764\ufe0f",  # a heart, shown as an emoji
+]
 
 
 def test_device_names_that_display_deceptively_are_refused(server: LiveServer) -> None:

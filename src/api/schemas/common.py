@@ -16,13 +16,15 @@ import msgspec
 # What a name shown in device lists may not hold: control characters (C0, DEL, C1), the
 # zero-width space and byte-order mark, the bidi marks, overrides and isolates that can make
 # "\u202egpj.exe" display as "exe.jpg", and line or paragraph separators. Joiners and other
-# invisible characters may stand in a name (emoji sequences and several scripts need them),
-# but not make one up: a name needs one visible character. The classes before that one do
-# not overlap it, so a match takes linear time.
+# invisible characters (variation selectors too) may stand in a name (emoji sequences and
+# several scripts need them), but not make one up: a name needs one visible character. (Of
+# the invisible ones outside the BMP, such as tags, none is listed: an ECMA-262 pattern
+# without the `u` flag cannot name them.) The classes before that one do not overlap it, so
+# a match takes linear time.
 _UNSHOWN = r"\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff"
 _INVISIBLE = (
     r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180e\u200c\u200d\u2060-\u2064"
-    r"\u2800\u3164\uffa0\ufff9-\ufffb"
+    r"\u2800\u3164\ufe00-\ufe0f\uffa0\ufff9-\ufffb"
 )
 UNSHOWN = re.compile(f"[{_UNSHOWN}]")
 # Text shown to a user (a push prompt's login context): none of the above, may be empty.
