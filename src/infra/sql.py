@@ -166,6 +166,12 @@ PING_INTERVAL_SECONDS = 1.0
 #   still acknowledges, which TCP cannot tell from a slow one), later than the server's own
 #   cancel, so a merely slow statement is never abandoned; a pre-use ping, after PING_SECONDS.
 STATEMENT_TIMEOUT_SECONDS = 8
+# A transaction left open by a process that froze, or was cut off, mid-way would keep its row
+# locks (a projection's tracking row, say) until TCP gave up on it, hours later: the process
+# that takes the background work over once the lease is free (30 s) could not move. The server
+# ends such a session after IDLE_IN_TRANSACTION_SECONDS, well inside that time; our own
+# transactions never wait between statements for more than a moment.
+IDLE_IN_TRANSACTION_SECONDS = 20
 ANSWER_SECONDS = 10.0
 PING_SECONDS = 2.0
 TCP_SETTINGS: dict[str, Any] = {
@@ -182,7 +188,10 @@ def connection_settings(conninfo: str = "") -> dict[str, Any]:
     and its `options` go after ours, where a later `-c statement_timeout` overrides ours."""
     given = conninfo_to_dict(conninfo) if conninfo else {}
     settings = {k: v for k, v in TCP_SETTINGS.items() if k not in given}
-    timeout = f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"
+    timeout = (
+        f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"
+        f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_SECONDS * 1000}"
+    )
     settings["options"] = f"{timeout} {given['options']}" if given.get("options") else timeout
     return settings
 
@@ -225,6 +234,8 @@ class BoundedConnection(psycopg.Connection[Row]):
 
 def connection_lost(exc: BaseException | None) -> bool:
     """Whether a psycopg (pool) error says the server is gone, not that one statement failed."""
+    if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):
+        return True  # the server ended the session (this process stalled mid-transaction)
     if not isinstance(exc, psycopg.OperationalError):
         return False
     state = exc.sqlstate  # None: raised by the client (no connection, pool timeout)
@@ -324,7 +335,11 @@ class PostgresDatabase:
         try:
             with self._pool.connection(timeout=self._wait.timeout()) as conn:
                 yield conn
-        except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
+        except (
+            psycopg_pool.PoolTimeout,
+            psycopg.OperationalError,
+            psycopg.errors.IdleInTransactionSessionTimeout,
+        ) as exc:
             if connection_lost(exc):
                 self._wait.outage_seen()
             raise DatabaseUnavailableError(str(exc)) from exc

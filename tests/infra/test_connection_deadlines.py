@@ -14,9 +14,11 @@ import pytest
 from eventsourcing.application import Application
 from psycopg.rows import tuple_row
 
+from infra import sql
 from infra.event_store import event_store_env
 from infra.lease import PostgresLease
 from infra.sql import (
+    IDLE_IN_TRANSACTION_SECONDS,
     PING_SECONDS,
     STATEMENT_TIMEOUT_SECONDS,
     BoundedConnection,
@@ -47,7 +49,10 @@ def test_the_settings_add_keepalives_a_tcp_user_timeout_and_a_statement_timeout(
     settings = connection_settings("postgresql://u@h/db")
     assert settings["keepalives"] == 1
     assert settings["tcp_user_timeout"] == 5000
-    assert settings["options"] == f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"
+    assert settings["options"] == (
+        f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"
+        f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_SECONDS * 1000}"
+    )
 
 
 def test_a_setting_in_the_url_wins_over_the_default() -> None:
@@ -75,6 +80,36 @@ def test_a_read_model_connection_has_the_tcp_and_statement_timeouts(
     try:
         with db.read() as cur:
             _assert_bounded(cur.connection)  # type: ignore[attr-defined]
+    finally:
+        db.close()
+
+
+def test_a_transaction_left_open_loses_its_locks_after_the_idle_timeout(
+    postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process frozen (or cut off) inside a read-model transaction kept its row locks for as
+    long as TCP kept the connection: the worker that took the lease over could not move."""
+    monkeypatch.setattr(sql, "IDLE_IN_TRANSACTION_SECONDS", 1)
+    db = PostgresDatabase(postgres_admin_url, min_size=1, max_size=1)
+    key = uuid.uuid4().int >> 65
+    taken = "SELECT pg_try_advisory_xact_lock(%s)"
+
+    def stall_holding_a_lock(other: psycopg.Connection[Any]) -> None:
+        with db.transaction() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            assert other.execute(taken, (key,)).fetchone() == (False,)
+            time.sleep(2)  # frozen, between two statements
+            assert other.execute(taken, (key,)).fetchone() == (True,)
+            cur.execute("SELECT 1")  # the server ended the session
+
+    try:
+        with (
+            psycopg.connect(postgres_admin_url, autocommit=True) as other,
+            pytest.raises(DatabaseUnavailableError),
+        ):
+            stall_holding_a_lock(other)
+        with db.read() as cur:  # and the pool goes on with a new connection
+            assert cur.execute("SELECT 1").fetchone() == (1,)
     finally:
         db.close()
 
