@@ -297,6 +297,15 @@ def load_user(services: Services, user_id: str) -> UserMfa | None:
 MAX_CLOCK_SKEW = timedelta(seconds=5)
 
 
+def not_before(now: datetime, last_change: datetime) -> datetime:
+    """The time to record a change at, given when the aggregate last changed: an aggregate's
+    events keep their order in time too, or an auditor's "state at T" would skip one. The
+    last change can be later than `now` when another instance's clock is a little ahead, or
+    when it was saved between our reading the clock and loading the aggregate. (Larger skews
+    are left alone: one broken clock must not carry every later decision with it.)"""
+    return last_change if now < last_change <= now + MAX_CLOCK_SKEW else now
+
+
 def execute(
     services: Services,
     user_id: str,
@@ -320,11 +329,8 @@ def execute(
         now = services.clock.now()
         mfa = load_user(services, user_id)
         started = mfa is None
-        if mfa is not None and now < mfa.modified_on <= now + MAX_CLOCK_SKEW:
-            # Another instance's clock is a little ahead: a user's events keep their order in
-            # time too, or an auditor's "state at T" would skip one (larger skews are left
-            # alone: one broken clock must not carry every later decision with it).
-            now = mfa.modified_on
+        if mfa is not None:
+            now = not_before(now, mfa.modified_on)
         if mfa is None:
             if not create:
                 raise (missing or _not_enrolled)()

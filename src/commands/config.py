@@ -23,6 +23,7 @@ from commands.app import (
     StoreUnavailableError,
     _backoff,
     load_user,
+    not_before,
 )
 from domain.allowlist import AllowlistEntry, parse_ip
 from domain.config import CONFIG_ID, ChangedBy, MfaConfig
@@ -57,7 +58,7 @@ def execute_config(services: Services, decide: Callable[[MfaConfig, datetime], R
     for attempt in range(MAX_ATTEMPTS):
         now = services.clock.now()
         config = load_config(services)
-        value = decide(config, now)
+        value = decide(config, not_before(now, config.modified_on))
         if all(isinstance(e, MfaConfig.Created) for e in config.pending_events):
             return Outcome(value, 0)  # nothing changed: nothing to record
         try:

@@ -15,6 +15,7 @@ from commands.app import (
     execute,
     forget_cached,
     get_aggregate,
+    not_before,
 )
 from commands.config import load_config
 from commands.push import pending_pushes, withdraw_pushes
@@ -36,7 +37,7 @@ def reset_user(services: Services, user_id: str, by: ChangedBy, reason: str) -> 
         methods = mfa.reset_all(by.actor, reason, now)
         withdraw_pushes(pending, WITHDRAWN_AT_RESET, now, extra)
         config = load_config(services)
-        config.record_user_reset(str(mfa.id), methods, by, now)
+        config.record_user_reset(str(mfa.id), methods, by, not_before(now, config.modified_on))
         extra.append(config)
         return methods
 

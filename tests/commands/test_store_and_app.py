@@ -720,6 +720,28 @@ def test_a_users_events_keep_their_order_in_time_across_a_clock_a_little_behind(
     assert times[4] < times[3]  # a broken clock is not followed into every later decision
 
 
+def test_config_changes_keep_their_order_in_time_across_a_clock_a_little_behind(store: Store):
+    """The config audit log lists changes by version, and filters them by time: a change
+    stamped before the one before it (another instance's clock a little behind, or a change
+    saved between our reading the clock and loading the configuration) fell out of order."""
+    from commands import config as config_commands
+    from commands import erase as erase_commands
+    from domain.config import CONFIG_ID, ChangedBy
+
+    by = ChangedBy(actor="admin", request_id="req")
+    backup_commands.generate_backup_codes(store.services, "reset-me")
+    store.clock.advance(1.0)
+    for base_score in (11, 12):
+        config_commands.update_risk_policy(
+            store.services, config_commands.RiskPolicyDraft(base_score=base_score), by
+        )
+        store.clock.advance(-0.5)  # another instance, 0.5 s behind
+    erase_commands.reset_user(store.services, "reset-me", by, "lost phone")
+    times = [e.timestamp for e in store.services.app.events.get(CONFIG_ID)]
+    assert len(times) == 4  # created, two policies, the reset
+    assert times == sorted(times)
+
+
 def test_the_configuration_is_snapshotted_and_loads_from_it_as_from_its_events(store: Store):
     """Every admin reset adds an event to the configuration: without snapshots each cold load
     (and every risk evaluation after the cache let it go) replayed every reset ever made."""
