@@ -149,24 +149,30 @@ def _send(
     digits, new = _new_code(services)
     throttles: list[Any] = []
 
-    def decide(mfa: UserMfa, now: datetime) -> tuple[R, OobCode, str]:
+    def decide(mfa: UserMfa, now: datetime) -> tuple[R, OobCode, str, UUID]:
         target = destination or mfa.oob_destination(method)
         throttle: DeliveryThrottle = _load_throttle(services, method, target, now)
         value, code = issue(mfa, new, throttle.next_send_at(now, enrolment=enrolment), now)
         throttle.record_send(now, enrolment=enrolment)
         throttles.append(throttle)  # only now: a refused send writes nothing to the throttle
-        return value, code, target
+        return value, code, target, mfa.id
 
     outcome = execute(
         services, user_id, decide, create=create, missing=_not_enrolled(method), extra=throttles
     )
-    value, code, target = outcome.value
-    position = _deliver(services, user_id, method, target, digits, code)
+    value, code, target, issued_in = outcome.value
+    position = _deliver(services, user_id, method, target, digits, code, issued_in)
     return Outcome(value, max(outcome.position, position)), code, target
 
 
 def _deliver(
-    services: Services, user_id: str, method: str, destination: str, digits: str, code: OobCode
+    services: Services,
+    user_id: str,
+    method: str,
+    destination: str,
+    digits: str,
+    code: OobCode,
+    issued_in: UUID,
 ) -> int:
     minutes = max(1, math.ceil((code.expires_at - code.issued_at).total_seconds() / 60))
     body = message_text(services.totp_issuer, digits, minutes, method, code.purpose)
@@ -181,18 +187,27 @@ def _deliver(
             services.email_sender.send_email(destination, email_subject(code.purpose), body)
     except DeliveryError:
         log.warning("%s %s code not delivered; it was voided", method, code.purpose)
-        _record_delivery(services, user_id, method, code, "delivery_failed")
+        _record_delivery(services, user_id, method, code, "delivery_failed", issued_in)
         raise DeliveryFailedError(
             f"the {method} code could not be delivered; try again later"
         ) from None
-    return _record_delivery(services, user_id, method, code, None)
+    return _record_delivery(services, user_id, method, code, None, issued_in)
 
 
 def _record_delivery(
-    services: Services, user_id: str, method: str, code: OobCode, failure: str | None
+    services: Services,
+    user_id: str,
+    method: str,
+    code: OobCode,
+    failure: str | None,
+    issued_in: UUID,
 ) -> int:
+    """Record what the provider said, in the aggregate that issued the code: if the user was
+    erased meanwhile and has begun another one, the code is none of its business."""
+
     def decide(mfa: UserMfa, now: datetime) -> None:
-        mfa.record_oob_delivery(method, code.code_id, code.purpose, now, failure)
+        if mfa.id == issued_in:
+            mfa.record_oob_delivery(method, code.code_id, code.purpose, now, failure)
 
     try:
         return execute(services, user_id, decide, create=False).position

@@ -171,6 +171,34 @@ def test_twenty_concurrent_uses_of_one_code_let_exactly_one_through(
     assert len(accepted) == 1
 
 
+def test_a_delivery_that_ends_after_an_erasure_records_nothing_in_the_users_next_state(
+    store: Store,
+) -> None:
+    """The provider took its time; the user was erased and began again meanwhile: the old
+    code's `code_sent` landed, readable, in the new aggregate, which never issued it."""
+    from commands import backup_codes
+    from commands.adapters.epochs import SqlUserEpochs
+    from commands.erase import erase_user
+    from infra.sql import SqliteDatabase
+
+    db = SqliteDatabase(store.db_path)
+    store._opened.append(db)
+    store.services.epochs = SqlUserEpochs(db, b"e" * 32)
+    backup_codes.generate_backup_codes(store.services, USER)
+
+    class ErasedMidDelivery(RecordingSender):
+        def send_sms(self, to: str, body: str) -> None:
+            super().send_sms(to, body)
+            erase_user(store.services, USER)
+            backup_codes.generate_backup_codes(store.services, USER)  # the user's next state
+
+    store.services.sms_sender = ErasedMidDelivery()
+    oob.enrol(store.services, USER, SMS, PHONE)
+
+    topics = [type(e).TOPIC for e in store.app.events.get(store.aggregate_id(USER))]
+    assert topics == ["mfa.user.created.v1", "mfa.backup_codes.generated.v1"], topics
+
+
 def test_the_per_destination_cap_holds_across_users(store: Store, sender: RecordingSender) -> None:
     users = [f"user-{n}@example.org" for n in range(3)]
     for user in users:  # three enrolments: the number's whole enrolment budget
