@@ -177,11 +177,13 @@ class TotpMixin(UserMfaState):
         return [d for d in self.totp_devices.values() if d.is_active()]
 
     def newest_pending_totp_device(self) -> TotpDevice:
-        """The device a bare `verify` (no device id) applies to."""
+        """The device a bare `verify` (no device id) applies to: the one set up last (in the
+        order of the user's events, not by time: two set-ups can share a time, or be stamped
+        in the other order by clocks that differ)."""
         pending = [d for d in self.totp_devices.values() if d.status == TotpStatus.PENDING]
         if not pending:
             raise NotEnrolledError("no TOTP device is waiting for verification")
-        return max(pending, key=lambda d: d.created_at)
+        return pending[-1]
 
     def register_totp_device(
         self,

@@ -178,6 +178,16 @@ def test_the_newest_pending_device_is_the_one_a_bare_verify_applies_to():
     assert mfa.newest_pending_totp_device().device_id == "dev-new"
 
 
+def test_a_bare_verify_applies_to_the_device_set_up_last_even_at_the_same_time():
+    """Two set-ups at one clock reading (or by instances whose clocks differ) made the code
+    of the QR code just scanned fail against the older device, and count as a failure."""
+    mfa = new_user()
+    register(mfa, "dev-old", when=T0)
+    register(mfa, "dev-new", when=T0)
+
+    assert mfa.newest_pending_totp_device().device_id == "dev-new"
+
+
 def test_without_a_pending_device_a_bare_verify_is_not_enrolled():
     mfa = with_active_device("dev-a")
 
