@@ -7,6 +7,7 @@ SQL is written once with `%s` placeholders and PostgreSQL-compatible upserts, wh
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -37,6 +38,7 @@ def schema_lock(url: str) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
 
+log = logging.getLogger("mfa.sql")
 SCHEMA_LOCK_KEY = 0x6D666173  # "mfas"
 
 
@@ -360,13 +362,22 @@ def pipelined(cur: Cursor) -> Iterator[None]:
         yield
 
 
-def compact_log(db: Database) -> None:
-    """After deleting personal data: leave no older copies of the pages in a SQLite WAL.
+def purge_deleted_rows(db: Database, *tables: str) -> None:
+    """After deleting personal data from `tables`: leave no older copies of it on disk.
 
-    PostgreSQL needs nothing here (deleted rows are invisible to every query and vacuumed)."""
-    compact = getattr(db, "compact_log", None)
-    if compact is not None:
-        compact()
+    SQLite overwrites deleted rows (`secure_delete`); here its write-ahead log is truncated.
+    PostgreSQL keeps a deleted row's bytes in the table's pages (a dead tuple) until vacuum
+    prunes it, which autovacuum may not do for a long time on a table with few deletions:
+    the tables are vacuumed now. That is best effort (a table another vacuum holds is
+    skipped, and a failure is logged): WAL and backups taken since still hold the rows."""
+    if isinstance(db, SqliteDatabase):
+        db.compact_log()
+    elif isinstance(db, PostgresDatabase) and tables:
+        try:
+            with db.read() as cur:
+                cur.execute(f"VACUUM (SKIP_LOCKED) {', '.join(tables)}")
+        except (DatabaseUnavailableError, psycopg.Error) as exc:
+            log.warning("could not vacuum %s (%s)", ", ".join(tables), type(exc).__name__)
 
 
 def open_database(url: str, pool_size: int = 10) -> SqliteDatabase | PostgresDatabase:

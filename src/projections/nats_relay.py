@@ -22,7 +22,7 @@ import nats
 from commands.app import MfaApplication
 from domain.user_mfa import UserMfa
 from infra.lease import Lease
-from infra.sql import Database, DatabaseUnavailableError, compact_log
+from infra.sql import Database, DatabaseUnavailableError, purge_deleted_rows
 from projections.base import RELAY_SUBJECTS_DDL, TRACKING_DDL
 from projections.nats_stream import DUPLICATE_WINDOW_SECONDS, STREAM, ensure_stream
 from projections.public_events import config_subject, encode, is_published, to_public
@@ -249,7 +249,7 @@ class NatsRelay:
         for aggregate_id in subjects.forgotten:
             self._users.pop(aggregate_id, None)
         if subjects.forgotten:
-            compact_log(self.db)
+            purge_deleted_rows(self.db, "mfa_relay_subjects")
 
     def _subject_of(self, event: Any, subjects: SubjectChanges) -> str:
         """The user id of the event's aggregate: learnt from its Created event, kept by the

@@ -24,7 +24,7 @@ from commands.adapters.vault import MasterKeyMismatchError
 from commands.app import MfaApplication
 from domain.user_mfa import UserMfa
 from infra.lease import Lease
-from infra.sql import Cursor, DatabaseUnavailableError, compact_log, pipelined
+from infra.sql import Cursor, DatabaseUnavailableError, pipelined, purge_deleted_rows
 from projections.audit_log import ConfigAuditLogProjection
 from projections.backup_codes import BackupCodeProjection
 from projections.base import (
@@ -340,7 +340,7 @@ class ProjectionRunner:
             raise
         self._positions.update(reached)
         if any(type(event) is UserMfa.UserErased for _, event in events):
-            compact_log(db)
+            purge_deleted_rows(db, *(t for p in projections for t in p.tables))
         self.read_models.advanced()
         return len(notifications)
 

@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from commands.ports import KeyDestroyedError
-from infra.sql import Cursor, Database, compact_log
+from infra.sql import Cursor, Database, purge_deleted_rows
 
 _DDL = {
     "sqlite": "CREATE TABLE IF NOT EXISTS mfa_data_keys ("
@@ -159,7 +159,7 @@ class SqlKeyVault:
                 "ON CONFLICT (key_id) DO NOTHING",
                 (key_id, datetime.now(UTC).isoformat()),
             )
-        compact_log(self._db)
+        purge_deleted_rows(self._db, "mfa_data_keys")
         with self._lock:
             self._cache.pop(key_id, None)
 
