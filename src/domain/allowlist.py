@@ -80,14 +80,19 @@ class AllowlistEntry:
         """An entry counts until its expiry (exclusive)."""
         return self.expires_at is None or at < self.expires_at
 
+    def too_broad(self) -> bool:
+        """Broader than MIN_PREFIX: stored before that limit, it matches nothing."""
+        network = self.network()
+        return network.prefixlen < MIN_PREFIX[network.version]
+
     def contains(self, address: IpAddress, at: datetime) -> bool:
-        """The address is inside this entry's network and the entry has not expired. An entry
-        broader than MIN_PREFIX, stored before that limit, matches nothing."""
+        """The address is inside this entry's network and the entry has not expired (nor is it
+        too broad)."""
         network = self.network()
         return (
             self.is_active(at)
+            and not self.too_broad()
             and address.version == network.version
-            and network.prefixlen >= MIN_PREFIX[network.version]
             and address in network
         )
 

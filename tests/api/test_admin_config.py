@@ -171,6 +171,37 @@ def test_an_allowlist_entry_is_created_read_updated_and_deleted(server: LiveServ
     assert deleted["after"] is None
 
 
+def test_an_entry_stored_before_the_prefix_limit_is_listed_as_too_broad(
+    server: LiveServer,
+) -> None:
+    """It matches nothing since the limit came in, yet it was listed like a working entry:
+    an operator could not tell why the office network stopped counting."""
+    from commands.config import execute_config
+    from domain.allowlist import AllowlistEntry
+    from domain.config import MfaConfig
+
+    now = server.clock.now()
+    broad = AllowlistEntry("old-broad", "10.0.0.0/7", "old", None, "ops", now, "ops", now)
+
+    def store_as_before_the_limit(config: MfaConfig, at: Any) -> None:
+        config.trigger_event(
+            MfaConfig.AllowlistEntryAdded,
+            entry_id=broad.entry_id,
+            actor="ops",
+            request_id="r",
+            after=broad.as_dict(),
+            timestamp=at,
+        )
+
+    execute_config(server.runtime.services, store_as_before_the_limit)
+    client = admin(server)
+    narrow = client.post("/admin/mfa/ip-whitelist", json={"cidr": "10.0.0.0/8"}).json()
+    listed = {e["id"]: e for e in client.get("/admin/mfa/ip-whitelist").json()["items"]}
+    assert (listed["old-broad"]["too_broad"], listed["old-broad"]["expired"]) == (True, False)
+    assert listed[narrow["id"]]["too_broad"] is False
+    assert client.delete("/admin/mfa/ip-whitelist/old-broad").status_code == 200
+
+
 def test_concurrent_changes_by_several_admins_are_all_kept_and_audited(
     server: LiveServer,
 ) -> None:

@@ -45,6 +45,7 @@ def entry_response(entry: AllowlistEntry, now: datetime) -> AllowlistEntryRespon
         description=entry.description,
         expires_at=entry.expires_at,
         expired=not entry.is_active(now),
+        too_broad=entry.too_broad(),
         created_by=entry.created_by,
         created_at=entry.created_at,
         updated_by=entry.updated_by,

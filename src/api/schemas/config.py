@@ -96,6 +96,9 @@ class AllowlistEntryResponse(msgspec.Struct, kw_only=True):
     description: str
     expires_at: datetime | None
     expired: bool
+    # Broader than a /8 (IPv4) or /32 (IPv6), stored before that limit: it matches nothing
+    # and can only be deleted (or replaced by a narrower network).
+    too_broad: bool
     created_by: str
     created_at: datetime
     updated_by: str
