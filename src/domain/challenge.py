@@ -13,9 +13,9 @@ from domain.base import UserMfaEvent, UserMfaState, forget_expired
 from domain.errors import (
     ChallengeExpiredError,
     ChallengeUsedError,
-    LimitExceededError,
     NotEnrolledError,
     NotFoundError,
+    RateLimitedError,
 )
 
 CHALLENGE_TTL = timedelta(minutes=5)
@@ -135,7 +135,8 @@ class ChallengeMixin(UserMfaState):
             self._ensure_unlocked(factor, at)
         open_now = [c for c in self.challenges.values() if c.is_open(at)]
         if len(open_now) >= MAX_OPEN_CHALLENGES:
-            raise LimitExceededError("too many open challenges; complete or wait for one")
+            until = min(c.expires_at for c in open_now)  # a slot frees when the first expires
+            raise RateLimitedError("too many open challenges; complete or wait for one", until, at)
         self.trigger_event(
             ChallengeIssued,
             challenge_id=challenge_id,

@@ -17,6 +17,7 @@ from domain.errors import (
     InvalidCodeError,
     LimitExceededError,
     NotFoundError,
+    RateLimitedError,
 )
 
 WEBAUTHN = "webauthn"
@@ -230,7 +231,8 @@ class WebAuthnMixin(UserMfaState):
             raise _too_many_credentials()
         open_ceremonies = [r for r in self.webauthn_registrations.values() if r.expires_at > at]
         if len(open_ceremonies) >= MAX_PENDING_REGISTRATIONS:
-            raise LimitExceededError("too many registrations in progress; finish or wait")
+            until = min(r.expires_at for r in open_ceremonies)
+            raise RateLimitedError("too many registrations in progress; finish or wait", until, at)
         self.trigger_event(
             WebAuthnRegistrationStarted,
             registration_id=registration_id,

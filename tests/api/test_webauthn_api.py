@@ -385,6 +385,29 @@ def test_ceremonies_opened_in_parallel_cannot_take_a_user_past_20_credentials(
     )
 
 
+def test_open_ceremonies_and_challenges_are_capped_until_the_first_expires(
+    server: LiveServer,
+) -> None:
+    """Both caps pass with time: 429 with Retry-After says when to come back (a 409 said
+    nothing, and a client could not tell it from a conflict to resolve)."""
+    client = server.client(new_user())
+    register_key(client, SoftAuthenticator())
+    for _ in range(5):
+        start_registration(client)
+        server.clock.advance(10)
+    sixth = client.post("/mfa/webauthn/credentials/register", json={})
+    assert_problem(sixth, 429, "rate_limited")
+    assert sixth.headers["retry-after"] == str(300 - 50)
+    for _ in range(10):
+        open_challenge(client)
+    eleventh = client.post("/mfa/challenge", json={"method": "webauthn"})
+    assert_problem(eleventh, 429, "rate_limited")
+    assert eleventh.headers["retry-after"] == "300"
+    server.clock.advance(300)
+    open_challenge(client)
+    start_registration(client)
+
+
 # --------------------------------------------------------------------- WebAuthn step-up
 
 

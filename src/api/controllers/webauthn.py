@@ -57,7 +57,7 @@ class WebAuthnController(Controller):
         "/register",
         status_code=200,
         sync_to_thread=True,
-        responses=problems(409),
+        responses=problems(409, 429),
         operation_class=OptionalBody,
     )
     def start_registration(
