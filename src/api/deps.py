@@ -18,7 +18,7 @@ from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import PathParameter, QueryParameter
 
 from api.auth import Principal, principal_of
-from api.schemas.common import Problem
+from api.schemas.common import USER_ID_BOUNDS, Problem
 from api.settings import Settings
 from commands.app import Outcome, Services
 from infra.notify import LogWaker
@@ -42,10 +42,7 @@ PUBLIC: list[dict[str, list[str]]] = [{}]
 # Query parameters every paginated list takes (API.md: default 50, at most 200).
 Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 PageCursor = Annotated[str | None, QueryParameter(max_length=512)]
-# The same rule as a user id in a body (`api.schemas.common.UserId`): no control characters.
-UserIdPath = Annotated[
-    str, PathParameter(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
-]
+UserIdPath = Annotated[str, PathParameter(**USER_ID_BOUNDS)]
 # A time in a query: RFC 3339 with an offset, declared as a string because Litestar would also
 # read an epoch number or a time without a zone as a datetime. Handlers call `parse_time`.
 RFC3339 = (

@@ -12,6 +12,7 @@ from api.auth import internal_only
 from api.controllers.methods import status_of
 from api.controllers.totp import device_response
 from api.deps import Limit, PageCursor, Runtime, UserIdPath, problems, written
+from api.schemas.common import USER_ID_BOUNDS
 from api.schemas.methods import StatusResponse
 from api.schemas.totp import (
     InternalUserRequest,
@@ -23,9 +24,7 @@ from api.schemas.totp import (
 from commands import totp
 from projections.devices import list_totp_devices
 
-UserIdQuery = Annotated[
-    str, QueryParameter(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
-]
+UserIdQuery = Annotated[str, QueryParameter(**USER_ID_BOUNDS)]
 
 
 class InternalController(Controller):

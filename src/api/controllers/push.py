@@ -22,7 +22,7 @@ from api.deps import (
     problems,
     written,
 )
-from api.schemas.common import UNSHOWN
+from api.schemas.common import UNSHOWN, USER_ID_BOUNDS
 from api.schemas.push import (
     ApprovePushRequest,
     CreatePushChallengeRequest,
@@ -47,10 +47,7 @@ from projections.base import InvalidCursorError, decode_cursor, encode_cursor, i
 from projections.push import list_push_challenges, list_push_devices, push_stats
 
 ChallengeId = Annotated[str, PathParameter(min_length=1, max_length=64)]
-OptionalUserId = Annotated[
-    str | None,
-    QueryParameter(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)"),
-]
+OptionalUserId = Annotated[str | None, QueryParameter(**USER_ID_BOUNDS)]
 
 
 def challenge_response(challenge: PushChallenge, now: datetime) -> PushChallengeResponse:

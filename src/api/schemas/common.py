@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -43,9 +43,14 @@ OtpCode = Annotated[str, msgspec.Meta(min_length=6, max_length=8, pattern=r"^[0-
 Identifier = Annotated[
     str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$(?!\n)")
 ]
-UserId = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
-]
+# A user id (a token's `sub`, or named in a path, query or body): no control characters (C0,
+# DEL, C1), the same rule as domain.ids.has_unsafe_characters.
+USER_ID_BOUNDS: dict[str, Any] = {
+    "min_length": 1,
+    "max_length": 256,
+    "pattern": r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)",
+}
+UserId = Annotated[str, msgspec.Meta(**USER_ID_BOUNDS)]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
