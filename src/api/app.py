@@ -119,7 +119,8 @@ def build_runtime(
         if settings.smtp_url
         else (LogSender() if development else None),
     )
-    if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < MIN_HS256_BYTES:
+    secret = settings.jwt_secret if settings.jwt_public_key is None else None  # HS256 only
+    if secret is not None and len(secret.encode()) < MIN_HS256_BYTES:
         # Refusing it would stop deployments that work today; RFC 7518 §3.2 asks for 32 bytes.
         log.warning(
             "MFA_JWT_SECRET is shorter than %d bytes: tokens signed with it can be forged "

@@ -17,6 +17,8 @@ from typing import Any
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import HMACAlgorithm
+from jwt.exceptions import InvalidKeyError
 
 from api.config_values import (
     ConfigError,
@@ -120,8 +122,14 @@ MIN_RSA_BITS = 2048
 def load_jwt_public_key(pem: str) -> tuple[Any, list[str]]:
     """The public key of `MFA_JWT_PUBLIC_KEY` and the one algorithm it verifies (RS256 for an
     RSA key, ES256 for a P-256 one); ConfigError for anything else."""
+    text = pem.strip()
+    one_block = text.startswith("-----BEGIN") and text.endswith("-----")
+    if text.count("-----BEGIN") != 1 or not one_block:
+        # The library reads the first block and ignores the rest: a second key pasted in
+        # (an old and a new one, during a rotation) would be dropped without a word.
+        raise ConfigError("MFA_JWT_PUBLIC_KEY must be one PEM public key and nothing else")
     try:
-        key = serialization.load_pem_public_key(pem.strip().encode())
+        key = serialization.load_pem_public_key(text.encode())
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise ConfigError("MFA_JWT_PUBLIC_KEY must be a PEM public key") from None
     if isinstance(key, rsa.RSAPublicKey):
@@ -131,6 +139,19 @@ def load_jwt_public_key(pem: str) -> tuple[Any, list[str]]:
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return key, ["ES256"]
     raise ConfigError("MFA_JWT_PUBLIC_KEY must be an RSA or a P-256 (ES256) public key")
+
+
+def check_jwt_secret(secret: str) -> None:
+    """Refuse an `MFA_JWT_SECRET` that PyJWT will not use as an HMAC key (a PEM or SSH public
+    key, a certificate: the identity provider's key pasted into the wrong variable), which
+    would only answer 401 to every request."""
+    try:
+        HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except InvalidKeyError:
+        raise ConfigError(
+            "MFA_JWT_SECRET is a public key or certificate, not a shared secret: "
+            "set it as MFA_JWT_PUBLIC_KEY instead"
+        ) from None
 
 
 DEV_SECRETS = ("MFA_JWT_SECRET", "MFA_MASTER_KEY")
@@ -268,6 +289,8 @@ class Settings:
         public_key = env.get("MFA_JWT_PUBLIC_KEY") or None
         if public_key is not None:
             load_jwt_public_key(public_key)  # refused now, not on every request
+        else:
+            check_jwt_secret(env["MFA_JWT_SECRET"])
         nats_url = env.get("MFA_NATS_URL") or None
         if nats_url is not None:
             check_url(

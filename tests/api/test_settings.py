@@ -59,6 +59,9 @@ def test_values_are_read_in_any_case_and_with_surrounding_blanks(tmp_path: Path)
     assert (settings.push_allow_private, settings.db_pool_size) == (True, 4)
 
 
+_RSA_PEM = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -84,6 +87,12 @@ def test_values_are_read_in_any_case_and_with_surrounding_blanks(tmp_path: Path)
         ("MFA_JWT_PUBLIC_KEY", pem(ec.generate_private_key(ec.SECP384R1()))),
         # RFC 7518 §3.3: RS256 needs 2048 bits; a 1024-bit key lets anyone mint admin tokens
         ("MFA_JWT_PUBLIC_KEY", pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))),
+        # the library reads the first block: the second key of a rotation was dropped silently
+        ("MFA_JWT_PUBLIC_KEY", _RSA_PEM + pem(ec.generate_private_key(ec.SECP256R1()))),
+        ("MFA_JWT_PUBLIC_KEY", _RSA_PEM + "and some text\n"),
+        # the identity provider's key pasted as the shared secret: every token answered 401
+        ("MFA_JWT_SECRET", _RSA_PEM),
+        ("MFA_JWT_SECRET", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 operator@host"),
         # accepted, these failed later and for ever: the relay retrying, /ready 503, every
         # push to the gateway, every WebAuthn ceremony, every email code
         ("MFA_NATS_URL", "garbage"),
@@ -141,6 +150,13 @@ def test_a_short_hs256_secret_is_warned_about(
             close_runtime(build_runtime(settings, run_projections=False))
         assert ("MFA_JWT_SECRET is shorter than 32 bytes" in caplog.text) is warned
         assert secret not in caplog.text.replace("MFA_JWT_SECRET", "")
+    caplog.clear()  # with a public key the secret verifies nothing: no warning about it
+    settings = Settings.from_env(
+        env(tmp_path / "pk", MFA_JWT_SECRET="secret", MFA_JWT_PUBLIC_KEY=_RSA_PEM)
+    )
+    with caplog.at_level(logging.WARNING, logger="mfa"):
+        close_runtime(build_runtime(settings, run_projections=False))
+    assert "MFA_JWT_SECRET" not in caplog.text
 
 
 def test_usable_urls_origins_and_addresses_are_accepted_as_given(tmp_path: Path) -> None:
