@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.auth import TokenVerifier
+from api.config_values import ConfigError
 from api.controllers.admin import AdminTotpController
 from api.controllers.allowlist import ConfigAuditLogController, IpAllowlistController
 from api.controllers.audit import AuditController
@@ -44,7 +45,7 @@ from api.deps import (
 from api.errors import EXCEPTION_HANDLERS, html_not_found_as_problem
 from api.input_rules import apply_input_rules
 from api.openapi import complete_document
-from api.settings import Settings
+from api.settings import Settings, load_jwt_public_key
 from commands.adapters.decoys import SqlDecoyLockouts
 from commands.adapters.dev_log import LogSender
 from commands.adapters.epochs import SqlUserEpochs
@@ -84,6 +85,15 @@ def build_runtime(
 ) -> Runtime:
     """Construct the adapters, the application and the read side from settings."""
     install_url_redaction()  # push endpoint URLs are push tokens: not in the log
+    signer = Es256Signer(settings.master_key)
+    if settings.jwt_public_key and signer.signs_with(
+        load_jwt_public_key(settings.jwt_public_key)[0]
+    ):
+        # Every step-up token (a proof for apps, with no audience) would pass as a bearer token.
+        raise ConfigError(
+            "MFA_JWT_PUBLIC_KEY is this service's own step-up signing key (its JWKS), not "
+            "the identity provider's"
+        )
     db = open_database(settings.database_url, settings.db_pool_size)
     with schema_lock(settings.database_url):
         vault = SqlKeyVault(db, settings.master_key)
@@ -101,7 +111,7 @@ def build_runtime(
         relying_party=RelyingParty(
             settings.webauthn_rp_id, settings.webauthn_rp_name, settings.webauthn_origins
         ),
-        signer=Es256Signer(settings.master_key),
+        signer=signer,
         step_up_ttl_seconds=settings.step_up_ttl_seconds,
         trusted_device_days=settings.trusted_device_days,
         epochs=epochs,

@@ -137,6 +137,30 @@ def test_a_public_key_admits_only_its_own_algorithm(tmp_path: Path) -> None:
         assert TokenVerifier(settings)._algorithms == [algorithm]
 
 
+def test_the_services_own_step_up_key_is_refused_as_the_bearer_token_key(tmp_path: Path) -> None:
+    """Configured from the service's own JWKS by mistake, every step-up token (a proof for
+    apps, with no audience) passed as a bearer token for its user."""
+    from api.app import build_runtime
+    from api.config_values import ConfigError
+    from commands.adapters.signing import Es256Signer
+
+    master = os.urandom(32)
+    own = Es256Signer(master)._key.public_key()
+    own_pem = own.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    settings = Settings.from_env(
+        env(
+            tmp_path,
+            MFA_JWT_SECRET="",
+            MFA_JWT_PUBLIC_KEY=own_pem,
+            MFA_MASTER_KEY=base64.b64encode(master).decode(),
+        )
+    )
+    with pytest.raises(ConfigError, match="MFA_JWT_PUBLIC_KEY"):
+        build_runtime(settings, run_projections=False)
+
+
 def test_a_short_hs256_secret_is_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -30,6 +30,10 @@ class Es256Signer:
         self.kid = _thumbprint(public)
         self._jwk = {**public, "kid": self.kid, "use": "sig", "alg": "ES256"}
 
+    def signs_with(self, public_key: Any) -> bool:
+        """Whether `public_key` is the one this signer's tokens verify with."""
+        return bool(public_key == self._key.public_key())
+
     def sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
 
