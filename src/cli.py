@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -162,8 +163,7 @@ def token(sub: str, scope: str, ttl: int) -> None:
     """Print a development JWT signed with MFA_JWT_SECRET."""
     from api.auth import SCOPE_PATTERN
 
-    if not sub or len(sub) > 256 or has_unsafe_characters(sub):
-        raise click.BadParameter("1 to 256 characters, no control characters", param_hint="--sub")
+    _user_id(sub, "--sub")
     if not SCOPE_PATTERN.fullmatch(scope):
         raise click.BadParameter("printable ASCII scopes separated by spaces", param_hint="--scope")
     settings = _settings()
@@ -182,17 +182,33 @@ def token(sub: str, scope: str, ttl: int) -> None:
         claims["iss"] = settings.jwt_issuer
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
-    click.echo(jwt.encode(claims, settings.jwt_secret, algorithm="HS256"))
+    _echo(jwt.encode(claims, settings.jwt_secret, algorithm="HS256"))
 
 
-def _offline_runtime() -> Any:
-    """The stores without background work (for the audit and projections commands)."""
-    from api.app import build_runtime
+@contextmanager
+def _offline_runtime() -> Iterator[Any]:
+    """The stores without background work (for the audit and projections commands), closed
+    at the end. A URL that names no store the service wrote is refused: these commands
+    create nothing. Two connections at least: a rebuild reads data keys while it holds a
+    transaction (with one, it waited for itself and failed as if the database were down)."""
+    from api.app import build_runtime, close_runtime
 
     logging.basicConfig(level="WARNING")
     settings = _settings()
+    settings = dataclasses.replace(settings, db_pool_size=max(2, settings.db_pool_size))
     with _starting():
-        return build_runtime(settings, run_projections=False)
+        runtime = build_runtime(settings, run_projections=False, create=False)
+    try:
+        yield runtime
+    finally:
+        close_runtime(runtime)
+
+
+def _user_id(text: str, hint: str) -> str:
+    """A user id as the API takes one (a usage error otherwise)."""
+    if not text or len(text) > 256 or has_unsafe_characters(text):
+        raise click.BadParameter("1 to 256 characters, no control characters", param_hint=hint)
+    return text
 
 
 def _store_errors_in_one_line(command: Callable[P, None]) -> Callable[P, None]:
@@ -254,8 +270,21 @@ def _is_outage(exc: BaseException) -> bool:
     return True
 
 
+def _echo(line: str) -> None:
+    """One line of output; a full disk is one `Error:` line, not a traceback."""
+    try:
+        click.echo(line)
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        raise click.ClickException(f"could not write the output: {exc.strerror}") from None
+
+
 def _echo_json(value: object) -> None:
-    click.echo(msgspec.json.encode(value).decode())
+    """A JSON line, with U+2028 and U+2029 escaped: JSON allows them raw, but line readers
+    (Python's `splitlines`, JavaScript) break a line there."""
+    text = msgspec.json.encode(value).decode()
+    _echo(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 @main.group()
@@ -271,10 +300,11 @@ def audit_history(user: str) -> None:
     from commands.app import user_aggregate_ids
     from projections.audit import user_history
 
-    runtime = _offline_runtime()
-    for agg in user_aggregate_ids(runtime.services, user):
-        for entry in user_history(runtime.services.app, agg):
-            _echo_json(entry)
+    _user_id(user, "USER")
+    with _offline_runtime() as runtime:
+        for agg in user_aggregate_ids(runtime.services, user):
+            for entry in user_history(runtime.services.app, agg):
+                _echo_json(entry)
 
 
 # RFC 3339 date-time, the offset optional (then UTC). `datetime.fromisoformat` alone would
@@ -307,11 +337,15 @@ def audit_state(user: str, at_text: str) -> None:
     from commands.app import user_aggregate_ids
     from projections.audit import user_state_at
 
+    _user_id(user, "USER")
     at = _rfc3339(at_text)
-    runtime = _offline_runtime()
-    state = user_state_at(runtime.services.app, user_aggregate_ids(runtime.services, user), at)
+    with _offline_runtime() as runtime:
+        ids = user_aggregate_ids(runtime.services, user)
+        state = user_state_at(runtime.services.app, ids, at)
     if state is None:
-        raise click.ClickException(f"no MFA events for {user} at or before {at.isoformat()}")
+        raise click.ClickException(
+            f"no MFA events for {user!r} at or before {at.isoformat()}"  # (repr: no escapes)
+        )
     _echo_json(state)
 
 
@@ -328,9 +362,9 @@ def audit_export(after: int) -> None:
     """The whole log as JSON lines, streamed."""
     from projections.audit import export_log
 
-    runtime = _offline_runtime()
-    for entry in export_log(runtime.services.app, after=after):
-        _echo_json(entry)
+    with _offline_runtime() as runtime:
+        for entry in export_log(runtime.services.app, after=after):
+            _echo_json(entry)
 
 
 @main.group()
@@ -344,9 +378,9 @@ def projections_status() -> None:
     """Each read model's position and lag behind the log, as JSON lines."""
     from projections.tracking import projection_status
 
-    runtime = _offline_runtime()
-    for status in projection_status(runtime.services.app, runtime.read_models):
-        _echo_json(status)
+    with _offline_runtime() as runtime:
+        for status in projection_status(runtime.services.app, runtime.read_models):
+            _echo_json(status)
 
 
 @projections.command("rebuild")
@@ -356,16 +390,18 @@ def projections_status() -> None:
 def projections_rebuild(name: str, compare: bool) -> None:
     """Rebuild a read model from position 0 beside the live one, then swap it in."""
     from projections.rebuild import RebuildRunningError, rebuild_projection
+    from projections.runner import default_projections
 
-    runtime = _offline_runtime()
-    names = [p.name for p in runtime.read_models.projections]
+    names = [p.name for p in default_projections(relay=True)]
     if name not in names:
         raise click.BadParameter(f"unknown projection {name!r}; one of {', '.join(names)}")
-    app, read_models = runtime.services.app, runtime.read_models
-    try:
-        report = rebuild_projection(app, read_models, name, compare=compare)
-    except RebuildRunningError as exc:
-        raise click.ClickException(str(exc)) from None
+    with _offline_runtime() as runtime:
+        try:
+            report = rebuild_projection(
+                runtime.services.app, runtime.read_models, name, compare=compare
+            )
+        except RebuildRunningError as exc:
+            raise click.ClickException(str(exc)) from None
     _echo_json(report)
 
 

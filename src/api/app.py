@@ -58,7 +58,7 @@ from commands.adapters.vault import SqlKeyVault
 from commands.app import MfaApplication, Services
 from commands.ports import Clock, Random, SystemClock, SystemRandom
 from commands.verifiers import RelyingParty
-from infra.event_store import event_store_env
+from infra.event_store import event_store_env, event_store_exists
 from infra.lease import lease_for
 from infra.log_redaction import install_url_redaction
 from infra.notify import log_waker_for
@@ -82,8 +82,11 @@ def build_runtime(
     clock: Clock | None = None,
     random: Random | None = None,
     run_projections: bool | None = None,
+    create: bool = True,
 ) -> Runtime:
-    """Construct the adapters, the application and the read side from settings."""
+    """Construct the adapters, the application and the read side from settings. With
+    `create=False` (the read-only commands) a database the service never wrote is refused,
+    before anything is created in it."""
     install_url_redaction()  # push endpoint URLs are push tokens: not in the log
     signer = Es256Signer(settings.master_key)
     if settings.jwt_public_key and signer.signs_with(
@@ -94,6 +97,25 @@ def build_runtime(
             "MFA_JWT_PUBLIC_KEY is this service's own step-up signing key (its JWKS), not "
             "the identity provider's"
         )
+    development = not settings.sms_webhook_url and not settings.smtp_url
+    # API.md: with neither provider configured, messages go to the log (development). With
+    # one configured this is a deployment: the other channel's codes go nowhere (the channel
+    # answers 409), never to a log that operators read.
+    sms_sender = (
+        HttpSmsSender(settings.sms_webhook_url)
+        if settings.sms_webhook_url
+        else (LogSender() if development else None)
+    )
+    email_sender = (
+        SmtpEmailSender(settings.smtp_url, settings.email_from)
+        if settings.smtp_url
+        else (LogSender() if development else None)
+    )
+    if not create and not event_store_exists(settings.database_url):
+        raise ConfigError(
+            "MFA_DATABASE_URL names no MFA event store (nothing was written there yet, or it "
+            "is another database); read-only commands create none"
+        )
     db = open_database(settings.database_url, settings.db_pool_size)
     with schema_lock(settings.database_url):
         vault = SqlKeyVault(db, settings.master_key)
@@ -101,7 +123,6 @@ def build_runtime(
         read_models = ReadModels(db, default_projections(relay=settings.nats_url is not None))
         epochs = SqlUserEpochs(db, derive_key(settings.master_key, "user-epochs"))
         decoys = SqlDecoyLockouts(db, derive_key(settings.master_key, "decoy-locks"))
-    development = not settings.sms_webhook_url and not settings.smtp_url
     services = Services(
         app=app,
         clock=clock or SystemClock(),
@@ -119,15 +140,8 @@ def build_runtime(
         push_sender=HttpPushSender(
             settings.push_webhook_url, allow_private=settings.push_allow_private
         ),
-        # API.md: with neither provider configured, messages go to the log (development).
-        # With one configured this is a deployment: the other channel's codes go nowhere
-        # (the channel answers 409), never to a log that operators read.
-        sms_sender=HttpSmsSender(settings.sms_webhook_url)
-        if settings.sms_webhook_url
-        else (LogSender() if development else None),
-        email_sender=SmtpEmailSender(settings.smtp_url, settings.email_from)
-        if settings.smtp_url
-        else (LogSender() if development else None),
+        sms_sender=sms_sender,
+        email_sender=email_sender,
     )
     secret = settings.jwt_secret if settings.jwt_public_key is None else None  # HS256 only
     if secret is not None and len(secret.encode()) < MIN_HS256_BYTES:

@@ -271,6 +271,16 @@ class Settings:
         database_url = env.get("MFA_DATABASE_URL") or f"sqlite:///{data_dir / 'mfa.sqlite'}"
         if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ConfigError("MFA_DATABASE_URL must start with sqlite:/// or postgresql://")
+        sqlite_path = database_url.removeprefix("sqlite:///")
+        if database_url.startswith("sqlite:///") and (
+            not sqlite_path.strip() or sqlite_path.startswith(":") or "?" in sqlite_path
+        ):
+            # An empty path or `:memory:` put the keys in a database that vanishes on close
+            # (every event then read as erased); `?mode=...` became part of the file name.
+            raise ConfigError(
+                "MFA_DATABASE_URL: sqlite:/// takes a file path (sqlite:////abs/path.sqlite, or "
+                "a path relative to the working directory), nothing else"
+            )
         # Demo sessions (`/demo/session`) sign tokens with the JWT secret: only a generated one
         # may serve, never an operator's (which the identity provider or others may share).
         development = not (env.get("MFA_JWT_SECRET") or env.get("MFA_JWT_PUBLIC_KEY"))

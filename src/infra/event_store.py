@@ -28,9 +28,11 @@ import inspect
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+import psycopg
 import psycopg_pool
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
@@ -278,3 +280,16 @@ def event_store_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
         # instead of a pipeline of five (infra.event_store).
         "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
     }
+
+
+EVENTS_TABLE = "mfa_events"  # the library's table for the application named "mfa"
+
+
+def event_store_exists(database_url: str) -> bool:
+    """Whether the URL names a store the service has written (nothing is created to tell)."""
+    if database_url.startswith("sqlite:///"):
+        return Path(event_store_env(database_url)["SQLITE_DBNAME"]).is_file()
+    settings = connection_settings(database_url)
+    with psycopg.connect(database_url, connect_timeout=3, autocommit=True, **settings) as conn:
+        row = conn.execute("SELECT to_regclass(%s)", (EVENTS_TABLE,)).fetchone()
+    return row is not None and row[0] is not None

@@ -66,6 +66,10 @@ _RSA_PEM = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     ("name", "value"),
     [
         ("MFA_DATABASE_URL", "mysql://x/y"),
+        # the keys went to SQLite's temporary database: every event then read as erased
+        ("MFA_DATABASE_URL", "sqlite:///"),
+        ("MFA_DATABASE_URL", "sqlite:///:memory:"),
+        ("MFA_DATABASE_URL", "sqlite:///mfa.sqlite?mode=ro"),  # the "?..." named the file
         ("MFA_MASTER_KEY", "not-base64!!"),
         ("MFA_MASTER_KEY", base64.b64encode(b"short").decode()),
         ("MFA_STEP_UP_TTL_SECONDS", "abc"),

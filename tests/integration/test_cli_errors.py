@@ -320,8 +320,10 @@ def test_a_privilege_the_role_lacks_at_start_is_named_not_called_an_unreadable_u
     tmp_path: Path, postgres_admin_url: str
 ) -> None:
     """PostgreSQL 15 grants no CREATE on schema public to a role that does not own the
-    database; that refusal is a ProgrammingError too, like libpq's URL parse errors."""
+    database; that refusal is a ProgrammingError too, like libpq's URL parse errors. (The
+    store exists, written by its owner: the read-only commands refuse a database without.)"""
     url = create_pg_database(postgres_admin_url)
+    close_runtime(build_runtime(make_settings(tmp_path / "owner", url), run_projections=False))
     role = f"mfa_limited_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE ROLE "{role}" LOGIN')
@@ -337,3 +339,97 @@ def test_a_privilege_the_role_lacks_at_start_is_named_not_called_an_unreadable_u
         drop_pg_database(postgres_admin_url, url)
         with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.mark.parametrize("command", [["audit", "export"], ["projections", "status"]])
+def test_read_only_commands_refuse_a_database_the_service_never_wrote_and_create_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """An auditor's typo in the database name read as an empty log (exit 0), and left the
+    service's tables behind in whatever database it named."""
+    done = run(tmp_path, *command, MFA_DATABASE_URL=f"sqlite:///{tmp_path / 'typo.sqlite'}")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "names no MFA event store" in done.stderr
+    assert not list(tmp_path.glob("typo*")), list(tmp_path.iterdir())
+
+
+@pytest.mark.postgres
+def test_read_only_commands_create_no_table_in_a_postgresql_database(
+    tmp_path: Path, postgres_admin_url: str
+) -> None:
+    url = create_pg_database(postgres_admin_url)
+    try:
+        done = run(tmp_path, "audit", "history", "alice", MFA_DATABASE_URL=url)
+        assert done.returncode == 1, done.stderr
+        assert "names no MFA event store" in done.stderr
+        with psycopg.connect(url) as conn:
+            tables = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchone()
+        assert tables == (0,)
+    finally:
+        drop_pg_database(postgres_admin_url, url)
+
+
+@pytest.mark.postgres
+def test_a_rebuild_works_with_a_pool_of_one_connection(
+    tmp_path: Path, postgres_admin_url: str
+) -> None:
+    """The rebuild reads data keys while it holds a transaction: with one connection it
+    waited for itself and failed as if the database were down, on every run."""
+    url = create_pg_database(postgres_admin_url)
+    try:
+        settings = make_settings(tmp_path / "owner", url)
+        runtime = build_runtime(settings, run_projections=False)
+        try:
+            for _ in range(20):  # (the start-up check of the master key caches a data key)
+                generate_backup_codes(runtime.services, new_user())
+        finally:
+            close_runtime(runtime)
+        env = {
+            "MFA_DATABASE_URL": url,
+            "MFA_DB_POOL_SIZE": "1",
+            "MFA_JWT_SECRET": settings.jwt_secret or "",
+            "MFA_MASTER_KEY": base64.b64encode(settings.master_key).decode(),
+        }
+        done = run(tmp_path, "projections", "rebuild", "users", **env)
+        assert done.returncode == 0, done.stderr
+        assert '"matched_live"' in done.stdout
+    finally:
+        drop_pg_database(postgres_admin_url, url)
+
+
+def test_audit_output_is_one_line_per_event_and_bad_users_and_full_disks_are_one_line(
+    tmp_path: Path,
+) -> None:
+    """U+2028 in a user id split an export line for line readers; a user id that is not
+    UTF-8 was a traceback; so was a full disk."""
+    settings, env = _backup_codes_projected(tmp_path, users=0)
+    runtime = build_runtime(settings, run_projections=False)
+    try:
+        generate_backup_codes(runtime.services, "line\u2028separated")
+    finally:
+        close_runtime(runtime)
+    history = run(tmp_path, "audit", "history", "line\u2028separated", **env)
+    assert history.returncode == 0, history.stderr
+    assert len(history.stdout.splitlines()) == 2  # created, generated
+
+    for user in ("\udcff", "tab\there", ""):
+        refused = CliRunner().invoke(main, ["audit", "history", user], env=env)
+        assert refused.exit_code == 2, (user, refused.output)
+        assert "no control characters" in refused.output
+
+    if Path("/dev/full").exists():
+        full = subprocess.run(
+            f"{MFA} audit export > /dev/full",
+            shell=True,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert full.returncode == 1, full.stderr
+        assert "Traceback" not in full.stderr
+        assert "could not write the output" in full.stderr
