@@ -98,8 +98,13 @@ class TokenVerifier:
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The token of an `Authorization: Bearer` header; 401 when it is missing."""
-    header = connection.headers.get("authorization", "")
+    """The token of an `Authorization: Bearer` header; 401 when it is missing, or when there
+    are several (a proxy that authenticated the last one would disagree with us about who
+    is calling)."""
+    headers = connection.headers.getall("authorization", [])
+    if len(headers) > 1:
+        raise NotAuthorizedException(detail="more than one Authorization header")
+    header = headers[0] if headers else ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthorizedException(detail="missing bearer token")

@@ -399,3 +399,17 @@ def test_the_services_own_step_up_tokens_are_not_bearer_tokens(
     assert jwt.get_unverified_header(step_up_token)["alg"] == "ES256"
     assert_refused(stack.server, step_up_token, "step-up token on an HS256 deployment")
     assert_refused(rsa_server, step_up_token, "step-up token on a public-key deployment")
+
+
+def test_a_request_with_two_authorization_headers_is_refused(stack: Stack) -> None:
+    """The first header counted: a proxy that checked the last one (a foreign token) let
+    through a request the service then ran as the first token's admin."""
+    secret = hs256_secret(stack.server)
+    admin = jwt.encode(claims(sub="root", scope=ADMIN), secret)
+    foreign = jwt.encode(claims(sub="root", scope=ADMIN), "another-issuers-secret-" + "x" * 20)
+    for pair in ((admin, foreign), (foreign, admin), (admin, admin)):
+        headers = [("Authorization", f"Bearer {token}") for token in pair]
+        response = bare_client(stack.server).get("/admin/mfa/risk-policy", headers=headers)
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "unauthorized"
+    assert accepted(stack.server, admin, "/admin/mfa/risk-policy") == 200
