@@ -99,6 +99,21 @@ _NOT_JSON = "the body must be JSON, sent as Content-Type: application/json"
 _NESTED_TOO_DEEPLY = f"nested more than {MAX_JSON_DEPTH} levels deep"
 
 
+# Where msgspec says the error is: " - at `$.a.b[0]`", or for a map's key " - at `key` in `$.a`".
+_LOCATION = re.compile(r" - at `(?P<of_key>key` in `)?\$(?P<path>[^`]*)`$")
+
+
+def _located(text: str) -> tuple[str, str]:
+    """msgspec's message without its location, and the member's path (empty: the body)."""
+    match = _LOCATION.search(text)
+    if match is None:
+        return text, ""
+    message = text[: match.start()]
+    if match["of_key"]:
+        message = f"a key: {message}"
+    return message, match["path"].lstrip(".")
+
+
 class StrictJsonRequest(Request[Any, Any, Any]):
     """Requests whose JSON body must have exactly the JSON types the OpenAPI document shows.
 
@@ -122,8 +137,8 @@ class StrictJsonRequest(Request[Any, Any, Any]):
             # msgspec's words, such as "Number out of range - at `$.signals[...]`", with the
             # member named where it names one ("Input data was truncated" is its word for a
             # lone surrogate too): a problem with `errors` like every other validation error.
-            message, _, path = str(exc.detail).partition(" - at `$")
-            key = path.rstrip("`").lstrip(".").split("[", 1)[0] or "data"
+            message, path = _located(str(exc.detail))
+            key = path.split("[", 1)[0] or "data"
             if message.startswith("Input data was truncated"):
                 message = "not valid JSON (cut short, or a lone surrogate in a string)"
             raise _body_error(message, key) from None
@@ -134,8 +149,8 @@ class StrictJsonRequest(Request[Any, Any, Any]):
             try:
                 msgspec.convert(value, field.annotation, strict=True)
             except msgspec.ValidationError as exc:
-                message, _, path = str(exc).partition(" - at `$")
-                key = path.rstrip("`").lstrip(".") or "data"
+                message, path = _located(str(exc))
+                key = path or "data"
                 extra = [{"key": key, "message": message, "source": "body"}]
                 raise ValidationException(detail=f"{key}: {message}", extra=extra) from exc
         return value

@@ -154,10 +154,24 @@ def test_request_bodies_are_described_as_strictly_as_they_are_decoded(
     [weights, _] = policy["weights"]["anyOf"]
     assert weights["additionalProperties"] == {"type": "integer", "minimum": -100, "maximum": 100}
 
+    # The domain's own rules are in the document: what it calls valid is accepted.
+    assert weights["propertyNames"]["pattern"] == r"^[a-z][a-z0-9_]{0,63}$(?!\n)"
+    level = schemas["LevelPolicyBody"]["properties"]
+    actions = re.compile(level["action"]["pattern"])
+    assert [
+        a
+        for a in ("allow", "require_mfa", "require_phishing_resistant", "deny", "x")
+        if actions.search(a)
+    ] == ["allow", "require_mfa", "require_phishing_resistant", "deny"]
+    [max_age, _] = level["step_up_max_age_s"]["anyOf"]
+    assert (max_age["minimum"], max_age["maximum"]) == (0, 7 * 24 * 3600)
+
     admin = server.client("root", "mfa:admin")
     assert admin.put("/admin/mfa/risk-policy", json={"base_score": 0}).status_code == 200
     for refused in ({"base_score": -1}, {"weights": {"locked": 101}}, {"note": "x"}):
         assert admin.put("/admin/mfa/risk-policy", json=refused).status_code == 400, refused
+    misnamed = admin.put("/admin/mfa/risk-policy", json={"weights": {"Locked": 1}})
+    assert misnamed.json()["errors"][0]["field"] == "weights"  # (the map's key: it said "data")
 
 
 def test_options_lists_every_method_of_the_path(server: LiveServer) -> None:

@@ -8,10 +8,15 @@ from typing import Annotated, Any
 import msgspec
 
 from api.schemas.common import Request, UserId
+from domain.risk import ACTIONS, MAX_STEP_UP_AGE_S, SIGNAL_NAME
 
 Score = Annotated[int, msgspec.Meta(ge=0, le=100)]
 Weight = Annotated[int, msgspec.Meta(ge=-100, le=100)]
-SignalName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# The domain's own rules, so that what the OpenAPI document calls valid is accepted.
+SignalName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=rf"^{SIGNAL_NAME.pattern}$(?!\n)")
+]
+Action = Annotated[str, msgspec.Meta(pattern=rf"^({'|'.join(ACTIONS)})$(?!\n)")]
 SignalValue = (
     bool
     | Annotated[int, msgspec.Meta(ge=0, le=1000)]
@@ -42,9 +47,9 @@ class RiskPolicyBody(Request):
 
 
 class LevelPolicyBody(Request):
-    action: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    action: Action
     allowed_methods: Annotated[list[Method], msgspec.Meta(max_length=16)]
-    step_up_max_age_s: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    step_up_max_age_s: Annotated[int, msgspec.Meta(ge=0, le=MAX_STEP_UP_AGE_S)] | None = None
 
 
 class DryRunPolicyBody(RiskPolicyBody):
