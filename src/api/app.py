@@ -21,7 +21,7 @@ from api.controllers.backup_codes import BackupCodeController
 from api.controllers.config import LevelPolicyController, RiskPolicyController
 from api.controllers.demo import DemoController
 from api.controllers.erasure import AdminResetController, EraseController
-from api.controllers.health import health, ready
+from api.controllers.health import health, health_head, ready
 from api.controllers.internal import InternalController
 from api.controllers.methods import MethodController
 from api.controllers.oob import EmailController, SmsController
@@ -233,6 +233,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     handlers: list[Any] = [
         health,
+        health_head,
         ready,
         TotpController,
         BackupCodeController,

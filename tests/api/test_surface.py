@@ -85,6 +85,12 @@ def test_health_and_readiness(server: LiveServer) -> None:
     assert ready.json()["checks"]["event_store"] == "ok"
 
 
+def test_the_liveness_probe_answers_head_as_load_balancers_send_it(server: LiveServer) -> None:
+    """RFC 9110 §9.3.2: HEAD is GET without the body; the probe answered it 405."""
+    probed = httpx.head(server.url + "/health")
+    assert (probed.status_code, probed.content) == (200, b"")
+
+
 # ---------------------------------------------- what the document says of every route
 
 
@@ -182,7 +188,7 @@ def test_options_lists_every_method_of_the_path(server: LiveServer) -> None:
         "/mfa/totp/devices": "GET, OPTIONS, POST",
         "/mfa/trusted-devices": "DELETE, GET, OPTIONS, POST",
         "/mfa/webauthn/credentials/some-id": "DELETE, GET, OPTIONS, PUT",
-        "/health": "GET, OPTIONS",
+        "/health": "GET, HEAD, OPTIONS",
     }.items():
         answer = client.options(path)
         assert answer.status_code == 204, (path, answer.text)
