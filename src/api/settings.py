@@ -7,6 +7,7 @@ import binascii
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -71,10 +72,9 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     text = _text(env, name)
     if not text:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
+    if not re.fullmatch(r"[+-]?[0-9]+", text):  # int() also takes "5_0" and other digits
+        raise ConfigError(f"{name} must be a whole number, not {text!r}")
+    value = int(text)
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
     return value

@@ -73,6 +73,8 @@ _RSA_PEM = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
         ("MFA_MASTER_KEY", "not-base64!!"),
         ("MFA_MASTER_KEY", base64.b64encode(b"short").decode()),
         ("MFA_STEP_UP_TTL_SECONDS", "abc"),
+        ("MFA_DB_POOL_SIZE", "5_0"),  # int() takes these; a typo should not be a number
+        ("MFA_DB_POOL_SIZE", "\u0663"),  # an Arabic-Indic three
         ("MFA_STEP_UP_TTL_SECONDS", "-5"),  # every step-up token born expired
         ("MFA_STEP_UP_TTL_SECONDS", "0"),
         ("MFA_TRUSTED_DEVICE_DAYS", "ten"),
