@@ -12,11 +12,11 @@ from uuid import UUID
 # surrogates (which Python's json module and PyJWT decode from "\ud800" escapes, and which
 # cannot be encoded as UTF-8 for the database or a hash): text with one was made to break
 # something.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_UNSAFE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def has_unsafe_characters(text: str) -> bool:
-    """Whether `text` holds a control character (C0, DEL, C1) or a lone surrogate."""
+    """Whether `text` holds a control character or a lone surrogate."""
     return _UNSAFE.search(text) is not None
 
 

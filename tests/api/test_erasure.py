@@ -186,6 +186,20 @@ def test_an_admin_reset_needs_no_reason(server: LiveServer) -> None:
     assert (history[-1]["data"]["actor"], history[-1]["data"]["reason"]) == ("root-admin", "")
 
 
+def test_a_user_whose_id_holds_a_c1_control_can_be_reached_and_erased(
+    server: LiveServer,
+) -> None:
+    """Such ids were accepted, so such users exist: refusing C1 (briefly considered, as for
+    C0) would leave them with data no one could erase."""
+    user = "legacy\x85user"
+    client = server.client(user)
+    assert client.post("/mfa/backup-codes/generate").status_code == 201
+    internal = server.client("svc", "mfa:internal")
+    erased = internal.post("/internal/mfa/erase", json={"user_id": user})
+    assert erased.status_code == 200, erased.text
+    assert client.get("/mfa/backup-codes/count").json()["remaining"] == 0
+
+
 def test_erasure_needs_the_internal_scope(server: LiveServer) -> None:
     user = new_user()
     assert (

@@ -43,12 +43,14 @@ OtpCode = Annotated[str, msgspec.Meta(min_length=6, max_length=8, pattern=r"^[0-
 Identifier = Annotated[
     str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$(?!\n)")
 ]
-# A user id (a token's `sub`, or named in a path, query or body): no control characters (C0,
-# DEL, C1), the same rule as domain.ids.has_unsafe_characters.
+# A user id named in a path, query or body: no C0 control or DEL, as for a token's `sub`
+# (domain.ids.has_unsafe_characters, which also refuses lone surrogates: here msgspec's
+# decoder and the input rules do). C1 controls pass: ids an identity provider issued with
+# them were accepted before, and their users must stay reachable (to erase, above all).
 USER_ID_BOUNDS: dict[str, Any] = {
     "min_length": 1,
     "max_length": 256,
-    "pattern": r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)",
+    "pattern": r"^[^\x00-\x1f\x7f]+$(?!\n)",
 }
 UserId = Annotated[str, msgspec.Meta(**USER_ID_BOUNDS)]
 
