@@ -7,12 +7,11 @@ SQL is written once with `%s` placeholders and PostgreSQL-compatible upserts, wh
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,7 +37,6 @@ def schema_lock(url: str) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
 
-log = logging.getLogger("mfa.sql")
 SCHEMA_LOCK_KEY = 0x6D666173  # "mfas"
 
 
@@ -311,6 +309,7 @@ class PostgresDatabase:
         )
         self._pool.open(wait=False)
         self._wait = ConnectionWait(POOL_TIMEOUT_SECONDS)
+        self.on_close: list[Callable[[], None]] = []  # (the purger stops with the pool)
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
@@ -347,6 +346,8 @@ class PostgresDatabase:
             raise DatabaseUnavailableError(str(exc)) from exc
 
     def close(self) -> None:
+        for stop in self.on_close:
+            stop()
         self._pool.close()
 
 
@@ -360,24 +361,6 @@ def pipelined(cur: Cursor) -> Iterator[None]:
             yield
     else:
         yield
-
-
-def purge_deleted_rows(db: Database, *tables: str) -> None:
-    """After deleting personal data from `tables`: leave no older copies of it on disk.
-
-    SQLite overwrites deleted rows (`secure_delete`); here its write-ahead log is truncated.
-    PostgreSQL keeps a deleted row's bytes in the table's pages (a dead tuple) until vacuum
-    prunes it, which autovacuum may not do for a long time on a table with few deletions:
-    the tables are vacuumed now. That is best effort (a table another vacuum holds is
-    skipped, and a failure is logged): WAL and backups taken since still hold the rows."""
-    if isinstance(db, SqliteDatabase):
-        db.compact_log()
-    elif isinstance(db, PostgresDatabase) and tables:
-        try:
-            with db.read() as cur:
-                cur.execute(f"VACUUM (SKIP_LOCKED) {', '.join(tables)}")
-        except (DatabaseUnavailableError, psycopg.Error) as exc:
-            log.warning("could not vacuum %s (%s)", ", ".join(tables), type(exc).__name__)
 
 
 def open_database(url: str, pool_size: int = 10) -> SqliteDatabase | PostgresDatabase:

@@ -22,7 +22,8 @@ import nats
 from commands.app import MfaApplication
 from domain.user_mfa import UserMfa
 from infra.lease import Lease
-from infra.sql import Database, DatabaseUnavailableError, purge_deleted_rows
+from infra.purge import purge_deleted_rows
+from infra.sql import Database, DatabaseUnavailableError
 from projections.base import RELAY_SUBJECTS_DDL, TRACKING_DDL
 from projections.nats_stream import DUPLICATE_WINDOW_SECONDS, STREAM, ensure_stream
 from projections.public_events import config_subject, encode, is_published, to_public

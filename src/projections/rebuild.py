@@ -8,13 +8,14 @@ same position, optionally compares them row for row, and renames the shadow into
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from commands.app import MfaApplication
 from infra.lease import lease_on
-from infra.sql import Cursor, pipelined
+from infra.sql import Cursor, Database, pipelined
 from projections.base import Projection, ProjectionCursor, UserIds
 from projections.runner import BATCH_SIZE, apply_batch
 from projections.tracking import ReadModels, lock_position, set_position
@@ -32,6 +33,17 @@ class RebuildReport:
     rows: int
     matched_live: bool | None
     differences: int
+
+
+@contextmanager
+def _long_transaction(db: Database) -> Iterator[Cursor]:
+    """A rebuild's transaction. It reads and decodes the log, and compares whole tables,
+    between its statements: longer than the idle-in-transaction limit allows (meant for a
+    stalled process), on a large read model."""
+    with db.transaction() as cur:
+        if db.dialect == "postgres":
+            cur.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+        yield cur
 
 
 def _events(app: MfaApplication, after: int, until: int) -> list[tuple[int, Any]]:
@@ -129,7 +141,7 @@ def _rebuild(
     # runner was at the same events: an aggregate erased further on is still its user's until
     # the erasure is read, and `forget_rows` then deletes what was written for it meanwhile.
     user_ids = UserIds()
-    with db.transaction() as cur:
+    with _long_transaction(db) as cur:
         for shadow in renames.values():
             cur.execute(f"DROP TABLE IF EXISTS {shadow}")
         projection.create_tables(ProjectionCursor(cur, renames=renames))
@@ -138,7 +150,7 @@ def _rebuild(
 
     done = 0
     while True:
-        with db.transaction() as cur:
+        with _long_transaction(db) as cur:
             until = _target(cur, projection, app.max_position())
             step = _catch_up(
                 app,
@@ -158,7 +170,7 @@ def _rebuild(
         _ensure_held(held, name)
 
     _ensure_held(held, name)
-    with db.transaction() as cur:
+    with _long_transaction(db) as cur:
         live = lock_position(cur, db.dialect, name)
         until = max(live, _target(cur, projection, app.max_position()))
         done = _catch_up(

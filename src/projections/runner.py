@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,8 @@ from commands.adapters.vault import MasterKeyMismatchError
 from commands.app import MfaApplication
 from domain.user_mfa import UserMfa
 from infra.lease import Lease
-from infra.sql import Cursor, DatabaseUnavailableError, pipelined, purge_deleted_rows
+from infra.purge import purge_deleted_rows
+from infra.sql import Cursor, Database, DatabaseUnavailableError, pipelined
 from projections.audit_log import ConfigAuditLogProjection
 from projections.backup_codes import BackupCodeProjection
 from projections.base import (
@@ -68,6 +70,13 @@ ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     MemoryError,
 )
+
+
+def purge_erased(db: Database, projections: Sequence[Projection]) -> None:
+    """After an erasure deleted a user's rows: the read models' tables (and any other a
+    projection deleted from) leave no copy of them on disk."""
+    tables = [t for p in projections for t in (*p.tables, *getattr(p, "also_deletes_from", ()))]
+    purge_deleted_rows(db, *tables)
 
 
 def default_projections(*, relay: bool = True) -> list[Projection]:
@@ -308,6 +317,8 @@ class ProjectionRunner:
             set_positions(cur, reached)
         self._positions.update(reached)
         self.user_ids.clear()  # this batch went without the cache
+        if type(event) is UserMfa.UserErased:
+            purge_erased(db, projections)
         self.read_models.advanced()
 
     def run_once(self) -> int:
@@ -340,7 +351,7 @@ class ProjectionRunner:
             raise
         self._positions.update(reached)
         if any(type(event) is UserMfa.UserErased for _, event in events):
-            purge_deleted_rows(db, *(t for p in projections for t in p.tables))
+            purge_erased(db, projections)
         self.read_models.advanced()
         return len(notifications)
 

@@ -23,6 +23,8 @@ class UserProjection:
 
     def __init__(self, *, forget_relay_subjects: bool = False) -> None:
         self.forget_relay_subjects = forget_relay_subjects
+        # Not among its tables (a rebuild does not copy the relay's): purged after erasures.
+        self.also_deletes_from = ("mfa_relay_subjects",) if forget_relay_subjects else ()
 
     def create_tables(self, cur: Cursor) -> None:
         cur.execute(USERS_DDL)

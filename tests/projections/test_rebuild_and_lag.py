@@ -261,3 +261,32 @@ def test_a_rebuild_keeps_its_lease_however_long_it_fills(
     finally:
         close_runtime(runtime)
         drop_pg_database(postgres_admin_url, url)
+
+
+@pytest.mark.postgres
+def test_a_rebuild_may_spend_longer_between_statements_than_a_stalled_process_may(
+    tmp_path: Path, postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read models end a transaction idle for 20 s (a frozen process's locks); a rebuild
+    reads the log and compares whole tables between its statements, which on a large read
+    model takes longer: it failed at the swap, after the whole fill."""
+    from infra import sql
+
+    monkeypatch.setattr(sql, "IDLE_IN_TRANSACTION_SECONDS", 1)
+    url = create_pg_database(postgres_admin_url)
+    runtime = build_runtime(make_settings(tmp_path, url), run_projections=False)
+    try:
+        _activity(runtime, users=2)
+        ProjectionRunner(runtime.services.app, runtime.read_models).catch_up()
+        read = rebuild._events
+
+        def slow(*args: Any) -> list[tuple[int, Any]]:
+            time.sleep(1.5)  # a large log to read and decode
+            return read(*args)
+
+        monkeypatch.setattr(rebuild, "_events", slow)
+        report = rebuild_projection(runtime.services.app, runtime.read_models, "backup_codes")
+        assert report.matched_live is True
+    finally:
+        close_runtime(runtime)
+        drop_pg_database(postgres_admin_url, url)

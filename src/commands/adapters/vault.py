@@ -12,7 +12,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from commands.ports import KeyDestroyedError
-from infra.sql import Cursor, Database, purge_deleted_rows
+from infra.purge import purge_deleted_rows
+from infra.sql import Cursor, Database
 
 _DDL = {
     "sqlite": "CREATE TABLE IF NOT EXISTS mfa_data_keys ("
@@ -154,14 +155,16 @@ class SqlKeyVault:
         with self._db.transaction() as cur:
             self._lock_key(cur, key_id)
             cur.execute("DELETE FROM mfa_data_keys WHERE key_id = %s", (key_id,))
+            deleted = cur.rowcount > 0
             cur.execute(
                 "INSERT INTO mfa_destroyed_keys (key_id, destroyed_at) VALUES (%s, %s) "
                 "ON CONFLICT (key_id) DO NOTHING",
                 (key_id, datetime.now(UTC).isoformat()),
             )
-        purge_deleted_rows(self._db, "mfa_data_keys")
         with self._lock:
             self._cache.pop(key_id, None)
+        if deleted:  # (a repeated erasure deletes nothing)
+            purge_deleted_rows(self._db, "mfa_data_keys")
 
     def _lock_key(self, cur: Cursor, key_id: str) -> None:
         """Serialise creating and destroying one key (SQLite: its write lock does)."""
