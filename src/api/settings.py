@@ -148,6 +148,11 @@ def check_jwt_secret(secret: str) -> None:
     try:
         HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
     except InvalidKeyError:
+        if "PRIVATE KEY" in secret:
+            raise ConfigError(
+                "MFA_JWT_SECRET is a private key: give the identity provider's public key "
+                "as MFA_JWT_PUBLIC_KEY (never the private one)"
+            ) from None
         raise ConfigError(
             "MFA_JWT_SECRET is a public key or certificate, not a shared secret: "
             "set it as MFA_JWT_PUBLIC_KEY instead"

@@ -60,6 +60,10 @@ def parse_ip(ip: str) -> IpAddress:
     return address
 
 
+def _too_broad(network: IpNetwork) -> bool:
+    return network.prefixlen < MIN_PREFIX[network.version]
+
+
 @dataclass(frozen=True)
 class AllowlistEntry:
     """A network whose logins count as lower risk, until it expires (if it does)."""
@@ -82,8 +86,7 @@ class AllowlistEntry:
 
     def too_broad(self) -> bool:
         """Broader than MIN_PREFIX: stored before that limit, it matches nothing."""
-        network = self.network()
-        return network.prefixlen < MIN_PREFIX[network.version]
+        return _too_broad(self.network())
 
     def contains(self, address: IpAddress, at: datetime) -> bool:
         """The address is inside this entry's network and the entry has not expired (nor is it
@@ -91,7 +94,7 @@ class AllowlistEntry:
         network = self.network()
         return (
             self.is_active(at)
-            and not self.too_broad()
+            and not _too_broad(network)
             and address.version == network.version
             and address in network
         )

@@ -143,6 +143,23 @@ def test_a_public_key_admits_only_its_own_algorithm(tmp_path: Path) -> None:
         assert TokenVerifier(settings)._algorithms == [algorithm]
 
 
+def test_a_private_key_as_the_secret_is_not_sent_to_the_public_key_variable(
+    tmp_path: Path,
+) -> None:
+    private = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    with pytest.raises(ConfigError, match="is a private key") as refused:
+        Settings.from_env(env(tmp_path, MFA_JWT_SECRET=private))
+    assert "never the private one" in str(refused.value)
+
+
 def test_the_services_own_step_up_key_is_refused_as_the_bearer_token_key(tmp_path: Path) -> None:
     """Configured from the service's own JWKS by mistake, every step-up token (a proof for
     apps, with no audience) passed as a bearer token for its user."""
