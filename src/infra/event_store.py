@@ -282,7 +282,9 @@ def event_store_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
     }
 
 
-EVENTS_TABLE = "mfa_events"  # the library's table for the application named "mfa"
+# The library's table for the application named "mfa", in its schema (POSTGRES_SCHEMA, which
+# we leave at `public`): not found through the URL's search_path, which it does not follow.
+EVENTS_TABLE = "public.mfa_events"
 
 
 def event_store_exists(database_url: str) -> bool:

@@ -11,8 +11,8 @@ tables are vacuumed, by a thread of the database's own, never in the caller's wa
   statement timeout (a large table takes what it takes);
 - and once more AGAIN_AFTER_SECONDS later: a transaction whose snapshot is older than the
   deletion (a long report, a backup) keeps the dead row from the first vacuum;
-- a vacuum that fails, or that PostgreSQL skips (the role does not own the table), is tried
-  again later, ATTEMPTS times in all, then logged.
+- a vacuum that fails, or that PostgreSQL skips (the role does not own the table), is logged
+  and tried again later, ATTEMPTS times in all.
 
 Best effort still: WAL segments not yet recycled, WAL archives and backups keep the rows; a
 process that stops drops the vacuums it had not run yet (autovacuum comes eventually).
@@ -64,20 +64,27 @@ class _Purger:
         self._due: list[tuple[float, int, str]] = []  # a heap of (when, attempt, table)
         self._wake = threading.Condition()
         self._stopped = False
-        threading.Thread(target=self._run, name="mfa-purge", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="mfa-purge", daemon=True)
+        self._thread.start()
 
     def request(self, tables: tuple[str, ...]) -> None:
         now = time.monotonic()
         with self._wake:
+            if self._stopped:  # (the database is closing)
+                log.warning("not vacuumed, the database is closing: %s", ", ".join(tables))
+                return
             for table in tables:
                 heapq.heappush(self._due, (now, 1, table))
                 heapq.heappush(self._due, (now + AGAIN_AFTER_SECONDS, 1, table))
             self._wake.notify()
 
     def stop(self) -> None:
+        """No vacuum starts after this; one running is left to finish, waited for briefly."""
         with self._wake:
             self._stopped = True
             self._wake.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=LOCK_WAIT_SECONDS + 1)
 
     def _run(self) -> None:
         while True:
@@ -91,15 +98,18 @@ class _Purger:
                 batch: dict[str, int] = {}
                 while self._due and self._due[0][0] <= now:
                     _, attempt, table = heapq.heappop(self._due)
-                    batch[table] = max(attempt, batch.get(table, 0))
+                    batch[table] = min(attempt, batch.get(table, attempt))
             for table, attempt in sorted(batch.items()):
+                with self._wake:
+                    if self._stopped:
+                        return
                 self._vacuum(table, attempt)
 
     def _ready(self) -> bool:
         return bool(self._due) and self._due[0][0] <= time.monotonic()
 
     def _vacuum(self, table: str, attempt: int) -> None:
-        skipped: list[str] = []
+        warnings: list[str] = []
         failure: str | None = None
         try:
             with psycopg.connect(
@@ -108,14 +118,21 @@ class _Purger:
                 connect_timeout=3,
                 **connection_settings(self._conninfo),
             ) as conn:
-                conn.add_notice_handler(lambda n: skipped.append(n.message_primary or ""))
+                # PostgreSQL skips a table it may not vacuum with a WARNING, not an error.
+                conn.add_notice_handler(
+                    lambda n: (
+                        warnings.append(n.message_primary or "")
+                        if n.severity_nonlocalized == "WARNING"
+                        else None
+                    )
+                )
                 conn.execute(f"SET lock_timeout = {int(LOCK_WAIT_SECONDS * 1000)}")
                 conn.execute("SET statement_timeout = 0")
                 conn.execute(f"VACUUM {table}")
-        except psycopg.Error as exc:
+        except Exception as exc:  # (anything: this thread must go on serving later requests)
             failure = type(exc).__name__
         else:
-            failure = next((m for m in skipped if "skipping" in m), None)
+            failure = warnings[0] if warnings else None
         if failure is None:
             return
         if attempt < ATTEMPTS:

@@ -15,6 +15,7 @@ from typing import Any
 
 from commands.app import MfaApplication
 from infra.lease import lease_on
+from infra.purge import purge_deleted_rows
 from infra.sql import Cursor, Database, pipelined
 from projections.base import Projection, ProjectionCursor, UserIds
 from projections.runner import BATCH_SIZE, apply_batch
@@ -197,6 +198,9 @@ def _rebuild(
                 _rename_indexes(cur, table, shadow)
         set_position(cur, name, done)
         cur.execute("DELETE FROM mfa_tracking WHERE projection = %s", (shadow_tracking,))
+    # The shadow, now live, had the rows of users erased while it filled deleted from it: the
+    # runner's purge named the live table of then. (Always: a rebuild is rare.)
+    purge_deleted_rows(db, *projection.tables)
     return RebuildReport(name, done, rows, matched, differences)
 
 

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,6 +20,8 @@ from commands.totp import set_up_totp
 from infra import purge
 from infra.purge import purge_deleted_rows
 from infra.sql import PostgresDatabase
+from projections.rebuild import rebuild_projection
+from projections.runner import ProjectionRunner
 from tests.conftest import create_pg_database, drop_pg_database, make_settings
 
 pytestmark = pytest.mark.postgres
@@ -144,3 +147,105 @@ def test_an_erased_users_read_model_rows_leave_the_pages(pg_url: str, tmp_path: 
     finally:
         runtime.stop()
         close_runtime(runtime)
+
+
+def test_a_rebuild_leaves_no_erased_users_rows_in_the_table_it_swaps_in(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user erased while the shadow filled: the shadow had the user's rows, then deleted
+    them, and the table swapped in held them as dead tuples, which the runner's purge (of
+    the live table of then) never reached."""
+    from projections import rebuild
+
+    runtime = build_runtime(make_settings(tmp_path, pg_url), run_projections=False)
+    runner = ProjectionRunner(runtime.services.app, runtime.read_models)
+    name = "Ada's phone " + os.urandom(4).hex()
+    held = rebuild._ensure_held
+    erased: list[bool] = []
+
+    def erase_while_filling(*args: Any) -> None:
+        if not erased:  # the shadow holds Ada's device by now
+            erased.append(True)
+            erase_user(runtime.services, "ada")
+            runner.catch_up()
+            time.sleep(1)  # the live table's purge is done
+        held(*args)
+
+    monkeypatch.setattr(rebuild, "_ensure_held", erase_while_filling)
+    monkeypatch.setattr(rebuild, "FILL_PAUSE_SECONDS", 0)
+    try:
+        set_up_totp(runtime.services, "ada", name)
+        for n in range(30):  # more than one fill step, so the erasure lands in a later one
+            set_up_totp(runtime.services, f"user-{n}", "phone")
+        runner.catch_up()
+        monkeypatch.setattr(rebuild, "BATCH_SIZE", 2)
+
+        rebuild_projection(runtime.services.app, runtime.read_models, "totp_devices")
+
+        assert erased
+        assert eventually(lambda: not on_disk(pg_url, "mfa_totp_devices", name.encode()))
+    finally:
+        close_runtime(runtime)
+
+
+class CountingConnect:
+    """Stands in for the psycopg module in infra.purge: counts the connections opened."""
+
+    Error = psycopg.Error
+
+    def __init__(self) -> None:
+        self.opened = 0
+
+    def connect(self, *args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+        self.opened += 1
+        return psycopg.connect(*args, **kwargs)
+
+
+def test_closing_the_database_stops_its_vacuums(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Vacuums already taken went on, table by table, after close(): connections to a
+    database its owner had closed (and perhaps dropped)."""
+    monkeypatch.setattr(purge, "LOCK_WAIT_SECONDS", 1.0)
+    counting = CountingConnect()
+    monkeypatch.setattr(purge, "psycopg", counting)
+    db = PostgresDatabase(pg_url, min_size=1, max_size=2)
+    with db.transaction() as cur:
+        for table in ("a", "b", "c"):
+            cur.execute(f"CREATE TABLE {table} (id INT)")
+    with psycopg.connect(pg_url) as holder:
+        holder.execute("LOCK TABLE a IN SHARE UPDATE EXCLUSIVE MODE")
+        purge_deleted_rows(db, "a", "b", "c")
+        assert eventually(lambda: counting.opened == 1, 5)  # waiting for a's lock
+        db.close()
+        opened = counting.opened
+        time.sleep(1.5)
+    assert counting.opened == opened
+    purge_deleted_rows(db, "a")  # after close: logged, nothing queued for a thread gone
+    assert counting.opened == opened
+
+
+def test_a_purge_that_fails_unexpectedly_does_not_stop_later_ones(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(purge, "AGAIN_AFTER_SECONDS", 60.0)
+    real = purge.connection_settings
+    calls: list[int] = []
+
+    def failing_once(conninfo: str) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("not a psycopg error")
+        return real(conninfo)
+
+    monkeypatch.setattr(purge, "connection_settings", failing_once)
+    db = PostgresDatabase(pg_url, min_size=1, max_size=2)
+    try:
+        with db.transaction() as cur:
+            cur.execute("CREATE TABLE a (id INT)")
+        purge_deleted_rows(db, "a")
+        assert eventually(lambda: len(calls) == 1, 5)
+        purge_deleted_rows(db, "a")
+        assert eventually(lambda: len(calls) == 2, 5)
+    finally:
+        db.close()

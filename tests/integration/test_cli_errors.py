@@ -433,3 +433,25 @@ def test_audit_output_is_one_line_per_event_and_bad_users_and_full_disks_are_one
         assert full.returncode == 1, full.stderr
         assert "Traceback" not in full.stderr
         assert "could not write the output" in full.stderr
+
+
+@pytest.mark.postgres
+def test_a_store_is_found_whatever_search_path_the_url_gives(
+    tmp_path: Path, postgres_admin_url: str
+) -> None:
+    """The event store lives in `public` (the URL's options reach the read models only): a
+    search_path there made the read-only commands say no store existed."""
+    from urllib.parse import quote
+
+    from infra.event_store import event_store_exists
+
+    url = create_pg_database(postgres_admin_url)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA read_models")
+        scoped = url + "?options=" + quote("-c search_path=read_models")
+        assert not event_store_exists(scoped)
+        close_runtime(build_runtime(make_settings(tmp_path, scoped), run_projections=False))
+        assert event_store_exists(scoped)
+    finally:
+        drop_pg_database(postgres_admin_url, url)
