@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-import os
 import re
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, ParamSpec
+from typing import Any
 
 import click
 import jwt
 import msgspec
 
 from api.settings import Settings
+from cli_errors import starting, store_errors_in_one_line
 from domain.ids import has_unsafe_characters
-
-P = ParamSpec("P")
 
 
 @click.group()
@@ -31,59 +28,8 @@ def main() -> None:
     """MFA service."""
 
 
-@contextmanager
-def _starting() -> Iterator[None]:
-    """A bad configuration or an unreachable database ends the command with one line that
-    names the cause (exit 1), not a traceback."""
-    import sqlite3
-
-    import psycopg
-    from eventsourcing.persistence import PersistenceError
-
-    from commands.adapters.vault import MasterKeyMismatchError
-
-    try:
-        yield
-    except (ValueError, MasterKeyMismatchError) as exc:  # ConfigError and the adapters' checks
-        raise click.ClickException(str(exc)) from None
-    except PersistenceError as exc:  # the event store's wrapping of the same errors
-        raise click.ClickException(_database_error(exc)) from None
-    except psycopg.ProgrammingError as exc:
-        if exc.sqlstate is not None:  # the server's refusal (a privilege, say): named as is
-            raise click.ClickException(_database_error(exc)) from None
-        # libpq could not parse the URL, and its message quotes the part it could not read,
-        # which is often the password (a bad %-escape, a space, a "/" in it)
-        raise click.ClickException(
-            "MFA_DATABASE_URL cannot be read as a PostgreSQL URL: percent-encode the special "
-            "characters of the user name and password"
-        ) from None
-    except (psycopg.Error, sqlite3.Error, OSError) as exc:
-        raise click.ClickException(_database_error(exc)) from None
-
-
-def _database_error(exc: BaseException) -> str:
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return f"cannot open the database or data folder: {_without_password(first_line)}"
-
-
-def _without_password(message: str) -> str:
-    """The message without the database password: libpq quotes a host name that is the rest
-    of a password holding an unescaped `@`."""
-    url = os.environ.get("MFA_DATABASE_URL", "")
-    address, _, query = url.partition("://")[2].partition("?")
-    password = address.rpartition("@")[0].partition(":")[2]
-    given = [v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "password"]
-    pieces = {password, *given}
-    for text in list(pieces):
-        pieces.update(re.split(r"[@%/ ]", text))
-    for piece in sorted(pieces, key=len, reverse=True):
-        if len(piece) >= 3:
-            message = message.replace(piece, "***")
-    return message
-
-
 def _settings() -> Settings:
-    with _starting():
+    with starting():
         return Settings.from_env()
 
 
@@ -113,7 +59,7 @@ def serve(host: str, port: int, workers: int) -> None:
     }
     listening = "the API listens on http://%s:%d (OpenAPI at /schema, readiness at /ready)"
     if workers == 1:
-        with _starting():
+        with starting():
             app = create_app(settings)
         logging.getLogger("mfa").info(listening, host, port)
         uvicorn.run(app, **options)
@@ -122,7 +68,7 @@ def serve(host: str, port: int, workers: int) -> None:
         raise click.BadParameter("several workers need MFA_DATABASE_URL=postgresql://...")
     # What would make every server process fail at start is found here, once, before forking
     # (uvicorn would start a failed process again and again).
-    with _starting():
+    with starting():
         close_runtime(build_runtime(settings, run_projections=False))
     # Each process builds its own app; leases keep the projections and the relay in one.
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
@@ -137,7 +83,7 @@ def worker() -> None:
 
     settings = _settings()
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
-    with _starting():
+    with starting():
         runtime = build_runtime(settings, run_projections=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -196,7 +142,7 @@ def _offline_runtime() -> Iterator[Any]:
     logging.basicConfig(level="WARNING")
     settings = _settings()
     settings = dataclasses.replace(settings, db_pool_size=max(2, settings.db_pool_size))
-    with _starting():
+    with starting():
         runtime = build_runtime(settings, run_projections=False, create=False)
     try:
         yield runtime
@@ -209,65 +155,6 @@ def _user_id(text: str, hint: str) -> str:
     if not text or len(text) > 256 or has_unsafe_characters(text):
         raise click.BadParameter("1 to 256 characters, no control characters", param_hint=hint)
     return text
-
-
-def _store_errors_in_one_line(command: Callable[P, None]) -> Callable[P, None]:
-    """The database going away during an audit or projections command ends it with one line
-    (exit 1), as at start, not a traceback (which could quote connection details). Other
-    errors (a row a read model refuses: a bug) are not outages, and are not called one."""
-
-    @functools.wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        import sqlite3
-
-        import psycopg
-        from eventsourcing.persistence import InterfaceError, OperationalError
-
-        from commands.app import StoreUnavailableError
-        from infra.sql import DatabaseUnavailableError
-
-        try:
-            command(*args, **kwargs)
-        except (
-            DatabaseUnavailableError,
-            StoreUnavailableError,
-            OperationalError,
-            InterfaceError,
-            psycopg.OperationalError,
-            psycopg.InterfaceError,
-            sqlite3.OperationalError,
-        ) as exc:
-            if not _is_outage(exc):
-                raise
-            raise click.ClickException(
-                f"the database became unavailable ({type(exc).__name__}); run the command "
-                "again once it answers (a rebuild that stops changes nothing)"
-            ) from None
-
-    return run
-
-
-LOCK_NOT_AVAILABLE = "55P03"  # a lock wait timed out: another try may get it
-
-
-def _is_outage(exc: BaseException) -> bool:
-    """A database that stopped answering or went away, not a statement it refused (a timeout
-    on a large table, an SQL mistake) that would fail the same way again."""
-    import sqlite3
-
-    import psycopg
-
-    from infra.sql import connection_lost
-
-    cause: BaseException | None = exc
-    while cause is not None:  # the deepest driver error says what happened
-        if isinstance(cause, psycopg.OperationalError):
-            return connection_lost(cause) or cause.sqlstate == LOCK_NOT_AVAILABLE
-        if isinstance(cause, sqlite3.OperationalError):
-            words = ("locked", "disk I/O", "unable to open", "readonly")
-            return any(word in str(cause) for word in words)
-        cause = cause.__cause__
-    return True
 
 
 def _echo(line: str) -> None:
@@ -294,7 +181,7 @@ def audit() -> None:
 
 @audit.command("history")
 @click.argument("user")
-@_store_errors_in_one_line
+@store_errors_in_one_line
 def audit_history(user: str) -> None:
     """The user's events in order, as JSON lines."""
     from commands.app import user_aggregate_ids
@@ -330,7 +217,7 @@ def _rfc3339(text: str) -> datetime:
 @audit.command("state")
 @click.argument("user")
 @click.option("--at", "at_text", required=True, help="RFC 3339 time, e.g. 2026-03-01T12:00:00Z")
-@_store_errors_in_one_line
+@store_errors_in_one_line
 def audit_state(user: str, at_text: str) -> None:
     """The user's MFA state as it was at a time, replayed from the events (across erasures:
     an erased epoch reads as redacted, with the time of its erasure)."""
@@ -357,7 +244,7 @@ def audit_state(user: str, at_text: str) -> None:
     type=click.IntRange(0, 2**63 - 1),
     help="start after this log position",
 )
-@_store_errors_in_one_line
+@store_errors_in_one_line
 def audit_export(after: int) -> None:
     """The whole log as JSON lines, streamed."""
     from projections.audit import export_log
@@ -373,7 +260,7 @@ def projections() -> None:
 
 
 @projections.command("status")
-@_store_errors_in_one_line
+@store_errors_in_one_line
 def projections_status() -> None:
     """Each read model's position and lag behind the log, as JSON lines."""
     from projections.tracking import projection_status
@@ -386,7 +273,7 @@ def projections_status() -> None:
 @projections.command("rebuild")
 @click.argument("name")
 @click.option("--compare/--no-compare", default=True, help="compare with the live rows first")
-@_store_errors_in_one_line
+@store_errors_in_one_line
 def projections_rebuild(name: str, compare: bool) -> None:
     """Rebuild a read model from position 0 beside the live one, then swap it in."""
     from projections.rebuild import RebuildRunningError, rebuild_projection
