@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -328,3 +329,30 @@ def test_the_readiness_probe_of_a_down_nats_answers_at_once_without_tracebacks(
     assert time.monotonic() - started < 1.0
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert asyncio.run(nats_reachable(shared_nats)) is True
+
+
+def test_readiness_probes_nats_at_most_once_in_a_while_whoever_asks(
+    monkeypatch: pytest.MonkeyPatch, shared_nats: str
+) -> None:
+    """With the relay in another process, each /ready (no token needed) opened a NATS
+    connection of its own: a flood of probes was a flood of connections."""
+    from types import SimpleNamespace
+
+    from api.controllers import health
+
+    calls: list[str] = []
+    real = health.nats_reachable
+
+    async def counted(url: str) -> bool:
+        calls.append(url)
+        return await real(url)
+
+    monkeypatch.setattr(health, "nats_reachable", counted)
+    monkeypatch.setattr(health, "_probed", {})
+    runtime: Any = SimpleNamespace(settings=SimpleNamespace(nats_url=shared_nats), relay=None)
+    answers = [health._nats_check(runtime) for _ in range(20)]
+    assert answers == ["ok"] * 20
+    assert calls == [shared_nats]
+    monkeypatch.setattr(health, "NATS_PROBE_SECONDS", 0.0)
+    assert health._nats_check(runtime) == "ok"
+    assert len(calls) == 2

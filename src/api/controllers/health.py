@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -28,13 +30,26 @@ def health_head() -> None:
     return None
 
 
+# A process whose relay runs elsewhere (MFA_PROJECTIONS=worker) asks NATS itself, by a new
+# connection: at most once per NATS_PROBE_SECONDS, or anyone could make the service open one
+# connection per unauthenticated /ready.
+NATS_PROBE_SECONDS = 2.0
+_probe_lock = threading.Lock()
+_probed: dict[str, tuple[float, bool]] = {}
+
+
 def _nats_check(runtime: Runtime) -> str:
     url = runtime.settings.nats_url
     if url is None:
         return "disabled"
     if runtime.relay is not None and runtime.relay.active:
         return "ok" if runtime.relay.connected else "unavailable"
-    return "ok" if asyncio.run(nats_reachable(url)) else "unavailable"
+    with _probe_lock:  # (one probe at a time; those waiting take its answer)
+        at, reachable = _probed.get(url, (float("-inf"), False))
+        if time.monotonic() - at >= NATS_PROBE_SECONDS:
+            reachable = asyncio.run(nats_reachable(url))
+            _probed[url] = (time.monotonic(), reachable)
+    return "ok" if reachable else "unavailable"
 
 
 def _select_one(runtime: Runtime) -> None:
