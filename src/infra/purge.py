@@ -12,10 +12,11 @@ tables are vacuumed, by a thread of the database's own, never in the caller's wa
 - and once more AGAIN_AFTER_SECONDS later: a transaction whose snapshot is older than the
   deletion (a long report, a backup) keeps the dead row from the first vacuum;
 - a vacuum that fails, or that PostgreSQL skips (the role does not own the table), is logged
-  and tried again later, ATTEMPTS times in all.
+  and tried again a minute later, until ATTEMPTS tries in a row have failed.
 
-Best effort still: WAL segments not yet recycled, WAL archives and backups keep the rows; a
-process that stops drops the vacuums it had not run yet (autovacuum comes eventually).
+Closing the database runs the vacuums already due (a rebuild's: `mfa projections rebuild`
+closes it right after) and drops the later ones and the retries. Best effort still: WAL
+segments not yet recycled, WAL archives and backups keep the rows.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ log = logging.getLogger("mfa.sql")
 LOCK_WAIT_SECONDS = 5.0
 AGAIN_AFTER_SECONDS = 60.0
 ATTEMPTS = 3
+STOP_WAIT_SECONDS = 30.0
 
 
 def purge_deleted_rows(db: Database, *tables: str) -> None:
@@ -79,12 +81,13 @@ class _Purger:
             self._wake.notify()
 
     def stop(self) -> None:
-        """No vacuum starts after this; one running is left to finish, waited for briefly."""
+        """The vacuums due now still run (a rebuild's, an erasure's just before a shutdown),
+        waited for up to STOP_WAIT_SECONDS; the later ones and the retries are dropped."""
         with self._wake:
             self._stopped = True
             self._wake.notify()
         if self._thread is not threading.current_thread():
-            self._thread.join(timeout=LOCK_WAIT_SECONDS + 1)
+            self._thread.join(timeout=STOP_WAIT_SECONDS)
 
     def _run(self) -> None:
         while True:
@@ -92,17 +95,14 @@ class _Purger:
                 while not self._stopped and not self._ready():
                     wait = self._due[0][0] - time.monotonic() if self._due else None
                     self._wake.wait(wait)
-                if self._stopped:
-                    return
                 now = time.monotonic()
                 batch: dict[str, int] = {}
                 while self._due and self._due[0][0] <= now:
                     _, attempt, table = heapq.heappop(self._due)
                     batch[table] = min(attempt, batch.get(table, attempt))
+                if self._stopped and not batch:
+                    return
             for table, attempt in sorted(batch.items()):
-                with self._wake:
-                    if self._stopped:
-                        return
                 self._vacuum(table, attempt)
 
     def _ready(self) -> bool:
@@ -135,15 +135,12 @@ class _Purger:
             failure = warnings[0] if warnings else None
         if failure is None:
             return
-        if attempt < ATTEMPTS:
-            log.warning("could not vacuum %s (%s); trying again later", table, failure)
-            with self._wake:
-                heapq.heappush(
-                    self._due, (time.monotonic() + AGAIN_AFTER_SECONDS, attempt + 1, table)
-                )
-        else:
-            log.warning(
-                "could not vacuum %s (%s): its deleted rows stay on disk until a vacuum does",
-                table,
-                failure,
-            )
+        if attempt >= ATTEMPTS or self._stopped:
+            log.warning("could not vacuum %s (%s): its deleted rows stay on disk", table, failure)
+            return
+        log.warning("could not vacuum %s (%s); trying again in a minute", table, failure)
+        with self._wake:
+            if any(pending == table for _, _, pending in self._due):
+                return  # the pass already due a minute later tries again
+            again = time.monotonic() + AGAIN_AFTER_SECONDS
+            heapq.heappush(self._due, (again, attempt + 1, table))
