@@ -20,7 +20,7 @@ import msgspec
 
 from api.settings import Settings
 from cli_errors import starting, store_errors_in_one_line
-from domain.ids import has_unsafe_characters
+from domain.ids import is_user_id
 
 
 @click.group()
@@ -152,7 +152,7 @@ def _offline_runtime() -> Iterator[Any]:
 
 def _user_id(text: str, hint: str) -> str:
     """A user id as the API takes one (a usage error otherwise)."""
-    if not text or len(text) > 256 or has_unsafe_characters(text):
+    if not is_user_id(text):
         raise click.BadParameter("1 to 256 characters, no control characters", param_hint=hint)
     return text
 

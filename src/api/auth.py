@@ -12,7 +12,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 from api.settings import Settings, load_jwt_public_key
-from domain.ids import has_unsafe_characters
+from domain.ids import is_user_id
 
 ADMIN_SCOPE = "mfa:admin"
 INTERNAL_SCOPE = "mfa:internal"
@@ -83,7 +83,7 @@ class TokenVerifier:
         # A subject becomes the user id: no control character (NUL cannot be stored in
         # PostgreSQL text; it also separates a user id from its erasure epoch) and no lone
         # surrogate (the id is hashed and stored as UTF-8).
-        if len(sub) > 256 or has_unsafe_characters(sub):
+        if not is_user_id(sub):
             raise NotAuthorizedException(detail="invalid token claims")
         for name in _NUMERIC_DATES:  # RFC 7519 NumericDate: a JSON number, not "1700000000"
             value = claims.get(name)

@@ -15,9 +15,17 @@ from uuid import UUID
 _UNSAFE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
+MAX_USER_ID_LENGTH = 256
+
+
 def has_unsafe_characters(text: str) -> bool:
     """Whether `text` holds a control character or a lone surrogate."""
     return _UNSAFE.search(text) is not None
+
+
+def is_user_id(text: str) -> bool:
+    """Whether `text` can be a user id (a token's `sub`): 1 to 256 characters, none unsafe."""
+    return 0 < len(text) <= MAX_USER_ID_LENGTH and not has_unsafe_characters(text)
 
 
 def user_mfa_id(user_id: str, id_key: bytes) -> UUID:

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from domain.ids import MAX_USER_ID_LENGTH
+
 # Every pattern ends in `$(?!\n)`, not `$`: msgspec and Litestar test patterns with re.search,
 # and Python's `$` also matches before a final "\n", so `^[a-z]+$` takes "abc\n". `$(?!\n)` is
 # the end of the string both there and in ECMA-262, the dialect of the OpenAPI document (which
@@ -49,7 +51,7 @@ Identifier = Annotated[
 # them were accepted before, and their users must stay reachable (to erase, above all).
 USER_ID_BOUNDS: dict[str, Any] = {
     "min_length": 1,
-    "max_length": 256,
+    "max_length": MAX_USER_ID_LENGTH,
     "pattern": r"^[^\x00-\x1f\x7f]+$(?!\n)",
 }
 UserId = Annotated[str, msgspec.Meta(**USER_ID_BOUNDS)]
