@@ -120,6 +120,12 @@ def token(sub: str, scope: str, ttl: int) -> None:
         )
     if not settings.jwt_secret:
         raise click.ClickException("mfa token signs with MFA_JWT_SECRET, which is not set")
+    if ttl > settings.jwt_max_ttl_seconds:
+        raise click.BadParameter(
+            f"at most MFA_JWT_MAX_TTL_SECONDS ({settings.jwt_max_ttl_seconds}): the service "
+            "refuses longer-lived tokens",
+            param_hint="--ttl",
+        )
     now = int(time.time())
     claims: dict[str, object] = {"sub": sub, "iat": now, "exp": now + ttl, "jti": str(uuid.uuid4())}
     if scope:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from jwt.utils import base64url_decode
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
@@ -22,14 +25,19 @@ MAX_TOKEN_LENGTH = 8192
 # RFC 6749 §3.3: printable ASCII except `"` and a backslash, scopes separated by spaces
 SCOPE_PATTERN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 _NUMERIC_DATES = ("exp", "nbf", "iat")
+LEEWAY_SECONDS = 5
+# The client the token was issued to: OIDC's `azp`, else RFC 9068's `client_id`.
+_CLIENT_CLAIMS = ("azp", "client_id")
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's subject and scopes."""
+    """Who is calling: the token's subject and scopes, and the client (app) the token was
+    issued to when it names one."""
 
     sub: str
     scopes: frozenset[str]
+    client: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -55,13 +63,14 @@ class TokenVerifier:
             raise ValueError("either MFA_JWT_SECRET or MFA_JWT_PUBLIC_KEY must be set")
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
+        self._max_ttl = settings.jwt_max_ttl_seconds
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; NotAuthorizedException otherwise."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise NotAuthorizedException(detail="invalid or expired token")
         try:
-            claims = jwt.decode(
+            claims = _STRICT_JWT.decode(
                 token,
                 self._key,
                 algorithms=self._algorithms,
@@ -72,8 +81,9 @@ class TokenVerifier:
                     "verify_aud": self._audience is not None,
                     "verify_iss": self._issuer is not None,
                 },
-                leeway=5,
+                leeway=LEEWAY_SECONDS,
             )
+            _unique_members(base64url_decode(token.partition(".")[0]))  # the header's too
         except jwt.PyJWTError as exc:
             raise NotAuthorizedException(detail="invalid or expired token") from exc
         sub = claims.get("sub")
@@ -89,12 +99,59 @@ class TokenVerifier:
             value = claims.get(name)
             if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise NotAuthorizedException(detail="invalid token claims")
+        if not self._short_lived(claims):
+            raise NotAuthorizedException(detail="token lifetime too long")
         # RFC 6749 §3.3: scopes are separated by spaces (0x20) only, and are printable ASCII;
         # `str.split()` also splits at NBSP, U+2003, 0x1f ..., so "openid\u00a0mfa:admin", one
         # odd scope to the identity provider, would have granted mfa:admin.
         if not SCOPE_PATTERN.fullmatch(scope):
             raise NotAuthorizedException(detail="invalid token claims")
-        return Principal(sub=sub, scopes=frozenset(t for t in scope.split(" ") if t))
+        client = next((claims[name] for name in _CLIENT_CLAIMS if name in claims), None)
+        # It becomes the `aud` of the step-up tokens this caller earns: a client id, or none.
+        if client is not None and not (isinstance(client, str) and is_user_id(client)):
+            raise NotAuthorizedException(detail="invalid token claims")
+        scopes = frozenset(t for t in scope.split(" ") if t)
+        return Principal(sub=sub, scopes=scopes, client=client)
+
+    def _short_lived(self, claims: dict[str, Any]) -> bool:
+        """Whether the token expires within `MFA_JWT_MAX_TTL_SECONDS` from now and, when it
+        says when it was issued, from then: a token minted to last a year is refused, not
+        honoured for a year after it leaks."""
+        expires = claims["exp"]
+        if expires - time.time() > self._max_ttl + LEEWAY_SECONDS:
+            return False
+        return "iat" not in claims or expires - claims["iat"] <= self._max_ttl
+
+
+def _unique_members(document: bytes) -> dict[str, Any]:
+    """A JSON object whose objects name each member once. RFC 7519 §4 lets a parser take the
+    last of duplicate claims, as Python's json does; a proxy or library that takes the first
+    would then read another subject or scope from the same signed token."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        members = dict(pairs)
+        if len(members) != len(pairs):
+            raise jwt.DecodeError("a member is named twice")
+        return members
+
+    try:
+        parsed = json.loads(document, object_pairs_hook=unique)
+    except (ValueError, RecursionError) as exc:
+        raise jwt.DecodeError("not a JSON object") from exc
+    if not isinstance(parsed, dict):
+        raise jwt.DecodeError("not a JSON object")
+    return parsed
+
+
+class _StrictJwt(jwt.PyJWT):
+    """PyJWT with a claims set whose members are each named once (`_decode_payload` is its
+    documented override point)."""
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        return _unique_members(decoded["payload"])
+
+
+_STRICT_JWT = _StrictJwt()
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -42,6 +42,7 @@ ENVIRONMENT: dict[str, str] = {
     "MFA_JWT_PUBLIC_KEY": "PEM public key for RS256/ES256 bearer tokens (instead of the secret)",
     "MFA_JWT_ISSUER": "required `iss` of incoming tokens, when set",
     "MFA_JWT_AUDIENCE": "required `aud` of incoming tokens, when set",
+    "MFA_JWT_MAX_TTL_SECONDS": "longest lifetime an incoming token may have (default 86400)",
     "MFA_MASTER_KEY": "base64 of 32 bytes; wraps every per-user data key",
     "MFA_WEBAUTHN_RP_ID": "WebAuthn relying party id (a bare host name such as example.com)",
     "MFA_WEBAUTHN_RP_NAME": "WebAuthn relying party display name",
@@ -246,6 +247,7 @@ class Settings:
     jwt_public_key: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    jwt_max_ttl_seconds: int = 86400
     webauthn_rp_id: str = "localhost"
     webauthn_rp_name: str = "MFA service"
     webauthn_origins: tuple[str, ...] = ("http://localhost:8000",)
@@ -332,6 +334,7 @@ class Settings:
             jwt_public_key=public_key,
             jwt_issuer=env.get("MFA_JWT_ISSUER") or None,
             jwt_audience=env.get("MFA_JWT_AUDIENCE") or None,
+            jwt_max_ttl_seconds=_int(env, "MFA_JWT_MAX_TTL_SECONDS", 86400, 60, 366 * 86400),
             webauthn_rp_id=rp_id,
             webauthn_rp_name=_label(env, "MFA_WEBAUTHN_RP_NAME", "MFA service"),
             webauthn_origins=origins_of(env, rp_id),

@@ -111,8 +111,10 @@ def step_up(
     challenge_id: str,
     code: str | None,
     credential: dict[str, Any] | None,
+    audience: str | None = None,
 ) -> Outcome[StepUpResult]:
-    """Complete a challenge with its method's proof; a signed step-up token on success."""
+    """Complete a challenge with its method's proof; a signed step-up token on success, for
+    `audience` (its `aud`: the client id of the caller's own token) when there is one."""
 
     def decide(mfa: UserMfa, now: datetime) -> StepUpResult:
         challenge = mfa.open_challenge(challenge_id, now)
@@ -120,7 +122,9 @@ def step_up(
             services, mfa, challenge, code, credential, now
         )
         mfa.complete_challenge(challenge_id, credential_id, earned, now)
-        return _token(services, user_id, challenge, credential_id, earned, authenticated_at, now)
+        return _token(
+            services, user_id, audience, challenge, credential_id, earned, authenticated_at, now
+        )
 
     return execute(services, user_id, decide, create=False, missing=_no_challenge)
 
@@ -214,6 +218,7 @@ def _verify_webauthn(
 def _token(
     services: Services,
     user_id: str,
+    audience: str | None,
     challenge: MfaChallenge,
     credential_id: str | None,
     earned: Assurance,
@@ -236,6 +241,8 @@ def _token(
         "amr": list(earned.amr),
         "mfa_method": challenge.method,
     }
+    if audience is not None:
+        claims["aud"] = audience
     return StepUpResult(
         token=services.signer.sign(claims),
         acr=earned.acr,

@@ -168,6 +168,7 @@ def test_mfa_token_refuses_what_the_service_would_refuse(tmp_path: Path) -> None
         ["--sub", ""],
         ["--sub", "a\tb"],
         ["--sub", "x", "--ttl", "0"],
+        ["--sub", "x", "--ttl", "86401"],  # longer than MFA_JWT_MAX_TTL_SECONDS
         ["--sub", "x", "--scope", "openid\u00a0mfa:admin"],
     ):
         done = run(tmp_path, "token", *args)

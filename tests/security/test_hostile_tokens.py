@@ -411,3 +411,105 @@ def test_a_request_with_two_authorization_headers_is_refused(stack: Stack) -> No
         assert response.status_code == 401, response.text
         assert response.json()["code"] == "unauthorized"
     assert accepted(stack.server, admin, "/admin/mfa/risk-policy") == 200
+
+
+def test_a_claim_or_header_member_named_twice_is_refused(stack: Stack) -> None:
+    """RFC 7519 lets a parser keep the last of duplicate claims, as Python's json does; a
+    proxy or library in front that keeps the first would read another subject or scope
+    from the same signed token, so such tokens are refused outright."""
+    secret = hs256_secret(stack.server)
+    now = int(time.time())
+    header = b64('{"alg":"HS256","typ":"JWT"}')
+    payloads = {
+        "subject twice": f'{{"sub":"alice","sub":"root","exp":{now + 600}}}',
+        "scope twice": f'{{"sub":"root","scope":"","scope":"{ADMIN}","exp":{now + 600}}}',
+        "expiry twice": f'{{"sub":"root","exp":{now - 600},"exp":{now + 600}}}',
+        "twice in a nested object": f'{{"sub":"root","exp":{now + 600},"x":{{"a":1,"a":2}}}}',
+    }
+    for label, text in payloads.items():
+        signing_input = f"{header}.{b64(text)}"
+        assert_refused(stack.server, f"{signing_input}.{hmac_sha(secret, signing_input)}", label)
+    payload = b64(f'{{"sub":"root","scope":"{ADMIN}","exp":{now + 600}}}')
+    for label, text in {
+        "alg twice": '{"alg":"none","alg":"HS256"}',
+        "typ twice": '{"alg":"HS256","typ":"JWT","typ":"JWT"}',
+    }.items():
+        signing_input = f"{b64(text)}.{payload}"
+        assert_refused(stack.server, f"{signing_input}.{hmac_sha(secret, signing_input)}", label)
+    # the same documents with each member once are accepted
+    signing_input = f"{segment({'alg': 'HS256'})}.{payload}"
+    token = f"{signing_input}.{hmac_sha(secret, signing_input)}"
+    assert accepted(stack.server, token, "/admin/mfa/risk-policy") == 200
+
+
+def test_tokens_that_would_live_longer_than_the_maximum_lifetime_are_refused(
+    stack: Stack,
+) -> None:
+    """A token minted to last a year (by mistake, or by someone who stole the signing key
+    for a moment) is refused, not honoured for that year: `MFA_JWT_MAX_TTL_SECONDS`,
+    default a day, counted from now and, when the token has one, from its `iat`."""
+    maximum = stack.server.runtime.settings.jwt_max_ttl_seconds
+    assert maximum == 86400
+    secret = hs256_secret(stack.server)
+    now = int(time.time())
+    for label, changes in {
+        "a year from now": {"exp": now + 365 * 86400},
+        "a day and a minute from now": {"exp": now + maximum + 60},
+        "same without iat": {"exp": now + maximum + 60, "iat": ...},
+        "issued an hour ago for a day and an hour": {"iat": now - 3600, "exp": now + maximum},
+    }.items():
+        assert_refused(stack.server, jwt.encode(claims(**changes), secret), label)
+    for changes in (
+        {"exp": now + maximum - 60},
+        {"exp": now + maximum - 60, "iat": ...},
+        {"iat": now - 3600, "exp": now + maximum - 3600},
+    ):
+        assert accepted(stack.server, jwt.encode(claims(**changes), secret)) == 200, changes
+
+
+def test_a_step_up_token_is_for_the_app_whose_token_earned_it(stack: Stack) -> None:
+    """A step-up token's `aud` is the client its bearer token was issued to (`azp`, else
+    `client_id`), so app B, checking its own client id, refuses one earned through app A
+    for the same user. A bearer token naming no client earns a token without `aud`."""
+    person = enrolled_user(stack, "totp")
+    [jwk] = bare_client(stack.server).get("/.well-known/jwks.json").json()["keys"]
+    key = jwt.PyJWK(jwk)
+    fake_times = {"verify_exp": False, "verify_iat": False}  # the stack runs on a fake clock
+
+    def earned_through(**client_claims: Any) -> str:
+        token = stack.server.token(person.user, **client_claims)
+        client = bare_client(stack.server)
+        headers = {"Authorization": f"Bearer {token}"}
+        challenge = client.post("/mfa/challenge", json={"method": "totp"}, headers=headers)
+        assert challenge.status_code == 201, challenge.text
+        proof = {"challenge_id": challenge.json()["challenge_id"]}
+        stepped = client.post(
+            "/mfa/step-up", json={**proof, "code": next_totp_code(stack, person)}, headers=headers
+        )
+        assert stepped.status_code == 200, stepped.text
+        return str(stepped.json()["step_up_token"])
+
+    for client_claims in (
+        {"azp": "app-a"},
+        {"client_id": "app-a"},
+        {"azp": "app-a", "client_id": "x"},
+    ):
+        step_up_token = earned_through(**client_claims)
+        assert (
+            jwt.decode(step_up_token, key, ["ES256"], fake_times, audience="app-a")["aud"]
+            == "app-a"
+        )
+        with pytest.raises(jwt.InvalidAudienceError):
+            jwt.decode(step_up_token, key, ["ES256"], fake_times, audience="app-b")
+    assert "aud" not in jwt.decode(earned_through(), key, ["ES256"], fake_times)
+    # a client claim that is not a plain id would be signed into tokens: refused
+    secret = hs256_secret(stack.server)
+    for label, value in {
+        "a list": ["app-a", "app-b"],
+        "a number": 7,
+        "empty": "",
+        "a newline": "app-a\napp-b",
+        "too long": "a" * 300,
+    }.items():
+        for name in ("azp", "client_id"):
+            assert_refused(stack.server, jwt.encode(claims(**{name: value}), secret), label)

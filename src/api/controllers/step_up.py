@@ -66,7 +66,12 @@ class StepUpController(Controller):
     ) -> Response[StepUpResponse]:
         """Complete a challenge once; a step-up JWT signed by the service."""
         outcome = step_up_commands.step_up(
-            runtime.services, user.sub, data.challenge_id, data.code, data.credential
+            runtime.services,
+            user.sub,
+            data.challenge_id,
+            data.code,
+            data.credential,
+            audience=user.client,
         )
         result = outcome.value
         body = StepUpResponse(
