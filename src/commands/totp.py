@@ -66,7 +66,7 @@ def verify_totp(
     """Activate a pending device with its first valid code."""
 
     def decide(mfa: UserMfa, now: datetime) -> TotpDevice:
-        device = mfa.totp_device(device_id) if device_id else mfa.newest_pending_totp_device()
+        device = mfa.totp_device(device_id) if device_id else mfa.newest_pending_totp_device(now)
         mfa.verify_totp_device(device.device_id, totp_timecode(device, code, now), now)
         return mfa.totp_devices[device.device_id]
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from domain.base import UserMfaEvent, UserMfaState, reset_lock
 from domain.errors import (
     AlreadyEnrolledError,
+    ChallengeExpiredError,
     ConflictError,
     LimitExceededError,
     NotEnrolledError,
@@ -19,6 +20,10 @@ DEFAULT_DIGITS = 6
 DEFAULT_PERIOD = 30
 DEFAULT_ALGORITHM = "SHA1"
 MAX_TOTP_DEVICES = 10
+# A set-up not verified within this time can no longer be: its secret, shown once, may have
+# been seen by someone else meanwhile, and an abandoned set-up should not hold a slot (or its
+# name) for good. The next set-up removes it (`TotpSetupExpired`).
+PENDING_TOTP_TTL = timedelta(hours=1)
 OTP = "otp"  # the lockout factor shared by TOTP verification and validation
 
 
@@ -28,6 +33,12 @@ class TotpStatus(StrEnum):
     PENDING = "pending"
     ACTIVE = "active"
     DISABLED = "disabled"
+
+
+def setup_expires_at(status: str, created_at: datetime) -> datetime | None:
+    """Until when a device in `status`, set up at `created_at`, can be verified: None once
+    it is verified."""
+    return created_at + PENDING_TOTP_TTL if status == TotpStatus.PENDING else None
 
 
 @dataclass
@@ -50,6 +61,14 @@ class TotpDevice:
     def is_active(self) -> bool:
         """Only active devices pass login validation."""
         return self.status == TotpStatus.ACTIVE
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return setup_expires_at(self.status, self.created_at)
+
+    def setup_expired(self, at: datetime) -> bool:
+        """A pending device whose set-up can no longer be verified."""
+        return self.expires_at is not None and at >= self.expires_at
 
     def has_used(self, timecode: int) -> bool:
         """A time step at or before the last accepted one is a replay."""
@@ -104,6 +123,16 @@ class TotpCodeAccepted(UserMfaEvent):
         device.last_timecode = self.timecode
         device.last_used_at = self.timestamp
         reset_lock(aggregate, OTP, self.reset_lock)
+
+
+class TotpSetupExpired(UserMfaEvent):
+    """A pending device not verified within PENDING_TOTP_TTL was removed with its secret."""
+
+    TOPIC = "mfa.totp.setup_expired.v1"
+    device_id: str
+
+    def apply(self, aggregate: TotpMixin) -> None:
+        del aggregate.totp_devices[self.device_id]
 
 
 class TotpDeviceDisabled(UserMfaEvent):
@@ -176,14 +205,17 @@ class TotpMixin(UserMfaState):
         """Devices that pass login validation."""
         return [d for d in self.totp_devices.values() if d.is_active()]
 
-    def newest_pending_totp_device(self) -> TotpDevice:
+    def newest_pending_totp_device(self, at: datetime) -> TotpDevice:
         """The device a bare `verify` (no device id) applies to: the one set up last (in the
         order of the user's events, not by time: two set-ups can share a time, or be stamped
-        in the other order by clocks that differ)."""
+        in the other order by clocks that differ) whose set-up has not expired."""
         pending = [d for d in self.totp_devices.values() if d.status == TotpStatus.PENDING]
         if not pending:
             raise NotEnrolledError("no TOTP device is waiting for verification")
-        return pending[-1]
+        unexpired = [d for d in pending if not d.setup_expired(at)]
+        if not unexpired:
+            raise _setup_expired()
+        return unexpired[-1]
 
     def register_totp_device(
         self,
@@ -196,7 +228,10 @@ class TotpMixin(UserMfaState):
         algorithm: str,
         at: datetime,
     ) -> None:
-        """Add a pending device; at most MAX_TOTP_DEVICES per user, names unique."""
+        """Add a pending device; at most MAX_TOTP_DEVICES per user, names unique. Set-ups
+        that expired unverified are removed first: they hold neither a slot nor a name."""
+        for expired in [d for d in self.totp_devices.values() if d.setup_expired(at)]:
+            self.trigger_event(TotpSetupExpired, device_id=expired.device_id, timestamp=at)
         if len(self.totp_devices) >= MAX_TOTP_DEVICES:
             raise LimitExceededError(f"at most {MAX_TOTP_DEVICES} TOTP devices per user")
         if any(d.name == name for d in self.totp_devices.values()):
@@ -217,6 +252,8 @@ class TotpMixin(UserMfaState):
         device = self.totp_device(device_id)
         if device.status != TotpStatus.PENDING:
             raise AlreadyEnrolledError("this TOTP device is already verified")
+        if device.setup_expired(at):
+            raise _setup_expired()
         self._ensure_unlocked(OTP, at)
         if timecode is None:
             raise self._fail(OTP, "wrong_code", at, device_id)
@@ -301,3 +338,10 @@ class TotpMixin(UserMfaState):
             raise NotEnrolledError("no disabled TOTP device to enable; set one up first")
         self.trigger_event(TotpEnabled, device_ids=switched, timestamp=at)
         return switched
+
+
+def _setup_expired() -> ChallengeExpiredError:
+    return ChallengeExpiredError(
+        f"this TOTP set-up was not verified within {PENDING_TOTP_TTL.seconds // 60} minutes: "
+        "set the device up again"
+    )

@@ -121,6 +121,7 @@ class UserMfa(
     TotpDeviceDisabled = _totp.TotpDeviceDisabled
     TotpDeviceEnabled = _totp.TotpDeviceEnabled
     TotpDeviceRevoked = _totp.TotpDeviceRevoked
+    TotpSetupExpired = _totp.TotpSetupExpired
     TotpDisabled = _totp.TotpDisabled
     TotpEnabled = _totp.TotpEnabled
     BackupCodesGenerated = _backup_codes.BackupCodesGenerated

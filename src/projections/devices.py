@@ -117,6 +117,7 @@ _HANDLERS = {
     UserMfa.TotpDisabled: lambda c, u, e: _set_status(c, u, e.device_ids, TotpStatus.DISABLED),
     UserMfa.TotpEnabled: lambda c, u, e: _set_status(c, u, e.device_ids, TotpStatus.ACTIVE),
     UserMfa.TotpDeviceRevoked: _revoked,
+    UserMfa.TotpSetupExpired: _revoked,
     UserMfa.MethodRemoved: _method_removed,
 }
 

@@ -103,6 +103,7 @@ PUBLIC_EVENTS: dict[type[Any], tuple[str, int, Callable[[Any], dict[str, Any]]]]
     UserMfa.TotpDeviceDisabled: ("mfa.totp.device_disabled", 1, _device),
     UserMfa.TotpDeviceEnabled: ("mfa.totp.device_enabled", 1, _device),
     UserMfa.TotpDeviceRevoked: ("mfa.totp.device_revoked", 1, _device),
+    UserMfa.TotpSetupExpired: ("mfa.totp.setup_expired", 1, _device),
     UserMfa.TotpDisabled: ("mfa.totp.disabled", 1, lambda e: {"device_ids": list(e.device_ids)}),
     UserMfa.TotpEnabled: ("mfa.totp.enabled", 1, lambda e: {"device_ids": list(e.device_ids)}),
     UserMfa.VerificationFailed: (

@@ -247,3 +247,37 @@ def test_setup_for_a_long_non_ascii_user_id_fits_a_qr_code(server: LiveServer) -
     assert [d["device_id"] for d in client.get("/mfa/totp/devices").json()["items"]] == [
         body["device_id"]
     ]
+
+
+def test_a_set_up_left_unverified_for_an_hour_expires_and_the_next_set_up_removes_it(
+    server: LiveServer,
+) -> None:
+    """Its secret was shown once, an hour ago: 410 `challenge_expired`, whatever the code,
+    and no failure counted; the listing said until when; the next set-up removes it (its
+    slot and name are free again) and the device lists follow."""
+    client = server.client(new_user())
+    setup = client.post("/mfa/totp/setup", json={"name": "phone"}).json()
+    created = client.get(f"/mfa/totp/devices/{setup['device_id']}").json()
+    assert setup["expires_at"] == created["expires_at"]
+    assert created["expires_at"] > created["created_at"]
+    server.clock.advance(3600)
+
+    for body in ({"device_id": setup["device_id"]}, {}):
+        code = code_at(setup["secret"], server.clock.now())
+        late = client.post("/mfa/totp/verify", json={**body, "code": code})
+        assert late.status_code == 410, late.text
+        assert late.json()["code"] == "challenge_expired"
+    [listed] = client.get("/mfa/totp/devices").json()["items"]
+    assert listed["status"] == "pending"
+
+    again = client.post("/mfa/totp/setup", json={"name": "phone"})
+    assert again.status_code == 201, again.text  # the name is free again
+    listed = client.get("/mfa/totp/devices").json()["items"]
+    assert [d["device_id"] for d in listed] == [again.json()["device_id"]]
+    assert client.get(f"/mfa/totp/devices/{setup['device_id']}").status_code == 404
+    code = code_at(again.json()["secret"], server.clock.now())
+    verified = client.post("/mfa/totp/verify", json={"code": code})
+    assert verified.status_code == 200, verified.text
+    [active] = client.get("/mfa/totp/devices").json()["items"]
+    assert active["status"] == "active"
+    assert active["expires_at"] is None

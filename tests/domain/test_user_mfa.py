@@ -24,7 +24,7 @@ from domain.errors import (
     NotFoundError,
 )
 from domain.lockout import MAX_CONSECUTIVE_FAILURES
-from domain.totp import MAX_TOTP_DEVICES, TotpStatus
+from domain.totp import MAX_TOTP_DEVICES, PENDING_TOTP_TTL, TotpStatus
 from domain.trusted_devices import KEPT_TRUSTED_DEVICES, MAX_TRUSTED_DEVICES, hash_device_token
 from domain.user_mfa import KNOWN_METHODS, UserMfa, method_summaries
 from domain.webauthn import CEREMONY_TTL, MAX_WEBAUTHN_CREDENTIALS, VerifiedRegistration
@@ -175,7 +175,7 @@ def test_the_newest_pending_device_is_the_one_a_bare_verify_applies_to():
     register(mfa, "dev-old", when=T0)
     register(mfa, "dev-new", when=at(60))
 
-    assert mfa.newest_pending_totp_device().device_id == "dev-new"
+    assert mfa.newest_pending_totp_device(at(120)).device_id == "dev-new"
 
 
 def test_a_bare_verify_applies_to_the_device_set_up_last_even_at_the_same_time():
@@ -185,14 +185,62 @@ def test_a_bare_verify_applies_to_the_device_set_up_last_even_at_the_same_time()
     register(mfa, "dev-old", when=T0)
     register(mfa, "dev-new", when=T0)
 
-    assert mfa.newest_pending_totp_device().device_id == "dev-new"
+    assert mfa.newest_pending_totp_device(T0).device_id == "dev-new"
 
 
 def test_without_a_pending_device_a_bare_verify_is_not_enrolled():
     mfa = with_active_device("dev-a")
 
     with pytest.raises(NotEnrolledError):
-        mfa.newest_pending_totp_device()
+        mfa.newest_pending_totp_device(T0)
+
+
+def test_a_set_up_not_verified_within_the_hour_can_no_longer_be_verified():
+    """Its secret, shown once, may have been seen by someone else since: 410, not a code
+    check (and no failure counted)."""
+    mfa = new_user()
+    register(mfa, "dev-a", when=T0)
+    late = T0 + PENDING_TOTP_TTL
+    assert mfa.totp_devices["dev-a"].expires_at == late
+
+    with pytest.raises(ChallengeExpiredError):
+        mfa.verify_totp_device("dev-a", int(late.timestamp()) // 30, late)
+    with pytest.raises(ChallengeExpiredError):
+        mfa.newest_pending_totp_device(late)
+    assert mfa.lock_for("otp").failures == 0
+    just_in_time = late - timedelta(microseconds=1)
+    mfa.verify_totp_device("dev-a", int(just_in_time.timestamp()) // 30, just_in_time)
+    assert mfa.totp_devices["dev-a"].status == TotpStatus.ACTIVE
+    assert mfa.totp_devices["dev-a"].expires_at is None
+
+
+def test_a_bare_verify_skips_expired_set_ups_for_the_newest_live_one():
+    mfa = new_user()
+    register(mfa, "dev-live", when=T0)
+    register(mfa, "dev-stale", when=T0 - PENDING_TOTP_TTL)  # e.g. stamped by a slow clock
+
+    assert mfa.newest_pending_totp_device(at(1)).device_id == "dev-live"
+
+
+def test_the_next_set_up_removes_expired_ones_freeing_their_slots_and_names():
+    mfa = with_active_device("dev-active")
+    for n in range(MAX_TOTP_DEVICES - 1):
+        register(mfa, f"dev-{n}", name=f"Phone {n}", when=at(n))
+    with pytest.raises(LimitExceededError):
+        register(mfa, "dev-new", name="Phone 0", when=at(60))
+    late = at(MAX_TOTP_DEVICES - 3) + PENDING_TOTP_TTL  # all but the newest pending expired
+    mfa.collect_events()
+
+    register(mfa, "dev-new", name="Phone 0", when=late)
+
+    expired = [e for e in mfa.collect_events() if isinstance(e, UserMfa.TotpSetupExpired)]
+    assert sorted(e.device_id for e in expired) == sorted(
+        f"dev-{n}" for n in range(MAX_TOTP_DEVICES - 2)
+    )
+    assert sorted(mfa.totp_devices) == sorted(
+        ["dev-active", f"dev-{MAX_TOTP_DEVICES - 2}", "dev-new"]
+    )
+    assert mfa.totp_devices["dev-active"].is_active()  # verified devices never expire
 
 
 def test_two_devices_with_the_same_name_are_refused():

@@ -24,7 +24,7 @@ from api.schemas.totp import (
 from commands import totp
 from commands.totp import TotpSetup
 from domain.errors import NotFoundError
-from domain.totp import TotpDevice
+from domain.totp import TotpDevice, setup_expires_at
 from projections.devices import get_totp_device, list_totp_devices
 
 DeviceId = Annotated[str, PathParameter(max_length=128)]
@@ -40,6 +40,7 @@ def device_response(device: TotpDevice | dict[str, Any]) -> TotpDeviceResponse:
         created_at=fields["created_at"],
         verified_at=fields.get("verified_at"),
         last_used_at=fields.get("last_used_at"),
+        expires_at=setup_expires_at(fields["status"], fields["created_at"]),
     )
 
 
@@ -48,6 +49,7 @@ def setup_response(setup: TotpSetup) -> TotpSetupResponse:
         device_id=setup.device.device_id,
         name=setup.device.name,
         status=str(setup.device.status),
+        expires_at=setup.device.expires_at,
         secret=setup.secret,
         otpauth_uri=setup.otpauth_uri,
         qr_svg=setup.qr_svg,
@@ -78,7 +80,9 @@ class TotpController(Controller):
         outcome = totp.set_up_totp(runtime.services, user.sub, data.name if data else None)
         return written(setup_response(outcome.value), outcome, 201)
 
-    @post("/verify", status_code=200, sync_to_thread=True, responses=problems(403, 404, 409, 429))
+    @post(
+        "/verify", status_code=200, sync_to_thread=True, responses=problems(403, 404, 409, 410, 429)
+    )
     def verify(
         self,
         data: JSONBody[VerifyTotpRequest],

@@ -17,6 +17,7 @@ class TotpSetupResponse(msgspec.Struct, kw_only=True):
     device_id: str
     name: str
     status: str
+    expires_at: datetime | None  # verify before this, or set the device up again
     secret: str
     otpauth_uri: str
     qr_svg: str
@@ -53,6 +54,7 @@ class TotpDeviceResponse(msgspec.Struct, kw_only=True):
     created_at: datetime
     verified_at: datetime | None = None
     last_used_at: datetime | None = None
+    expires_at: datetime | None = None  # a pending device: verify before this
 
 
 class TotpDeviceListResponse(msgspec.Struct, kw_only=True):
