@@ -49,11 +49,13 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from api.app import LOG_FORMAT, build_runtime, close_runtime, create_app
+    from api.http_protocol import HTTP_PROTOCOL
 
     settings = _settings()
     options: dict[str, Any] = {
         "host": host,
         "port": port,
+        "http": HTTP_PROTOCOL,  # httptools, with a bound on the request head
         "log_level": "warning",
         "access_log": False,
     }

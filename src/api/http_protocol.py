@@ -1,0 +1,78 @@
+"""uvicorn's httptools protocol with a bound on the size of a request's head.
+
+httptools sets no limit on the request line and headers, and its cost grows with the square
+of their size on the event loop: one unauthenticated 80 MB header held every other request
+(`/health` included) for seconds. Here a head still unfinished past MAX_REQUEST_HEAD_BYTES is
+answered 431 and the connection closed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# Identity providers' tokens are at most 8 KiB (api.auth.MAX_TOKEN_LENGTH); browsers and
+# proxies stay far below this too (nginx refuses a single header line over 8 KiB by default).
+MAX_REQUEST_HEAD_BYTES = 32 * 1024
+
+_DETAIL = f"the request line and headers exceed {MAX_REQUEST_HEAD_BYTES} bytes"
+_BODY = json.dumps(
+    {
+        "type": "urn:mfa:problem:validation_error",
+        "title": "Request header fields too large",
+        "status": 431,
+        "detail": _DETAIL,
+        "code": "validation_error",
+    },
+    separators=(",", ":"),
+).encode()
+_RESPONSE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: application/problem+json\r\n"
+    b"content-length: " + str(len(_BODY)).encode() + b"\r\n"
+    b"cache-control: no-store\r\n"
+    b"connection: close\r\n\r\n" + _BODY
+)
+
+
+class BoundedHeadProtocol(HttpToolsProtocol):
+    """`HttpToolsProtocol` that refuses a request head larger than MAX_REQUEST_HEAD_BYTES.
+
+    The bytes counted are those of every chunk received after the one the request began in,
+    while its head is unfinished: the parser does not say where in that first chunk the
+    request began (after a pipelined request's body, say), so it is not counted, and the
+    bound is exceeded by at most one read (64-256 KiB), a cost of well under a millisecond.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = False  # a request has begun and its headers are not complete
+        self._head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = -1  # the chunk it began in is not counted (see above)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        counting = self._in_head and self._head_bytes >= 0
+        super().data_received(data)
+        if not self._in_head or self.transport.is_closing():
+            return
+        self._head_bytes = self._head_bytes + len(data) if counting else 0
+        if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+            self.logger.warning(
+                "Refused a request whose head exceeds %d bytes (431).", MAX_REQUEST_HEAD_BYTES
+            )
+            self.transport.write(_RESPONSE)
+            self.transport.close()
+            self._in_head = False
+
+
+HTTP_PROTOCOL = f"{__name__}:{BoundedHeadProtocol.__name__}"

@@ -1,0 +1,124 @@
+"""Threat: one unauthenticated connection stalls the whole API with a huge request head.
+
+httptools, uvicorn's parser, sets no limit on the request line and headers, and its cost
+grows with the square of their size on the event loop: an 80 MB header held `/health` for
+five seconds. `mfa serve` answers a head over 32 KiB 431 and closes the connection, while
+heads a client really sends, and bodies, are not counted against that bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from api.http_protocol import MAX_REQUEST_HEAD_BYTES
+from tests.integration.test_faults import Service
+
+CHUNK = 16 * 1024
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    folder = tmp_path_factory.mktemp("head")
+    env = {
+        "MFA_DATA_DIR": str(folder / "var"),
+        "MFA_DATABASE_URL": "",
+        "MFA_JWT_SECRET": "oversized-test-secret-" + "f" * 32,
+        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    running = Service(env, folder / "serve.log").start()
+    yield running
+    running.stop()
+
+
+def exchange(service: Service, head: bytes, body: bytes = b"") -> bytes:
+    """Send `head` (then `body`) in 16 KiB writes, a moment apart so that the server reads
+    them separately, stopping once it answers; everything it answered before closing."""
+    return exchange_counted(service, head + body)[0]
+
+
+def exchange_counted(service: Service, data: bytes) -> tuple[bytes, int]:
+    """`exchange`, and how many bytes were sent before the server answered."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        try:
+            for start in range(0, len(data), CHUNK):
+                if select.select([sock], [], [], 0.002)[0]:
+                    break  # it answered (and closes): reading now keeps a reset from losing it
+                sock.sendall(data[start : start + CHUNK])
+                sent += CHUNK
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        received = b""
+        while chunk := _recv(sock):
+            received += chunk
+        return received, sent
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except (ConnectionResetError, TimeoutError):
+        return b""
+
+
+def head_with(header_bytes: int, lines: int = 1, request: bytes = b"GET /health") -> bytes:
+    value = b"a" * (header_bytes // lines)
+    headers = b"".join(b"X-Big-%d: %s\r\n" % (n, value) for n in range(lines))
+    return request + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n"
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def test_a_header_of_a_megabyte_is_refused_431_without_a_token(service: Service) -> None:
+    started = time.monotonic()
+    response = exchange(service, head_with(1024 * 1024))
+    assert status_of(response) == 431, response[:200]
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower()
+    problem = json.loads(body)
+    assert problem["status"] == 431
+    assert problem["code"] == "validation_error"
+    assert time.monotonic() - started < 5
+    assert httpx.get(service.url + "/health", timeout=5).status_code == 200
+
+
+def test_many_header_lines_and_a_long_url_count_toward_the_bound(service: Service) -> None:
+    many = exchange(service, head_with(200 * 1024, lines=400))
+    assert status_of(many) == 431, many[:200]
+    url = exchange(service, b"GET /health?q=" + b"x" * (200 * 1024) + b" HTTP/1.1\r\n\r\n")
+    assert status_of(url) == 431, url[:200]
+
+
+def test_heads_under_the_bound_and_bodies_are_served_as_before(service: Service) -> None:
+    assert MAX_REQUEST_HEAD_BYTES == 32 * 1024
+    for size, lines in ((100, 1), (8 * 1024, 1), (24 * 1024, 12)):
+        response = exchange(service, head_with(size, lines))
+        assert status_of(response) == 200, (size, response[:200])
+    # a 60 KiB body, sent in several reads: the body is not part of the head
+    body = json.dumps({"code": "123456", "pad": "x" * (60 * 1024)}).encode()
+    request = (
+        b"POST /mfa/totp/validate HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    response = exchange(service, request, body)
+    assert status_of(response) == 401, response[:300]  # no token: refused for that, not 431
+
+
+def test_a_huge_head_is_refused_long_before_it_is_all_read(service: Service) -> None:
+    """What keeps the event loop free: the refusal comes after about the bound, not after
+    the server has taken in (and parsed, at a cost growing with its square) 4 MB."""
+    response, sent = exchange_counted(service, head_with(4 * 1024 * 1024))
+    assert status_of(response) == 431, response[:200]
+    assert sent < 1024 * 1024, sent
+    assert httpx.get(service.url + "/health", timeout=5).status_code == 200
