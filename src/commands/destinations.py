@@ -35,6 +35,10 @@ SMS_NUMBER_TYPES = frozenset(
         phonenumbers.PhoneNumberType.FIXED_LINE,
     }
 )
+# Country calling codes of no country (+800, +808, +870 Inmarsat, +881 satellite, +882/+883
+# international networks, +979): phonenumbers calls some of them MOBILE, yet a text to one
+# costs many times an ordinary one, and they are what SMS pumping turns to next.
+NON_GEOGRAPHIC_REGION = "001"
 
 
 def normalise_phone_number(raw: str) -> str:
@@ -48,10 +52,11 @@ def normalise_phone_number(raw: str) -> str:
         ) from None
     if not phonenumbers.is_valid_number(number):
         raise InvalidDestinationError("phone_number: not a valid phone number")
-    if phonenumbers.number_type(number) not in SMS_NUMBER_TYPES:
+    non_geographic = phonenumbers.region_code_for_number(number) == NON_GEOGRAPHIC_REGION
+    if non_geographic or phonenumbers.number_type(number) not in SMS_NUMBER_TYPES:
         raise InvalidDestinationError(
-            "phone_number: codes are only sent to mobile and fixed-line numbers "
-            "(not premium-rate, toll-free, VoIP or other special numbers)"
+            "phone_number: codes are only sent to mobile and fixed-line numbers of a country "
+            "(not premium-rate, toll-free, VoIP, satellite or other special numbers)"
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
@@ -96,10 +101,21 @@ def normalise_destination(method: str, raw: str) -> str:
     return normalise_phone_number(raw) if method == SMS else normalise_email(raw)
 
 
+# Providers whose mailboxes ignore dots in the local part (`j.doe` is `jdoe`), under every
+# domain they answer for: each spelling would otherwise be a fresh allowance of one mailbox.
+_DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
 def throttle_key(method: str, destination: str) -> str:
-    """The form the per-destination limit counts under: for email, case and `+tag` ignored
-    (one mailbox, however it is spelled)."""
+    """The form the per-destination limit counts under: for email, case and `+tag` ignored,
+    and at Gmail the dots and the googlemail.com domain (one mailbox, however it is
+    spelled). Only counted under: mail goes to the address as given."""
     if method != EMAIL:
         return destination
     local, _, domain = destination.lower().rpartition("@")
-    return f"{local.split('+', 1)[0]}@{domain}"
+    if local.startswith("+"):
+        return f"{local}@{domain}"  # no mailbox name before a tag: the whole part is the name
+    local = local.split("+", 1)[0]
+    if domain in _DOTLESS_DOMAINS:
+        local, domain = local.replace(".", ""), _DOTLESS_DOMAINS[domain]
+    return f"{local}@{domain}"

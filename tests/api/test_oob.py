@@ -186,8 +186,8 @@ def test_invalid_phone_numbers_and_email_addresses_are_validation_errors(
 
 
 NOT_A_PHONE_LINE = (
-    "phone_number: codes are only sent to mobile and fixed-line numbers "
-    "(not premium-rate, toll-free, VoIP or other special numbers)"
+    "phone_number: codes are only sent to mobile and fixed-line numbers of a country "
+    "(not premium-rate, toll-free, VoIP, satellite or other special numbers)"
 )
 
 
@@ -200,6 +200,9 @@ NOT_A_PHONE_LINE = (
         "+448431234567",  # shared cost (UK 0843)
         "+445612345678",  # VoIP
         "+4970012345678",  # personal number
+        "+870301234567",  # Inmarsat: phonenumbers says MOBILE, costly to text
+        "+881612345678",  # Global Mobile Satellite System
+        "+8823421234",  # international networks
     ],
 )
 def test_premium_rate_toll_free_voip_and_other_special_numbers_get_no_text(

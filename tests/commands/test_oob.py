@@ -225,6 +225,28 @@ def test_the_per_destination_cap_ignores_case_and_plus_tags_of_email_addresses(
         oob.enrol(store.services, "user-2", EMAIL, "BOB+mfa@Example.org")
 
 
+@pytest.mark.parametrize("spelling", ["j.o.e@gmail.com", "JOE@googlemail.com", "j.oe+x@gmail.com"])
+def test_the_per_destination_cap_counts_every_gmail_spelling_of_one_mailbox(
+    store: Store, sender: RecordingSender, spelling: str
+) -> None:
+    """Gmail ignores dots and answers for googlemail.com too: 2^(n-1) spellings of one inbox
+    were each a fresh allowance. The mail still goes to the address as the user gave it."""
+    oob.enrol(store.services, "user-1", EMAIL, "joe@gmail.com")
+    with pytest.raises(RateLimitedError):
+        oob.enrol(store.services, "user-2", EMAIL, spelling)
+    oob.enrol(store.services, "user-3", EMAIL, "j.oe@example.org")  # elsewhere dots count
+    assert sender.messages[-1]["to"] == "j.oe@example.org"
+
+
+def test_addresses_whose_name_starts_with_a_plus_are_not_one_mailbox(
+    store: Store, sender: RecordingSender
+) -> None:
+    """`+a@d` has no name before a tag: it was counted as `@d`, one allowance for all such
+    addresses of a domain."""
+    oob.enrol(store.services, "user-1", EMAIL, "+a@example.org")
+    oob.enrol(store.services, "user-2", EMAIL, "+b@example.org")
+
+
 def test_no_code_and_no_phone_number_or_address_is_stored_in_clear(
     store: Store, sender: RecordingSender
 ) -> None:
