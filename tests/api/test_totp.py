@@ -281,3 +281,18 @@ def test_a_set_up_left_unverified_for_an_hour_expires_and_the_next_set_up_remove
     [active] = client.get("/mfa/totp/devices").json()["items"]
     assert active["status"] == "active"
     assert active["expires_at"] is None
+
+
+def test_the_admin_view_lists_devices_in_the_order_of_the_users_own_list(
+    server: LiveServer,
+) -> None:
+    """Set-ups that share a time (an instance whose clock is a little behind stamps the last
+    event's) came out in one order for the admin and another for the user."""
+    user = new_user()
+    client = server.client(user)
+    for name in "abcdef":
+        assert client.post("/mfa/totp/setup", json={"name": name}).status_code == 201
+        server.clock.advance(-0.5)
+    listed = [d["device_id"] for d in client.get("/mfa/totp/devices").json()["items"]]
+    admin = server.client("root", "mfa:admin").get(f"/admin/mfa/totp/{user}").json()
+    assert [d["device_id"] for d in admin["devices"]] == listed

@@ -30,10 +30,12 @@ class AdminTotpController(Controller):
     ) -> AdminTotpStatusResponse:
         """A user's TOTP devices and whether TOTP is on."""
         devices = get_totp_devices(runtime.services, user_id)
+        # The order of the user's own device list (`oldest_first_page`), ties included.
+        in_list_order = sorted(devices, key=lambda d: (d.created_at, d.device_id))
         return AdminTotpStatusResponse(
             user_id=user_id,
             enabled=any(d.is_active() for d in devices),
-            devices=[device_response(d) for d in sorted(devices, key=lambda d: d.created_at)],
+            devices=[device_response(d) for d in in_list_order],
         )
 
     @get("/backup-codes", sync_to_thread=True, responses=problems(403))
