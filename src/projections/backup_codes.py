@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from domain.user_mfa import BACKUP_CODE, UserMfa
 from infra.sql import Cursor
 from projections.base import (
+    create_forget_index,
     decode_cursor,
     encode_cursor,
     forget_rows,
@@ -33,6 +34,7 @@ class BackupCodeProjection:
 
     def create_tables(self, cur: Cursor) -> None:
         cur.execute(DDL)
+        create_forget_index(cur, "mfa_backup_codes")
 
     def process(self, cur: Cursor, event: Any) -> None:
         if forget_rows(cur, "mfa_backup_codes", event):

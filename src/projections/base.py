@@ -29,6 +29,21 @@ RELAY_SUBJECTS_DDL = (
 )
 
 
+# An index's name is its table's followed by this and what it is for, so that a rebuild's
+# shadow table gets one of its own: `ProjectionCursor` renames the table name in both.
+INDEX_INFIX = "_ix_"
+
+
+def create_index(cur: Cursor, table: str, purpose: str, columns: str) -> None:
+    cur.execute(f"CREATE INDEX IF NOT EXISTS {table}{INDEX_INFIX}{purpose} ON {table} ({columns})")
+
+
+def create_forget_index(cur: Cursor, table: str) -> None:
+    """The index `forget_rows` deletes by: an erasure or a reset otherwise scans the table
+    (every user's rows) inside the one ordered runner that every read-your-writes waits on."""
+    create_index(cur, table, "aggregate", "aggregate_id")
+
+
 class Projection(Protocol):
     """A read model. `process` writes rows for one event inside the runner's transaction."""
 
@@ -116,7 +131,7 @@ class ProjectionCursor:
         self.user_ids = user_ids
         self._renames = dict(renames or {})
         self._pattern = (
-            re.compile(r"\b(" + "|".join(map(re.escape, self._renames)) + r")\b")
+            re.compile(r"\b(" + "|".join(map(re.escape, self._renames)) + rf")(?=\b|{INDEX_INFIX})")
             if self._renames
             else None
         )

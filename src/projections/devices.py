@@ -8,7 +8,14 @@ from typing import Any, ClassVar
 from domain.totp import TotpStatus
 from domain.user_mfa import TOTP, UserMfa
 from infra.sql import Cursor
-from projections.base import forget_rows, iso, oldest_first_page, user_of, with_utc_times
+from projections.base import (
+    create_forget_index,
+    forget_rows,
+    iso,
+    oldest_first_page,
+    user_of,
+    with_utc_times,
+)
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_totp_devices ("
@@ -28,6 +35,7 @@ class TotpDeviceProjection:
 
     def create_tables(self, cur: Cursor) -> None:
         cur.execute(DDL)
+        create_forget_index(cur, "mfa_totp_devices")
 
     def process(self, cur: Cursor, event: Any) -> None:
         if forget_rows(cur, "mfa_totp_devices", event):

@@ -12,6 +12,8 @@ from domain.push_challenge import EXPIRED, PENDING, PushChallenge
 from domain.user_mfa import UserMfa
 from infra.sql import Cursor
 from projections.base import (
+    create_forget_index,
+    create_index,
     decode_cursor,
     encode_cursor,
     forget_rows,
@@ -49,6 +51,7 @@ class PushDeviceProjection:
 
     def create_tables(self, cur: Cursor) -> None:
         cur.execute(DEVICES_DDL)
+        create_forget_index(cur, "mfa_push_devices")
 
     def process(self, cur: Cursor, event: Any) -> None:
         if forget_rows(cur, "mfa_push_devices", event):
@@ -93,6 +96,11 @@ class PushChallengeProjection:
 
     def create_tables(self, cur: Cursor) -> None:
         cur.execute(CHALLENGES_DDL)
+        create_forget_index(cur, "mfa_push_challenges")
+        # a user's history, and the admin list and statistics (newest first, `since`): each
+        # scanned and sorted every user's pushes
+        create_index(cur, "mfa_push_challenges", "user", "user_id, created_at, challenge_id")
+        create_index(cur, "mfa_push_challenges", "created", "created_at, challenge_id")
 
     def process(self, cur: Cursor, event: Any) -> None:
         if forget_rows(cur, "mfa_push_challenges", event):

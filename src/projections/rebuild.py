@@ -194,8 +194,7 @@ def _rebuild(
         for table, shadow in renames.items():
             cur.execute(f"DROP TABLE {table}")
             cur.execute(f"ALTER TABLE {shadow} RENAME TO {table}")
-            if db.dialect == "postgres":
-                _rename_indexes(cur, table, shadow)
+            _rename_indexes(cur, db.dialect, table, shadow)
         set_position(cur, name, done)
         cur.execute("DELETE FROM mfa_tracking WHERE projection = %s", (shadow_tracking,))
     # The shadow, now live, had the rows of users erased while it filled deleted from it: the
@@ -204,8 +203,23 @@ def _rebuild(
     return RebuildReport(name, done, rows, matched, differences)
 
 
-def _rename_indexes(cur: Cursor, table: str, shadow: str) -> None:
-    cur.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,))
-    for (index,) in cur.fetchall():
+def _rename_indexes(cur: Cursor, dialect: str, table: str, shadow: str) -> None:
+    """Give the swapped-in table's indexes the live names (the next rebuild's shadow would
+    otherwise find its index names taken, `IF NOT EXISTS`, and the table end up without)."""
+    if dialect == "postgres":
+        cur.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,))
+        for (index,) in cur.fetchall():
+            if shadow in index:
+                cur.execute(f'ALTER INDEX "{index}" RENAME TO "{index.replace(shadow, table)}"')
+        return
+    # SQLite cannot rename an index: make it again under its name (its SQL already names
+    # the renamed table). Its own primary-key indexes have no SQL and no name of ours.
+    cur.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = %s "
+        "AND sql IS NOT NULL",
+        (table,),
+    )
+    for index, sql in cur.fetchall():
         if shadow in index:
-            cur.execute(f'ALTER INDEX "{index}" RENAME TO "{index.replace(shadow, table)}"')
+            cur.execute(f'DROP INDEX "{index}"')
+            cur.execute(sql.replace(shadow, table))

@@ -7,7 +7,14 @@ from typing import Any, ClassVar
 
 from domain.user_mfa import WEBAUTHN, UserMfa
 from infra.sql import Cursor
-from projections.base import forget_rows, iso, oldest_first_page, user_of, with_utc_times
+from projections.base import (
+    create_forget_index,
+    forget_rows,
+    iso,
+    oldest_first_page,
+    user_of,
+    with_utc_times,
+)
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS mfa_webauthn_credentials ("
@@ -32,6 +39,7 @@ class WebAuthnCredentialProjection:
 
     def create_tables(self, cur: Cursor) -> None:
         cur.execute(DDL)
+        create_forget_index(cur, "mfa_webauthn_credentials")
 
     def process(self, cur: Cursor, event: Any) -> None:
         if forget_rows(cur, "mfa_webauthn_credentials", event):
