@@ -109,13 +109,17 @@ def sync_device(
     return execute(services, user_id, decide, extra=extra)
 
 
-def revoke_device(services: Services, user_id: str, device_id: str) -> Outcome[None]:
-    """The device can no longer answer; a pending push sent to it alone is withdrawn."""
+def revoke_device(services: Services, user_id: str, device_id: str) -> Outcome[PushDevice]:
+    """The device can no longer answer; a pending push sent to it alone is withdrawn. The
+    device as it was before its removal."""
     extra: list[Any] = []
 
-    def decide(mfa: UserMfa, now: datetime) -> None:
+    def decide(mfa: UserMfa, now: datetime) -> PushDevice:
+        removed = mfa.push_devices.get(device_id)
         mfa.revoke_push_device(device_id, now)
         withdraw_unanswerable_pushes(services, mfa, now, extra)
+        assert removed is not None  # (revoke_push_device refuses an unknown one)
+        return removed
 
     return execute(
         services,

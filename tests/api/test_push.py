@@ -789,3 +789,24 @@ def test_a_device_stored_under_a_methods_name_before_the_rule_can_still_be_revok
     sync = PushDeviceSync("sms", "old", "android", url, app.public_key, "1.0")
     sync_device(push_server.runtime.services, user, sync)  # as it could be stored before
     assert app.sync(client, revoke=True).json()["revoked"] is True
+
+
+def test_a_revoke_by_sync_answers_with_the_device_as_it_was(
+    push_server: LiveServer, push_endpoint: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """It answered the request's name and app version and the clock's time as the device's
+    own `created_at` and `updated_at`."""
+    url, _ = push_endpoint
+    client = push_server.client(new_user())
+    app = App("phone", url)
+    assert app.sync(client).status_code == 200
+    [listed] = client.get("/mfa/devices/sync").json()["items"]
+    push_server.clock.advance(3600)
+
+    gone = app.sync(client, name="something else", app_version="", revoke=True)
+
+    assert gone.status_code == 200, gone.text
+    body = gone.json()
+    assert {key: body[key] for key in listed} == listed
+    assert body["revoked"] is True
+    assert body["created"] is False

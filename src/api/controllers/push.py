@@ -41,6 +41,7 @@ from api.schemas.push import (
 )
 from commands import push
 from domain.errors import NotFoundError
+from domain.push import PushDevice
 from domain.push_challenge import PushChallenge
 from domain.user_mfa import KNOWN_METHODS
 from projections.base import InvalidCursorError, decode_cursor, encode_cursor, iso, utc_time
@@ -100,6 +101,19 @@ def device_page(
     return page, encode_cursor([iso(last["created_at"]), last["device_id"]])
 
 
+def _synced(device: PushDevice, *, created: bool, revoked: bool = False) -> SyncedDeviceResponse:
+    return SyncedDeviceResponse(
+        device_id=device.device_id,
+        name=device.name,
+        platform=device.platform,
+        app_version=device.app_version,
+        created_at=device.created_at,
+        updated_at=device.updated_at,
+        created=created,
+        revoked=revoked,
+    )
+
+
 class PushDeviceController(Controller):
     """`/mfa/devices/sync`: the user's authenticator apps."""
 
@@ -121,20 +135,9 @@ class PushDeviceController(Controller):
             message = "a method's name cannot be a device id"
             extra = [{"key": "device_id", "message": message, "source": "body"}]
             raise ValidationException(detail=f"device_id: {message}", extra=extra)
-        if data.revoke:
+        if data.revoke:  # answered with the device as it was, not the request's fields
             outcome = push.revoke_device(runtime.services, user.sub, data.device_id)
-            now = runtime.services.clock.now()
-            gone = SyncedDeviceResponse(
-                device_id=data.device_id,
-                name=data.name,
-                platform=data.platform.lower(),
-                app_version=data.app_version,
-                created_at=now,
-                updated_at=now,
-                created=False,
-                revoked=True,
-            )
-            return written(gone, outcome)
+            return written(_synced(outcome.value, created=False, revoked=True), outcome)
         synced = push.sync_device(
             runtime.services,
             user.sub,
@@ -148,16 +151,7 @@ class PushDeviceController(Controller):
             ),
         )
         device, created = synced.value
-        body = SyncedDeviceResponse(
-            device_id=device.device_id,
-            name=device.name,
-            platform=device.platform,
-            app_version=device.app_version,
-            created_at=device.created_at,
-            updated_at=device.updated_at,
-            created=created,
-        )
-        return written(body, synced, 200)
+        return written(_synced(device, created=created), synced, 200)
 
     @get("/", sync_to_thread=True, responses=problems())
     def list_devices(
