@@ -49,30 +49,43 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = False  # a request has begun and its headers are not complete
+        self._began_in_this_read = False
         self._head_bytes = 0
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        self._head_bytes = -1  # the chunk it began in is not counted (see above)
+        self._began_in_this_read = True
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
-        counting = self._in_head and self._head_bytes >= 0
+        self._began_in_this_read = False
         super().data_received(data)
         if not self._in_head or self.transport.is_closing():
             return
-        self._head_bytes = self._head_bytes + len(data) if counting else 0
+        # the read a request began in is not counted (see above); each later one wholly
+        self._head_bytes = 0 if self._began_in_this_read else self._head_bytes + len(data)
         if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+            self._in_head = False
             self.logger.warning(
                 "Refused a request whose head exceeds %d bytes (431).", MAX_REQUEST_HEAD_BYTES
             )
-            self.transport.write(_RESPONSE)
+            # A 431 only where it cannot be taken for an earlier pipelined request's answer
+            # (one still running, or waiting its turn): otherwise just the closed connection.
+            answering = (self.cycle is not None and not self.cycle.response_complete) or bool(
+                self.pipeline
+            )
+            if not answering:
+                self.transport.write(_RESPONSE)
             self.transport.close()
-            self._in_head = False
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """uvicorn warns of every request with an `Upgrade` other than websocket (`curl
+        --http2` sends `h2c` on each one): a line per request is no news, and a flood."""
+        self.logger.debug("Unsupported upgrade request.")
 
 
 HTTP_PROTOCOL = f"{__name__}:{BoundedHeadProtocol.__name__}"

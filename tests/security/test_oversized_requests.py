@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import jwt
 import pytest
 
 from api.http_protocol import MAX_REQUEST_HEAD_BYTES
@@ -122,3 +123,32 @@ def test_a_huge_head_is_refused_long_before_it_is_all_read(service: Service) -> 
     assert status_of(response) == 431, response[:200]
     assert sent < 1024 * 1024, sent
     assert httpx.get(service.url + "/health", timeout=5).status_code == 200
+
+
+def test_a_request_pipelined_after_a_large_body_is_answered_not_refused(service: Service) -> None:
+    """The read that ended one request's 40 KiB body and began the next was counted as the
+    next one's head: a 431, written ahead of the first request's own answer (which then
+    went to the wrong request, or into the middle of it)."""
+    token = jwt.encode(
+        {"sub": "pipeliner", "exp": int(time.time()) + 600}, service.env["MFA_JWT_SECRET"]
+    )
+    body = b'{"code":"123456","pad":"' + b"x" * (40 * 1024) + b'"}'
+    first = (
+        b"POST /mfa/totp/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n" % (token.encode(), len(body))
+    ) + body
+    second = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(first[:10])
+        time.sleep(0.2)
+        sock.sendall(first[10:] + second[:5])
+        time.sleep(0.2)
+        sock.sendall(second[5:])
+        received = b""
+        while chunk := _recv(sock):
+            received += chunk
+    lines = received.split(b"\r\n")
+    statuses = [status_of(line) for line in lines if line.startswith(b"HTTP/1.1 ")]
+    # the first answered as itself (its body's unknown member: 400); uvicorn then serves
+    # the second or, as 0.54 does with a pipelined request, closes the connection
+    assert statuses in ([400], [400, 200]), received[:300]
