@@ -102,12 +102,10 @@ def worker() -> None:
 @click.option("--scope", default="", help='space-separated scopes, e.g. "mfa:admin"')
 @click.option(
     "--ttl",
-    default=3600,
-    show_default=True,
     type=click.IntRange(1, 366 * 86400),
-    help="lifetime in seconds",
+    help="lifetime in seconds  [default: 3600, or MFA_JWT_MAX_TTL_SECONDS if lower]",
 )
-def token(sub: str, scope: str, ttl: int) -> None:
+def token(sub: str, scope: str, ttl: int | None) -> None:
     """Print a development JWT signed with MFA_JWT_SECRET."""
     from api.auth import SCOPE_PATTERN
 
@@ -122,6 +120,8 @@ def token(sub: str, scope: str, ttl: int) -> None:
         )
     if not settings.jwt_secret:
         raise click.ClickException("mfa token signs with MFA_JWT_SECRET, which is not set")
+    if ttl is None:
+        ttl = min(3600, settings.jwt_max_ttl_seconds)
     if ttl > settings.jwt_max_ttl_seconds:
         raise click.BadParameter(
             f"at most MFA_JWT_MAX_TTL_SECONDS ({settings.jwt_max_ttl_seconds}): the service "

@@ -92,7 +92,8 @@ def build_runtime(
     if settings.jwt_public_key and signer.signs_with(
         load_jwt_public_key(settings.jwt_public_key)[0]
     ):
-        # Every step-up token (a proof for apps, with no audience) would pass as a bearer token.
+        # Every step-up token (a proof for apps, without an audience unless the deployment
+        # names the client as one) would pass as a bearer token.
         raise ConfigError(
             "MFA_JWT_PUBLIC_KEY is this service's own step-up signing key (its JWKS), not "
             "the identity provider's"

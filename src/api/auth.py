@@ -106,7 +106,9 @@ class TokenVerifier:
         # odd scope to the identity provider, would have granted mfa:admin.
         if not SCOPE_PATTERN.fullmatch(scope):
             raise NotAuthorizedException(detail="invalid token claims")
-        client = next((claims[name] for name in _CLIENT_CLAIMS if name in claims), None)
+        client = next(
+            (claims[name] for name in _CLIENT_CLAIMS if claims.get(name) is not None), None
+        )
         # It becomes the `aud` of the step-up tokens this caller earns: a client id, or none.
         if client is not None and not (isinstance(client, str) and is_user_id(client)):
             raise NotAuthorizedException(detail="invalid token claims")
@@ -118,9 +120,12 @@ class TokenVerifier:
         says when it was issued, from then: a token minted to last a year is refused, not
         honoured for a year after it leaks."""
         expires = claims["exp"]
-        if expires - time.time() > self._max_ttl + LEEWAY_SECONDS:
+        try:  # (an integer too large for a float passes PyJWT's own checks)
+            if expires - time.time() > self._max_ttl + LEEWAY_SECONDS:
+                return False
+            return "iat" not in claims or expires - claims["iat"] <= self._max_ttl
+        except OverflowError:
             return False
-        return "iat" not in claims or expires - claims["iat"] <= self._max_ttl
 
 
 def _unique_members(document: bytes) -> dict[str, Any]:

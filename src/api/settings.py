@@ -53,6 +53,7 @@ ENVIRONMENT: dict[str, str] = {
     "MFA_SMS_WEBHOOK_URL": "HTTP endpoint that sends SMS (POST {to, body})",
     "MFA_PUSH_WEBHOOK_URL": "push gateway endpoint",
     "MFA_STEP_UP_TTL_SECONDS": "lifetime of step-up tokens (default 300)",
+    "MFA_STEP_UP_AUDIENCE": "`client`: step-up tokens carry the caller's client as `aud`",
     "MFA_TRUSTED_DEVICE_DAYS": "default lifetime of a trusted device (default 30, at most 90)",
     "MFA_PUSH_ALLOW_PRIVATE": "allow plain-HTTP and private-network push endpoints (tests, labs)",
     "MFA_PROJECTIONS": "`inprocess` (default) or `worker` (projections run in `mfa worker`)",
@@ -258,6 +259,7 @@ class Settings:
     push_webhook_url: str | None = field(default=None, repr=False)
     projections_in_process: bool = True
     step_up_ttl_seconds: int = 300
+    step_up_audience_is_client: bool = False
     push_allow_private: bool = False
     trusted_device_days: int = 30
     db_pool_size: int = 10
@@ -348,6 +350,10 @@ class Settings:
             )
             == "inprocess",
             step_up_ttl_seconds=_int(env, "MFA_STEP_UP_TTL_SECONDS", 300, 1, 3600),
+            step_up_audience_is_client=_choice(
+                env, "MFA_STEP_UP_AUDIENCE", ("none", "client"), "none"
+            )
+            == "client",
             push_allow_private=_flag(env, "MFA_PUSH_ALLOW_PRIVATE"),
             trusted_device_days=_int(env, "MFA_TRUSTED_DEVICE_DAYS", 30, 1, 90),
             db_pool_size=_int(env, "MFA_DB_POOL_SIZE", 10, 1, 200),

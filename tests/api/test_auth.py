@@ -159,3 +159,18 @@ def test_demo_sessions_are_signed_only_with_a_generated_jwt_secret(
     else:
         assert minted.status_code == 404
         assert minted.json()["code"] == "not_found"
+
+
+def test_a_demo_session_lasts_no_longer_than_the_service_accepts(
+    tmp_path, database_url, start_server
+) -> None:
+    """Its hour was refused as a bearer token under a shorter MFA_JWT_MAX_TTL_SECONDS."""
+    env = {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": database_url,
+        "MFA_JWT_MAX_TTL_SECONDS": "600",
+    }
+    server = start_server(Settings.from_env(env))
+    minted = httpx.post(server.url + "/demo/session", json={"user": "someone"})
+    assert minted.status_code == 201, minted.text
+    assert _status(server, minted.json()["token"]).status_code == 200

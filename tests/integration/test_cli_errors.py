@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import jwt
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -178,6 +179,17 @@ def test_mfa_token_refuses_what_the_service_would_refuse(tmp_path: Path) -> None
     )
     assert public_key_only.returncode == 1
     assert "MFA_JWT_PUBLIC_KEY" in public_key_only.stderr
+
+
+def test_mfa_token_lasts_no_longer_than_the_service_accepts(tmp_path: Path) -> None:
+    """Its default hour was refused (exit 2) under a shorter MFA_JWT_MAX_TTL_SECONDS."""
+    done = run(tmp_path, "token", "--sub", "x", MFA_JWT_MAX_TTL_SECONDS="600")
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip(), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 600
+    longer = run(tmp_path, "token", "--sub", "x", "--ttl", "601", MFA_JWT_MAX_TTL_SECONDS="600")
+    assert longer.returncode == 2
+    assert "MFA_JWT_MAX_TTL_SECONDS" in longer.stderr
 
 
 def _pem() -> str:

@@ -14,6 +14,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import jwt
@@ -459,6 +460,11 @@ def test_tokens_that_would_live_longer_than_the_maximum_lifetime_are_refused(
         "issued an hour ago for a day and an hour": {"iat": now - 3600, "exp": now + maximum},
     }.items():
         assert_refused(stack.server, jwt.encode(claims(**changes), secret), label)
+    for label, changes in {
+        "exp too large for a float": {"exp": 10**400},
+        "iat too small for a float": {"exp": now + 60.5, "iat": -(10**400)},
+    }.items():  # an OverflowError, a 500, before
+        assert_refused(stack.server, jwt.encode(claims(**changes), secret), label)
     for changes in (
         {"exp": now + maximum - 60},
         {"exp": now + maximum - 60, "iat": ...},
@@ -467,10 +473,16 @@ def test_tokens_that_would_live_longer_than_the_maximum_lifetime_are_refused(
         assert accepted(stack.server, jwt.encode(claims(**changes), secret)) == 200, changes
 
 
-def test_a_step_up_token_is_for_the_app_whose_token_earned_it(stack: Stack) -> None:
-    """A step-up token's `aud` is the client its bearer token was issued to (`azp`, else
-    `client_id`), so app B, checking its own client id, refuses one earned through app A
-    for the same user. A bearer token naming no client earns a token without `aud`."""
+def test_a_step_up_token_is_for_the_app_whose_token_earned_it_when_so_configured(
+    stack: Stack,
+) -> None:
+    """With `MFA_STEP_UP_AUDIENCE=client`, a step-up token's `aud` is the client its bearer
+    token was issued to (`azp`, else `client_id`), so app B, checking its own client id,
+    refuses one earned through app A for the same user. A bearer token naming no client
+    earns a token without `aud`, and so does every one by default (a relying party that
+    verifies without an audience refuses a token that has one)."""
+    runtime = stack.server.runtime
+    default = runtime.settings
     person = enrolled_user(stack, "totp")
     [jwk] = bare_client(stack.server).get("/.well-known/jwks.json").json()["keys"]
     key = jwt.PyJWK(jwk)
@@ -489,19 +501,29 @@ def test_a_step_up_token_is_for_the_app_whose_token_earned_it(stack: Stack) -> N
         assert stepped.status_code == 200, stepped.text
         return str(stepped.json()["step_up_token"])
 
-    for client_claims in (
-        {"azp": "app-a"},
-        {"client_id": "app-a"},
-        {"azp": "app-a", "client_id": "x"},
-    ):
-        step_up_token = earned_through(**client_claims)
+    assert "aud" not in jwt.decode(earned_through(azp="app-a"), key, ["ES256"], fake_times)
+    runtime.settings = replace(default, step_up_audience_is_client=True)
+    try:
+        earned_by_app_a = [
+            earned_through(**client_claims)
+            for client_claims in (
+                {"azp": "app-a"},
+                {"client_id": "app-a"},
+                {"azp": "app-a", "client_id": "x"},
+                {"azp": None, "client_id": "app-a"},
+            )
+        ]
+        without_client = earned_through()
+    finally:
+        runtime.settings = default
+    for step_up_token in earned_by_app_a:
         assert (
             jwt.decode(step_up_token, key, ["ES256"], fake_times, audience="app-a")["aud"]
             == "app-a"
         )
         with pytest.raises(jwt.InvalidAudienceError):
             jwt.decode(step_up_token, key, ["ES256"], fake_times, audience="app-b")
-    assert "aud" not in jwt.decode(earned_through(), key, ["ES256"], fake_times)
+    assert "aud" not in jwt.decode(without_client, key, ["ES256"], fake_times)
     # a client claim that is not a plain id would be signed into tokens: refused
     secret = hs256_secret(stack.server)
     for label, value in {

@@ -62,7 +62,8 @@ class DemoController(Controller):
         if not settings.development_secrets or not settings.jwt_secret:
             raise NotFoundError("demo sessions exist only with development secrets")
         now = int(time.time())
-        claims = {"sub": data.user, "iat": now, "exp": now + SESSION_TTL_SECONDS}
+        ttl = min(SESSION_TTL_SECONDS, settings.jwt_max_ttl_seconds)  # else refused as a bearer
+        claims = {"sub": data.user, "iat": now, "exp": now + ttl}
         if settings.jwt_issuer:
             claims["iss"] = settings.jwt_issuer
         if settings.jwt_audience:

@@ -71,7 +71,8 @@ class StepUpController(Controller):
             data.challenge_id,
             data.code,
             data.credential,
-            audience=user.client,
+            # opt-in: a relying party that verifies without an audience refuses one with `aud`
+            audience=user.client if runtime.settings.step_up_audience_is_client else None,
         )
         result = outcome.value
         body = StepUpResponse(
