@@ -47,7 +47,7 @@ def set_up_totp(services: Services, user_id: str, name: str | None) -> Outcome[T
     def decide(mfa: UserMfa, now: datetime) -> TotpDevice:
         mfa.register_totp_device(
             device_id=device_id,
-            name=name or _default_name(mfa),
+            name=name or _default_name(mfa, now),
             secret=secret,
             digits=DEFAULT_DIGITS,
             period=DEFAULT_PERIOD,
@@ -171,9 +171,10 @@ def get_totp_devices(services: Services, user_id: str) -> list[TotpDevice]:
     return [] if mfa is None else list(mfa.totp_devices.values())
 
 
-def _default_name(mfa: UserMfa) -> str:
-    """The first "Authenticator n" that no device of the user is called."""
-    taken = {device.name for device in mfa.totp_devices.values()}
+def _default_name(mfa: UserMfa, now: datetime) -> str:
+    """The first "Authenticator n" that no device of the user is called (an expired set-up,
+    which this one removes, does not count)."""
+    taken = {device.name for device in mfa.unexpired_totp_devices(now)}
     return next(
         name for name in (f"Authenticator {n}" for n in itertools.count(1)) if name not in taken
     )

@@ -64,6 +64,7 @@ class TotpDevice:
 
     @property
     def expires_at(self) -> datetime | None:
+        """Until when this device, if pending, can be verified."""
         return setup_expires_at(self.status, self.created_at)
 
     def setup_expired(self, at: datetime) -> bool:
@@ -132,7 +133,7 @@ class TotpSetupExpired(UserMfaEvent):
     device_id: str
 
     def apply(self, aggregate: TotpMixin) -> None:
-        del aggregate.totp_devices[self.device_id]
+        aggregate.totp_devices.pop(self.device_id, None)
 
 
 class TotpDeviceDisabled(UserMfaEvent):
@@ -201,6 +202,10 @@ class TotpMixin(UserMfaState):
         except KeyError:
             raise NotFoundError(f"no TOTP device {device_id!r}") from None
 
+    def unexpired_totp_devices(self, at: datetime) -> list[TotpDevice]:
+        """Every device but set-ups that expired unverified (which the next set-up removes)."""
+        return [d for d in self.totp_devices.values() if not d.setup_expired(at)]
+
     def active_totp_devices(self) -> list[TotpDevice]:
         """Devices that pass login validation."""
         return [d for d in self.totp_devices.values() if d.is_active()]
@@ -229,13 +234,15 @@ class TotpMixin(UserMfaState):
         at: datetime,
     ) -> None:
         """Add a pending device; at most MAX_TOTP_DEVICES per user, names unique. Set-ups
-        that expired unverified are removed first: they hold neither a slot nor a name."""
+        that expired unverified hold neither a slot nor a name: a set-up that goes ahead
+        removes them first (nothing is written for one that is refused)."""
+        kept = self.unexpired_totp_devices(at)
+        if len(kept) >= MAX_TOTP_DEVICES:
+            raise LimitExceededError(f"at most {MAX_TOTP_DEVICES} TOTP devices per user")
+        if any(d.name == name for d in kept):
+            raise AlreadyEnrolledError(f"a TOTP device named {name!r} exists already")
         for expired in [d for d in self.totp_devices.values() if d.setup_expired(at)]:
             self.trigger_event(TotpSetupExpired, device_id=expired.device_id, timestamp=at)
-        if len(self.totp_devices) >= MAX_TOTP_DEVICES:
-            raise LimitExceededError(f"at most {MAX_TOTP_DEVICES} TOTP devices per user")
-        if any(d.name == name for d in self.totp_devices.values()):
-            raise AlreadyEnrolledError(f"a TOTP device named {name!r} exists already")
         self.trigger_event(
             TotpDeviceRegistered,
             device_id=device_id,
@@ -342,6 +349,7 @@ class TotpMixin(UserMfaState):
 
 def _setup_expired() -> ChallengeExpiredError:
     return ChallengeExpiredError(
-        f"this TOTP set-up was not verified within {PENDING_TOTP_TTL.seconds // 60} minutes: "
+        f"this TOTP set-up was not verified within {PENDING_TOTP_TTL.total_seconds() // 60:.0f} "
+        "minutes: "
         "set the device up again"
     )

@@ -170,6 +170,8 @@ def describe_state(mfa: UserMfa, at: datetime) -> dict[str, Any]:
                 "created_at": d.created_at,
                 "verified_at": d.verified_at,
                 "last_used_at": d.last_used_at,
+                "expires_at": d.expires_at,  # a pending set-up: verifiable until then
+                "setup_expired": d.setup_expired(at),
             }
             for d in sorted(mfa.totp_devices.values(), key=lambda d: d.created_at)
         ],

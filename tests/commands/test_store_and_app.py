@@ -40,7 +40,7 @@ from domain.errors import (
     NotEnrolledError,
     NotFoundError,
 )
-from domain.totp import TotpStatus
+from domain.totp import PENDING_TOTP_TTL, TotpStatus
 from domain.user_mfa import UserMfa
 
 if TYPE_CHECKING:
@@ -235,6 +235,16 @@ def test_set_up_totp_without_a_name_after_a_revocation_picks_a_free_default_name
     # Then it gets a default name that is not taken (today: AlreadyEnrolledError, a 409
     # for a request that named nothing, because the default is "Authenticator {count + 1}")
     assert third.name != second.name
+
+
+def test_an_expired_set_ups_default_name_is_free_for_the_next_one(store: Store) -> None:
+    """The set-up removes the expired one: its name was counted as taken all the same."""
+    first = totp_commands.set_up_totp(store.services, USER, None).value.device
+    store.clock.advance(PENDING_TOTP_TTL.total_seconds())
+
+    second = totp_commands.set_up_totp(store.services, USER, None).value.device
+
+    assert second.name == first.name == "Authenticator 1"
 
 
 # ---------------------------------------------------------------- unknown users

@@ -222,6 +222,21 @@ def test_a_bare_verify_skips_expired_set_ups_for_the_newest_live_one():
     assert mfa.newest_pending_totp_device(at(1)).device_id == "dev-live"
 
 
+def test_a_refused_set_up_removes_nothing():
+    """Expired set-ups go with a set-up that goes ahead, not with one that is refused (its
+    events would have been saved and published all the same)."""
+    mfa = with_active_device("dev-active")
+    register(mfa, "dev-stale", when=T0)
+    mfa.collect_events()
+    late = T0 + PENDING_TOTP_TTL
+
+    with pytest.raises(AlreadyEnrolledError):
+        register(mfa, "dev-new", name="phone dev-active", when=late)
+
+    assert mfa.collect_events() == []
+    assert "dev-stale" in mfa.totp_devices
+
+
 def test_the_next_set_up_removes_expired_ones_freeing_their_slots_and_names():
     mfa = with_active_device("dev-active")
     for n in range(MAX_TOTP_DEVICES - 1):
@@ -1053,3 +1068,18 @@ def test_expired_trusted_devices_do_not_pile_up_in_the_users_state():
     assert last_day <= set(mfa.trusted_devices)  # the valid ones are all kept
     reasons = {e.reason for e in new_events(mfa) if type(e).__name__ == "TrustedDevicesRevoked"}
     assert reasons == {"expired"}
+
+
+def test_the_auditors_state_as_of_a_time_says_whether_a_set_up_had_expired_then():
+    """As lock states are judged at the time asked about, so is a pending set-up."""
+    from projections.audit import describe_state
+
+    mfa = new_user()
+    register(mfa, "dev-a", when=T0)
+    late = T0 + PENDING_TOTP_TTL
+
+    [before] = describe_state(mfa, late - timedelta(seconds=1))["totp_devices"]
+    [after] = describe_state(mfa, late)["totp_devices"]
+
+    assert before["expires_at"] == after["expires_at"] == late
+    assert (before["setup_expired"], after["setup_expired"]) == (False, True)

@@ -62,6 +62,7 @@ from commands.store import build_transcoder
 from commands.verifiers import totp_code, totp_timecode
 from domain.errors import (
     AlreadyEnrolledError,
+    ChallengeExpiredError,
     CodeReplayedError,
     ConflictError,
     DomainError,
@@ -72,7 +73,7 @@ from domain.errors import (
     NotFoundError,
 )
 from domain.lockout import MAX_CONSECUTIVE_FAILURES
-from domain.totp import MAX_TOTP_DEVICES, TotpDevice, TotpStatus
+from domain.totp import MAX_TOTP_DEVICES, PENDING_TOTP_TTL, TotpDevice, TotpStatus
 from domain.trusted_devices import MAX_TRUSTED_DEVICES, hash_device_token
 from domain.user_mfa import KNOWN_METHODS, UserMfa
 from tests.domain.test_user_mfa import SECRET, T0, backup_codes, state
@@ -131,9 +132,14 @@ class LockModel:
 class DeviceModel:
     name: str
     secret: str
+    registered_at: datetime
     status: str = TotpStatus.PENDING
     last_step: int | None = None
     switched_off: bool = False
+
+    def setup_expired(self, now: datetime) -> bool:
+        """Pending an hour or more: no longer verifiable, and removed by the next set-up."""
+        return self.status == TotpStatus.PENDING and now >= self.registered_at + PENDING_TOTP_TTL
 
     def as_totp_device(self, device_id: str) -> TotpDevice:
         return TotpDevice(device_id, self.name, self.secret, 6, PERIOD, "SHA1", self.status, T0)
@@ -333,9 +339,15 @@ class UserMfaMachine(RuleBasedStateMachine):
             self.now = max(self.now, edges[index % len(edges)] + timedelta(seconds=delta))
 
     def edges(self) -> list[datetime]:
-        """The coming instants where something ends: a factor's lock, a trusted device."""
+        """The coming instants where something ends: a factor's lock, a trusted device, a
+        pending TOTP set-up."""
         ends = [lock.until for lock in self.locks.values() if lock.until is not None]
         ends += [expires_at for _, expires_at in self.trusted.values()]
+        ends += [
+            d.registered_at + PENDING_TOTP_TTL
+            for d in self.devices.values()
+            if d.status == TotpStatus.PENDING
+        ]
         return sorted(end for end in ends if end > self.now)
 
     # ------------------------------------------------------------ TOTP
@@ -362,9 +374,10 @@ class UserMfaMachine(RuleBasedStateMachine):
     def register_device(self, name: str, secret: str) -> None:
         device_id = self.fresh("totp")
         expected: type[DomainError] | None = None
-        if len(self.devices) >= MAX_TOTP_DEVICES:
+        kept = {i: d for i, d in self.devices.items() if not d.setup_expired(self.now)}
+        if len(kept) >= MAX_TOTP_DEVICES:
             expected = LimitExceededError
-        elif any(d.name == name for d in self.devices.values()):
+        elif any(d.name == name for d in kept.values()):
             expected = AlreadyEnrolledError
         out = self.run(
             lambda: self.mfa.register_totp_device(
@@ -378,8 +391,8 @@ class UserMfaMachine(RuleBasedStateMachine):
             ),
             expected,
         )
-        if out.ok:
-            self.devices[device_id] = DeviceModel(name, secret)
+        if out.ok:  # the set-ups that expired went with it
+            self.devices = {**kept, device_id: DeviceModel(name, secret, self.now)}
             self.device_ids_seen.append(device_id)
 
     def enrol_device(self, name: str, secret: str, drift: int) -> None:
@@ -418,6 +431,8 @@ class UserMfaMachine(RuleBasedStateMachine):
             expected = NotFoundError
         elif device.status != TotpStatus.PENDING:
             expected = AlreadyEnrolledError
+        elif device.setup_expired(self.now):
+            expected = ChallengeExpiredError
         elif self.gate(OTP):
             expected = FactorLockedError
         elif timecode is None:
