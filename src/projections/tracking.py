@@ -83,6 +83,10 @@ class ReadModels:
         self._progress = threading.Condition()
         self._runner: ProjectionRunner | None = None
         with db.transaction() as cur:
+            if db.dialect == "postgres":
+                # An index a new version adds is built here, on a table that may hold millions
+                # of rows: past the 8 s statement limit, every start would fail the same way.
+                cur.execute("SET LOCAL statement_timeout = 0")
             cur.execute(TRACKING_DDL)
             cur.execute(SKIPS_DDL)
             for projection in self.projections:

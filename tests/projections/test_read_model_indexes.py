@@ -9,13 +9,22 @@ inside the one runner that every read-your-writes waits on.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import pytest
 
 from api.app import build_runtime
-from infra.sql import Cursor
+from infra.sql import Cursor, DatabaseUnavailableError, open_database
 from projections.rebuild import rebuild_projection
 from projections.runner import ProjectionRunner
-from tests.conftest import MutableClock, close_runtime, make_settings
+from projections.tracking import ReadModels
+from tests.conftest import (
+    MutableClock,
+    close_runtime,
+    create_pg_database,
+    drop_pg_database,
+    make_settings,
+)
 
 FORGET_INDEXES = {
     "totp_devices": "mfa_totp_devices",
@@ -111,3 +120,37 @@ def test_the_indexes_exist_serve_their_queries_and_survive_rebuilds(
                 rebuild_projection(app, read_models, name)
     finally:
         close_runtime(runtime)
+
+
+class _SlowSchema:
+    """A read model whose tables take longer to set up than the statement limit allows,
+    as building an index a new version adds does on a table of millions of rows."""
+
+    name: ClassVar[str] = "slow_schema"
+    tables: ClassVar[tuple[str, ...]] = ()
+
+    def create_tables(self, cur: Cursor) -> None:
+        cur.execute("SELECT pg_sleep(1.5)")
+
+    def process(self, cur: Cursor, event: Any) -> None:
+        pass
+
+
+@pytest.mark.postgres
+def test_setting_up_the_read_models_is_not_cut_short_by_the_statement_limit(
+    postgres_admin_url: str,
+) -> None:
+    """The first start of a version that adds an index builds it at start-up: past the 8 s
+    statement limit (4 million push rows), every start failed the same way."""
+    url = create_pg_database(postgres_admin_url)
+    db = open_database(url + "?options=-c%20statement_timeout%3D1000")  # 1 s, for the test
+    try:
+        with pytest.raises(DatabaseUnavailableError), db.transaction() as cur:
+            cur.execute("SELECT pg_sleep(1.5)")  # the limit holds elsewhere...
+        ReadModels(db, [_SlowSchema()])  # ... but not while the tables are set up
+        with db.transaction() as cur:
+            cur.execute("SELECT position FROM mfa_tracking WHERE projection = 'slow_schema'")
+            assert cur.fetchone() == (0,)
+    finally:
+        db.close()
+        drop_pg_database(postgres_admin_url, url)
