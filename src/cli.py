@@ -175,11 +175,16 @@ def _echo(line: str) -> None:
         raise click.ClickException(f"could not write the output: {exc.strerror}") from None
 
 
+# JSON allows them raw, but line readers break a line there: Python's `splitlines` at NEL
+# (U+0085) and the other C1 separators, it and JavaScript at U+2028 and U+2029. User ids may
+# hold C1 controls.
+_LINE_BREAKERS = re.compile("[\u0080-\u009f\u2028\u2029]")
+
+
 def _echo_json(value: object) -> None:
-    """A JSON line, with U+2028 and U+2029 escaped: JSON allows them raw, but line readers
-    (Python's `splitlines`, JavaScript) break a line there."""
+    """A JSON line, with C1 controls, U+2028 and U+2029 escaped (see _LINE_BREAKERS)."""
     text = msgspec.json.encode(value).decode()
-    _echo(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    _echo(_LINE_BREAKERS.sub(lambda m: f"\\u{ord(m[0]):04x}", text))
 
 
 @main.group()

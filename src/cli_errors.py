@@ -3,6 +3,7 @@ traceback, which could quote connection details."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from typing import ParamSpec
 
 import click
+from psycopg.conninfo import conninfo_to_dict
 
 P = ParamSpec("P")
 
@@ -29,7 +31,7 @@ def starting() -> Iterator[None]:
     try:
         yield
     except (ValueError, MasterKeyMismatchError) as exc:  # ConfigError and the adapters' checks
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_without_password(str(exc))) from None
     except PersistenceError as exc:  # the event store's wrapping of the same errors
         raise click.ClickException(_database_error(exc)) from None
     except psycopg.ProgrammingError as exc:
@@ -57,6 +59,9 @@ def _without_password(message: str) -> str:
     address, _, query = url.partition("://")[2].partition("?")
     password = address.rpartition("@")[0].partition(":")[2]
     given = [v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "password"]
+    # as libpq reads it too: a `?` or `#` in the password is part of it there
+    with contextlib.suppress(Exception):
+        given.append(str(conninfo_to_dict(url).get("password") or ""))
     pieces = {password, *given}
     for text in list(pieces):
         pieces.update(re.split(r"[@%/ ]", text))

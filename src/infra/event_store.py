@@ -30,7 +30,6 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 import psycopg_pool
@@ -40,6 +39,7 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresFactory,
 )
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Identifier
 
 from infra.sql import (
@@ -259,15 +259,19 @@ def event_store_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
             "SQLITE_DBNAME": events_path,
             "SQLITE_LOCK_TIMEOUT": "10",
         }
-    parts = urlsplit(database_url)
+    # Read as libpq reads it (the read models connect with the URL itself): urlsplit takes a
+    # `?` or `#` in the password for the start of the query, then quotes the password's first
+    # part back as a port it cannot read.
+    given = {k: str(v) for k, v in conninfo_to_dict(database_url).items() if v is not None}
+    user = given.get("user") or "postgres"
     return {
         # The library's PostgreSQL recorders, minus the retries that made an outage hang.
         "PERSISTENCE_MODULE": "infra.event_store:FailFastPostgresFactory",
-        "POSTGRES_DBNAME": parts.path.lstrip("/") or "postgres",
-        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(parts.port or 5432),
-        "POSTGRES_USER": unquote(parts.username or "postgres"),
-        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_DBNAME": given.get("dbname") or user,
+        "POSTGRES_HOST": given.get("host") or "127.0.0.1",
+        "POSTGRES_PORT": given.get("port") or "5432",
+        "POSTGRES_USER": user,
+        "POSTGRES_PASSWORD": given.get("password") or "",
         # Also how long a call waits for a pooled connection (there is no POOL_TIMEOUT).
         "POSTGRES_CONNECT_TIMEOUT": "3",
         "POSTGRES_POOL_SIZE": str(pool_size),

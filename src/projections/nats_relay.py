@@ -134,7 +134,8 @@ class NatsRelay:
             # With the chained batch that is one refusal per message left: log the first.
             nonlocal reported
             if not reported:
-                log.warning("NATS reported %s: %s", type(exc).__name__, exc)
+                # the server's text, quoted: control characters in it cannot start a line
+                log.warning("NATS reported %s: %r", type(exc).__name__, str(exc)[:200])
             reported = True
 
         nc = await asyncio.wait_for(

@@ -135,6 +135,8 @@ def test_a_database_url_libpq_cannot_read_is_named_without_its_password(
         ("MFA_SMS_WEBHOOK_URL", "https://AC123:Hunter2+Top/Secret==@sms.example/send"),
         ("MFA_SMS_WEBHOOK_URL", "https://Hunter2@sms.example:99999999/send"),
         ("MFA_SMTP_URL", "smtp://mailer:Hunter2[Top@mail.example"),
+        ("MFA_SMTP_URL", "smtps://mailer:Top?Hunter2@mail.example"),  # was "unknown parameters"
+        ("MFA_SMTP_URL", "smtps://mailer:Top#Hunter2@mail.example"),
         ("MFA_NATS_URL", "nats://mfa:Hunter2/Top@nats.example:4222"),
         ("MFA_NATS_URL", "mfa:Hunter2@nats.example:4222"),  # no scheme: "mfa" would be one
         ("MFA_PUSH_WEBHOOK_URL", "https://gw:Hunter2+Top/Secret==@push.example/send"),
@@ -151,6 +153,30 @@ def test_a_provider_url_urllib_cannot_split_is_named_without_its_password(
     assert variable in error
     assert "Hunter2" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("separator", ["?", "#"])
+def test_a_database_password_libpq_reads_but_urllib_does_not_is_never_printed(
+    tmp_path: Path, postgres_admin_url: str, separator: str
+) -> None:
+    """libpq takes a `?` or `#` in the password as part of it; urllib took it for the query
+    or fragment, and the event store's set-up quoted the password's start back as a port
+    it could not read ("Port could not be cast to integer value as 'Hunter2'")."""
+    url = create_pg_database(postgres_admin_url)
+    try:
+        user, _, rest = url.partition("@")
+        with_password = f"{user}:Hunter2{separator}TopSecret@{rest}"  # trust auth: ignored
+        settings = make_settings(tmp_path, with_password)
+        close_runtime(build_runtime(settings, run_projections=False))  # the service's tables
+        done = run(tmp_path, "projections", "status", MFA_DATABASE_URL=with_password)
+        assert done.returncode == 0, done.stderr
+        failed = run(tmp_path, "projections", "status", MFA_DATABASE_URL=with_password + "x")
+        assert failed.returncode == 1
+        assert "Hunter2" not in failed.stderr + done.stderr
+        assert "TopSecret" not in failed.stderr + done.stderr
+    finally:
+        drop_pg_database(postgres_admin_url, url)
 
 
 def test_a_master_key_that_unwraps_nothing_is_one_line(tmp_path: Path) -> None:
@@ -416,17 +442,20 @@ def test_a_rebuild_works_with_a_pool_of_one_connection(
 def test_audit_output_is_one_line_per_event_and_bad_users_and_full_disks_are_one_line(
     tmp_path: Path,
 ) -> None:
-    """U+2028 in a user id split an export line for line readers; a user id that is not
-    UTF-8 was a traceback; so was a full disk."""
+    """U+2028 or NEL (a C1 control, which user ids may hold) in a user id split an export
+    line for line readers; a user id that is not UTF-8 was a traceback; so was a full disk."""
     settings, env = _backup_codes_projected(tmp_path, users=0)
     runtime = build_runtime(settings, run_projections=False)
+    users = ("line\u2028separated", 'next\x85{"position": 1}')
     try:
-        generate_backup_codes(runtime.services, "line\u2028separated")
+        for user in users:
+            generate_backup_codes(runtime.services, user)
     finally:
         close_runtime(runtime)
-    history = run(tmp_path, "audit", "history", "line\u2028separated", **env)
-    assert history.returncode == 0, history.stderr
-    assert len(history.stdout.splitlines()) == 2  # created, generated
+    for user in users:
+        history = run(tmp_path, "audit", "history", user, **env)
+        assert history.returncode == 0, history.stderr
+        assert len(history.stdout.splitlines()) == 2  # created, generated
 
     for user in ("\udcff", "tab\there", ""):
         refused = CliRunner().invoke(main, ["audit", "history", user], env=env)

@@ -17,7 +17,7 @@ log = logging.getLogger("mfa.delivery.sms")
 TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 # A URL urllib cannot split is named, never quoted: it holds the provider's password.
 UNREADABLE = (
-    "{} cannot be read as a URL: percent-encode any /, @, : or # in the user name and password"
+    "{} cannot be read as a URL: percent-encode any /, @, :, ? or # in the user name and password"
 )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from email.errors import MessageError
 from email.headerregistry import Address
@@ -59,6 +60,10 @@ def parse_smtp_url(url: str) -> SmtpConfig:
     query = {k: v[-1].lower() for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     unknown = set(query) - {"starttls", "timeout"}
     if unknown:
+        if not all(re.fullmatch(r"[a-z_]{1,32}", name) for name in unknown):
+            # a `?` or `#` in the password starts the query early: what follows is the rest
+            # of the password, not parameter names to quote back
+            raise ValueError(UNREADABLE.format("MFA_SMTP_URL"))
         raise ValueError(f"MFA_SMTP_URL: unknown parameters {sorted(unknown)}")
     start_tls: bool | None = None
     if parts.scheme == "smtp+starttls" or query.get("starttls") in _TRUE:
