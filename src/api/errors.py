@@ -189,6 +189,10 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 def unavailable_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The store is down: 503 fast, so that clients retry elsewhere or later."""
     log.warning("store unavailable: %s", type(exc).__name__)
+    return unavailable_response()
+
+
+def unavailable_response() -> Response[Any]:
     return problem(
         503, "unavailable", "the service is temporarily unavailable", headers={"Retry-After": "1"}
     )
@@ -207,8 +211,32 @@ def cursor_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     )
 
 
-def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Anything unexpected: logged with its type only, answered without a trace."""
+# SQLSTATEs of a database that is there but cannot do the work now: read only (a standby
+# after a failover, `default_transaction_read_only`), out of disk, memory or connections
+# (class 53), shutting down or not accepting connections yet (57P). Whichever layer they
+# surface through (psycopg's own error, or the event store's wrapping of it), they are an
+# outage, not a bug.
+_UNAVAILABLE_SQLSTATES = ("25006", "53", "57P")
+
+
+def _database_cannot(exc: BaseException) -> str | None:
+    """The SQLSTATE of such a refusal in `exc` or what caused it, else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        sqlstate = getattr(seen, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return sqlstate
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Anything unexpected: logged with its traceback (a bug to fix), answered without one;
+    a database that cannot do the work now is an outage (503, one line)."""
+    sqlstate = _database_cannot(exc)
+    if sqlstate is not None:
+        log.warning("store unavailable: the database refused (SQLSTATE %s)", sqlstate)
+        return unavailable_response()
     log.exception("unhandled error (%s)", type(exc).__name__)
     return problem(500, "internal_error", "internal error")
 

@@ -53,8 +53,16 @@ def _nats_check(runtime: Runtime) -> str:
 
 
 def _select_one(runtime: Runtime) -> None:
+    """The read database answers and, on PostgreSQL, takes writes: a standby after a failover
+    (or `default_transaction_read_only`) answers reads while every command fails."""
     with runtime.db.read() as cur:
-        cur.execute("SELECT 1")
+        if runtime.db.dialect != "postgres":
+            cur.execute("SELECT 1")
+            return
+        cur.execute("SHOW transaction_read_only")
+        row = cur.fetchone()
+        if row is None or row[0] != "off":
+            raise RuntimeError("the database is read only")
 
 
 def _outcome(check: Future[Any]) -> str:
