@@ -56,7 +56,11 @@ def serve(host: str, port: int, workers: int) -> None:
         "host": host,
         "port": port,
         "http": HTTP_PROTOCOL,  # httptools, with a bound on the request head
-        "log_level": "warning",
+        # uvicorn's lines go to the service's own log (its format, with times), at WARNING
+        # or MFA_LOG_LEVEL if higher: its INFO banner is noise, and its own handler ignored
+        # MFA_LOG_LEVEL=ERROR
+        "log_config": None,
+        "log_level": max(logging.WARNING, logging.getLevelName(settings.log_level)),
         "access_log": False,
     }
     listening = "the API listens on http://%s:%d (OpenAPI at /schema, readiness at /ready)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import select
 import socket
 import time
@@ -152,3 +153,54 @@ def test_a_request_pipelined_after_a_large_body_is_answered_not_refused(service:
     # the first answered as itself (its body's unknown member: 400); uvicorn then serves
     # the second or, as 0.54 does with a pipelined request, closes the connection
     assert statuses in ([400], [400, 200]), received[:300]
+
+
+def garbage(service: Service, count: int) -> None:
+    """`count` connections each sending bytes that are not HTTP (a TLS hello, say)."""
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+            sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n")
+            while _recv(sock):
+                pass
+
+
+def test_a_client_cannot_flood_the_log_with_the_http_servers_warnings(service: Service) -> None:
+    """uvicorn wrote a line per invalid request (1,800 a second from one client) and per
+    request with an `Upgrade: h2c` header (as `curl --http2` sends), in its own format,
+    without times."""
+    before = service.log.read_text().splitlines()
+    garbage(service, 200)
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        upgrade = b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+        for _ in range(200):
+            sock.sendall(upgrade)
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+    time.sleep(0.5)
+    new = service.log.read_text().splitlines()[len(before) :]
+    invalid = [line for line in new if "Invalid HTTP request" in line]
+    assert 1 <= len(invalid) <= 10, new[:20]
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ WARNING uvicorn", x) for x in invalid)
+    assert not [line for line in new if "upgrade" in line.lower()], new[:20]
+
+
+def test_the_http_servers_warnings_follow_mfa_log_level(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    folder = tmp_path_factory.mktemp("quiet")
+    env = {
+        "MFA_DATA_DIR": str(folder / "var"),
+        "MFA_DATABASE_URL": "",
+        "MFA_JWT_SECRET": "oversized-test-secret-" + "f" * 32,
+        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "MFA_LOG_LEVEL": "ERROR",
+    }
+    quiet = Service(env, folder / "serve.log").start()
+    try:
+        garbage(quiet, 20)
+        exchange(quiet, head_with(1024 * 1024))
+    finally:
+        quiet.stop()
+    assert "WARNING" not in (folder / "serve.log").read_text()
