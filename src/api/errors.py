@@ -193,6 +193,7 @@ def unavailable_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[A
 
 
 def unavailable_response() -> Response[Any]:
+    """503 `unavailable`, retry after a second."""
     return problem(
         503, "unavailable", "the service is temporarily unavailable", headers={"Retry-After": "1"}
     )
@@ -213,24 +214,29 @@ def cursor_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
 
 # SQLSTATEs of a database that is there but cannot do the work now: read only (a standby
 # after a failover, `default_transaction_read_only`), out of disk, memory or connections
-# (class 53), shutting down or not accepting connections yet (57P). Whichever layer they
-# surface through (psycopg's own error, or the event store's wrapping of it), they are an
-# outage, not a bug.
-_UNAVAILABLE_SQLSTATES = ("25006", "53", "57P")
+# (53000-53300; not 53400, a configured limit one statement exceeded), shutting down or
+# not accepting connections yet (57P). Whichever layer they surface through (psycopg's own
+# error, or the event store's wrapping of it), they are an outage, not a bug.
+_UNAVAILABLE_SQLSTATES = ("25006", "53000", "53100", "53200", "53300", "57P")
+_CHAIN_LINKS = 20
 
 
 def _database_cannot(exc: BaseException) -> str | None:
-    """The SQLSTATE of such a refusal in `exc` or what caused it, else None."""
+    """The SQLSTATE of such a refusal in `exc` or what caused it, else None. Follows what
+    Python would print as the cause (not a context it was told to suppress), for at most
+    _CHAIN_LINKS links (`raise e from e` makes a loop)."""
     seen: BaseException | None = exc
-    while seen is not None:
+    for _ in range(_CHAIN_LINKS):
+        if seen is None:
+            break
         sqlstate = getattr(seen, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
             return sqlstate
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None
 
 
-def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Anything unexpected: logged with its traceback (a bug to fix), answered without one;
     a database that cannot do the work now is an outage (503, one line)."""
     sqlstate = _database_cannot(exc)

@@ -228,6 +228,9 @@ class FailFastApplicationRecorder(PostgresApplicationRecorder):
         return _call(self, lambda: _max_notification_id(self), READ_ATTEMPTS)
 
 
+EVENT_STORE_URL = "MFA_EVENT_STORE_URL"
+
+
 class FailFastPostgresFactory(PostgresFactory):
     """The library's PostgreSQL factory with the recorders and pool settings above."""
 
@@ -243,8 +246,14 @@ class FailFastPostgresFactory(PostgresFactory):
         _waits[pool] = ConnectionWait(pool.timeout)
         pool.connection_class = BoundedConnection
         connect_timeout = self.env.get(self.POSTGRES_CONNECT_TIMEOUT)
+        url = self.env.get(EVENT_STORE_URL)
+        if url:  # the URL itself, not the five fields the library took from it
+            pool.conninfo = url
+            if isinstance(pool.kwargs, dict):
+                for name in ("dbname", "host", "port", "user", "password"):
+                    pool.kwargs.pop(name, None)
         if isinstance(pool.kwargs, dict):
-            pool.kwargs.update(connection_settings())
+            pool.kwargs.update(connection_settings(url or ""))
             if connect_timeout:
                 pool.kwargs["connect_timeout"] = int(connect_timeout)
 
@@ -259,19 +268,20 @@ def event_store_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
             "SQLITE_DBNAME": events_path,
             "SQLITE_LOCK_TIMEOUT": "10",
         }
-    # Read as libpq reads it (the read models connect with the URL itself): urlsplit takes a
-    # `?` or `#` in the password for the start of the query, then quotes the password's first
-    # part back as a port it cannot read.
+    # The library wants these five; its pool then connects with the URL itself, as the read
+    # models do (`FailFastPostgresFactory`): the same database, TLS settings and options, and
+    # libpq's defaults (PGHOST, PGUSER, ...) for what the URL leaves out. (urlsplit took a `?`
+    # or `#` in the password for the query, and quoted the password's start as a bad port.)
     given = {k: str(v) for k, v in conninfo_to_dict(database_url).items() if v is not None}
-    user = given.get("user") or "postgres"
     return {
         # The library's PostgreSQL recorders, minus the retries that made an outage hang.
         "PERSISTENCE_MODULE": "infra.event_store:FailFastPostgresFactory",
-        "POSTGRES_DBNAME": given.get("dbname") or user,
-        "POSTGRES_HOST": given.get("host") or "127.0.0.1",
+        EVENT_STORE_URL: database_url,
+        "POSTGRES_DBNAME": given.get("dbname") or "-",
+        "POSTGRES_HOST": given.get("host") or "-",
         "POSTGRES_PORT": given.get("port") or "5432",
-        "POSTGRES_USER": user,
-        "POSTGRES_PASSWORD": given.get("password") or "",
+        "POSTGRES_USER": given.get("user") or "-",
+        "POSTGRES_PASSWORD": "",
         # Also how long a call waits for a pooled connection (there is no POOL_TIMEOUT).
         "POSTGRES_CONNECT_TIMEOUT": "3",
         "POSTGRES_POOL_SIZE": str(pool_size),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -42,20 +43,25 @@ def install_url_redaction() -> None:
 
 
 class RepeatedLines(logging.Filter):
-    """At most `burst` records of one message template per `window` seconds; the first one let
-    through after a drop says how many were dropped. For the HTTP server's own warnings
-    (an invalid request, a refused oversized head), which any client can cause once per
-    connection: thousands of lines a second otherwise."""
+    """At most `burst` warnings of one message template per `window` seconds; the first one
+    let through after a drop says how many were dropped. Other levels pass untouched. For
+    the HTTP server's own warnings (an invalid request, a refused oversized head), which any
+    client can cause once per connection: thousands of lines a second otherwise."""
 
-    def __init__(self, burst: int = 10, window: float = 60.0) -> None:
+    def __init__(
+        self, burst: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__()
         self._burst = burst
         self._window = window
+        self._clock = clock
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[float, int, int]] = {}  # template → start, let, dropped
 
     def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
+        if record.levelno != logging.WARNING:  # an ERROR (a traceback: a bug) always goes
+            return True
+        now = self._clock()
         template = str(record.msg)
         with self._lock:
             start, let, dropped = self._seen.get(template, (now, 0, 0))

@@ -232,6 +232,26 @@ class BoundedConnection(psycopg.Connection[Row]):
             del self.answer_seconds  # back to the class's
 
 
+# How long a schema change may take (an index built on a table of millions of rows).
+SCHEMA_CHANGE_SECONDS = 3600.0
+
+
+@contextmanager
+def unhurried(cur: Cursor, dialect: str) -> Iterator[None]:
+    """Within a transaction: neither the server's statement limit nor the client's deadline
+    for the statements run inside (the time they take is the table's size, not an outage)."""
+    if dialect != "postgres":
+        yield
+        return
+    cur.execute("SET LOCAL statement_timeout = 0")
+    connection = getattr(cur, "connection", None)
+    if not isinstance(connection, BoundedConnection):
+        yield
+        return
+    with connection.answering_within(SCHEMA_CHANGE_SECONDS):
+        yield
+
+
 def connection_lost(exc: BaseException | None) -> bool:
     """Whether a psycopg (pool) error says the server is gone, not that one statement failed."""
     if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):

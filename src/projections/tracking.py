@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from commands.app import MfaApplication
-from infra.sql import Cursor, Database
+from infra.sql import Cursor, Database, unhurried
 from projections.base import TRACKING_DDL, Projection
 
 if TYPE_CHECKING:
@@ -82,11 +82,10 @@ class ReadModels:
         self.projections = list(projections)
         self._progress = threading.Condition()
         self._runner: ProjectionRunner | None = None
-        with db.transaction() as cur:
-            if db.dialect == "postgres":
-                # An index a new version adds is built here, on a table that may hold millions
-                # of rows: past the 8 s statement limit, every start would fail the same way.
-                cur.execute("SET LOCAL statement_timeout = 0")
+        # An index a new version adds is built here, on a table that may hold millions of rows:
+        # past the statement limit (8 s) or the client's deadline (10 s), every start would
+        # fail the same way.
+        with db.transaction() as cur, unhurried(cur, db.dialect):
             cur.execute(TRACKING_DDL)
             cur.execute(SKIPS_DDL)
             for projection in self.projections:

@@ -117,3 +117,39 @@ def test_selects_from_rendered_statements_match_the_library(
     assert [e.originator_version for e in ours] == [e.originator_version for e in theirs]
     assert ours == theirs
     assert ours  # every query above selects something
+
+
+def test_the_store_connects_with_the_whole_url_as_the_read_models_do(
+    postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store took five fields from the URL and dropped the rest: its query (`sslmode`,
+    `options`, `application_name`, `target_session_attrs`) and libpq's defaults for what
+    the URL leaves out (`PGDATABASE`), so events could go to another database, or in clear
+    where the read models insisted on TLS."""
+    url = create_pg_database(postgres_admin_url)
+    name = url.rsplit("/", 1)[1]
+    try:
+        with_query = url + "?application_name=mfa-store-probe&options=-c%20work_mem%3D5MB"
+        app: Application[uuid.UUID] = Application(env=event_store_env(with_query, pool_size=1))
+        try:
+            app.recorder.insert_events([_event(uuid.uuid4(), 1)])
+            with app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+                row = conn.execute(
+                    "SELECT current_setting('application_name') AS app, "
+                    "current_setting('work_mem') AS mem, current_database() AS db"
+                ).fetchone()
+            assert tuple(row.values()) == ("mfa-store-probe", "5MB", name)
+        finally:
+            app.close()
+        # a URL without a database: libpq's PGDATABASE, as for the read models
+        monkeypatch.setenv("PGDATABASE", name)
+        without_database = url.rsplit("/", 1)[0] + "/"
+        app = Application(env=event_store_env(without_database, pool_size=1))
+        try:
+            with app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+                row = conn.execute("SELECT current_database() AS db").fetchone()
+            assert row["db"] == name
+        finally:
+            app.close()
+    finally:
+        drop_pg_database(postgres_admin_url, url)
