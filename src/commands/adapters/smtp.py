@@ -60,7 +60,7 @@ def parse_smtp_url(url: str) -> SmtpConfig:
     query = {k: v[-1].lower() for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     unknown = set(query) - {"starttls", "timeout"}
     if unknown:
-        if not all(re.fullmatch(r"[a-z_]{1,32}", name) for name in unknown):
+        if not all(re.fullmatch(r"[A-Za-z_]{1,32}", name) for name in unknown):
             # a `?` or `#` in the password starts the query early: what follows is the rest
             # of the password, not parameter names to quote back
             raise ValueError(UNREADABLE.format("MFA_SMTP_URL"))
