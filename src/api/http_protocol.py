@@ -42,8 +42,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     The bytes counted are those of every chunk received after the one the request began in,
     while its head is unfinished: the parser does not say where in that first chunk the
-    request began (after a pipelined request's body, say), so it is not counted, and the
-    bound is exceeded by at most one read (64-256 KiB), a cost of well under a millisecond.
+    request began (after a pipelined request's body, say), so it is not counted: a head is
+    refused once it is past the bound by at most that read and the last (64-256 KiB each), a
+    cost of well under a millisecond.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -16,6 +16,7 @@ import select
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import jwt
@@ -27,16 +28,23 @@ from tests.integration.test_faults import Service
 CHUNK = 16 * 1024
 
 
+def served(folder: Path, **env: str) -> Service:
+    """`mfa serve` on SQLite in `folder`, its log in `folder/serve.log`."""
+    return Service(
+        {
+            "MFA_DATA_DIR": str(folder / "var"),
+            "MFA_DATABASE_URL": "",
+            "MFA_JWT_SECRET": "oversized-test-secret-" + "f" * 32,
+            "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+            **env,
+        },
+        folder / "serve.log",
+    ).start()
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    folder = tmp_path_factory.mktemp("head")
-    env = {
-        "MFA_DATA_DIR": str(folder / "var"),
-        "MFA_DATABASE_URL": "",
-        "MFA_JWT_SECRET": "oversized-test-secret-" + "f" * 32,
-        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
-    running = Service(env, folder / "serve.log").start()
+    running = served(tmp_path_factory.mktemp("head"))
     yield running
     running.stop()
 
@@ -190,14 +198,7 @@ def test_the_http_servers_warnings_follow_mfa_log_level(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     folder = tmp_path_factory.mktemp("quiet")
-    env = {
-        "MFA_DATA_DIR": str(folder / "var"),
-        "MFA_DATABASE_URL": "",
-        "MFA_JWT_SECRET": "oversized-test-secret-" + "f" * 32,
-        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "MFA_LOG_LEVEL": "ERROR",
-    }
-    quiet = Service(env, folder / "serve.log").start()
+    quiet = served(folder, MFA_LOG_LEVEL="ERROR")
     try:
         garbage(quiet, 20)
         exchange(quiet, head_with(1024 * 1024))
