@@ -277,6 +277,7 @@ def event_store_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
         # The library's PostgreSQL recorders, minus the retries that made an outage hang.
         "PERSISTENCE_MODULE": "infra.event_store:FailFastPostgresFactory",
         EVENT_STORE_URL: database_url,
+        "POSTGRES_SCHEMA": "public",  # (the library would take POSTGRES_SCHEMA from the process)
         "POSTGRES_DBNAME": given.get("dbname") or "-",
         "POSTGRES_HOST": given.get("host") or "-",
         "POSTGRES_PORT": given.get("port") or "5432",

@@ -7,6 +7,7 @@ SQL is written once with `%s` placeholders and PostgreSQL-compatible upserts, wh
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -187,6 +188,8 @@ def connection_settings(conninfo: str = "") -> dict[str, Any]:
     """The pools' libpq settings (above). The URL's own win: its keepalive settings are kept,
     and its `options` go after ours, where a later `-c statement_timeout` overrides ours."""
     given = conninfo_to_dict(conninfo) if conninfo else {}
+    if not given.get("options") and os.environ.get("PGOPTIONS"):
+        given["options"] = os.environ["PGOPTIONS"]  # libpq's default, which ours would replace
     settings = {k: v for k, v in TCP_SETTINGS.items() if k not in given}
     timeout = (
         f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}"
@@ -232,18 +235,24 @@ class BoundedConnection(psycopg.Connection[Row]):
             del self.answer_seconds  # back to the class's
 
 
-# How long a schema change may take (an index built on a table of millions of rows).
+# How long a schema change may take (an index built on a table of millions of rows), and
+# wait for a lock.
 SCHEMA_CHANGE_SECONDS = 3600.0
+LOCK_SECONDS = 5
 
 
 @contextmanager
 def unhurried(cur: Cursor, dialect: str) -> Iterator[None]:
     """Within a transaction: neither the server's statement limit nor the client's deadline
-    for the statements run inside (the time they take is the table's size, not an outage)."""
+    for the statements run inside (the time they take is the table's size, not an outage).
+    Waiting for a lock is not the table's size: that still gives up after LOCK_SECONDS (an
+    index build waiting behind an anti-wraparound vacuum would otherwise hold the locks it
+    already has, and the writes behind them, for as long)."""
     if dialect != "postgres":
         yield
         return
     cur.execute("SET LOCAL statement_timeout = 0")
+    cur.execute(f"SET LOCAL lock_timeout = '{LOCK_SECONDS}s'")
     connection = getattr(cur, "connection", None)
     if not isinstance(connection, BoundedConnection):
         yield

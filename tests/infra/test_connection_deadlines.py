@@ -63,6 +63,18 @@ def test_a_setting_in_the_url_wins_over_the_default() -> None:
     assert settings["options"].endswith("-c statement_timeout=60s")
 
 
+def test_libpqs_pgoptions_reach_the_server_when_the_url_gives_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our `options` replaced libpq's PGOPTIONS default: a `search_path` set there was lost."""
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=elsewhere")
+    assert connection_settings("postgresql://u@h/db")["options"].endswith(
+        "-c search_path=elsewhere"
+    )
+    in_url = "postgresql://u@h/db?options=-c%20work_mem%3D5MB"
+    assert connection_settings(in_url)["options"].endswith("-c work_mem=5MB")  # the URL's wins
+
+
 def _assert_bounded(conn: psycopg.Connection[Any]) -> None:
     assert isinstance(conn, BoundedConnection)
     assert conn.info.get_parameters()["tcp_user_timeout"] == "5000"

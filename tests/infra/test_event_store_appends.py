@@ -141,6 +141,11 @@ def test_the_store_connects_with_the_whole_url_as_the_read_models_do(
             assert tuple(row.values()) == ("mfa-store-probe", "5MB", name)
         finally:
             app.close()
+        # the library's own POSTGRES_SCHEMA in the process's environment does not move it
+        monkeypatch.setenv("POSTGRES_SCHEMA", "elsewhere")
+        app = Application(env=event_store_env(url, pool_size=1))
+        assert app.recorder.datastore.schema == "public"  # type: ignore[attr-defined]
+        app.close()
         # a URL without a database: libpq's PGDATABASE, as for the read models
         monkeypatch.setenv("PGDATABASE", name)
         without_database = url.rsplit("/", 1)[0] + "/"

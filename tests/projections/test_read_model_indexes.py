@@ -8,13 +8,17 @@ inside the one runner that every read-your-writes waits on.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import psycopg
 import pytest
 
 from api.app import build_runtime
+from infra import sql
 from infra.sql import BoundedConnection, Cursor, DatabaseUnavailableError, open_database
+from projections.push import PushChallengeProjection
 from projections.rebuild import rebuild_projection
 from projections.runner import ProjectionRunner
 from projections.tracking import ReadModels
@@ -153,6 +157,30 @@ def test_setting_up_the_read_models_is_not_cut_short_by_the_statement_limit(
         with db.transaction() as cur:
             cur.execute("SELECT position FROM mfa_tracking WHERE projection = 'slow_schema'")
             assert cur.fetchone() == (0,)
+    finally:
+        db.close()
+        drop_pg_database(postgres_admin_url, url)
+
+
+@pytest.mark.postgres
+def test_setting_up_the_read_models_waits_for_a_lock_only_so_long(
+    postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index statement waits for the table's lock even when the index exists. Lifting the
+    time limits for index builds also lifted it for that wait: behind an anti-wraparound
+    vacuum (or any long lock) a start, or `mfa projections status`, waited up to an hour,
+    holding the locks it had, and the writes behind them."""
+    monkeypatch.setattr(sql, "LOCK_SECONDS", 1)
+    url = create_pg_database(postgres_admin_url)
+    db = open_database(url)
+    try:
+        ReadModels(db, [PushChallengeProjection()])
+        with psycopg.connect(url) as holder:
+            holder.execute("LOCK TABLE mfa_push_challenges IN SHARE UPDATE EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailableError, match="lock timeout"):
+                ReadModels(db, [PushChallengeProjection()])
+            assert time.monotonic() - started < 5
     finally:
         db.close()
         drop_pg_database(postgres_admin_url, url)
