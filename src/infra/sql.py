@@ -235,8 +235,7 @@ class BoundedConnection(psycopg.Connection[Row]):
             del self.answer_seconds  # back to the class's
 
 
-# How long a schema change may take (an index built on a table of millions of rows), and
-# wait for a lock.
+# How long a schema change may run (an index on millions of rows) and wait for a lock.
 SCHEMA_CHANGE_SECONDS = 3600.0
 LOCK_SECONDS = 5
 
