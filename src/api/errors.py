@@ -35,7 +35,7 @@ from domain.errors import (
     NotFoundError,
     RateLimitedError,
 )
-from infra.sql import DatabaseUnavailableError
+from infra.sql import SERVER_GOING_AWAY, DatabaseUnavailableError
 from projections.base import InvalidCursorError
 
 log = logging.getLogger("mfa.api")
@@ -217,7 +217,7 @@ def cursor_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
 # (53000-53300; not 53400, a configured limit one statement exceeded), shutting down or
 # not accepting connections yet (57P). Whichever layer they surface through (psycopg's own
 # error, or the event store's wrapping of it), they are an outage, not a bug.
-_UNAVAILABLE_SQLSTATES = ("25006", "53000", "53100", "53200", "53300", "57P")
+_UNAVAILABLE_SQLSTATES = ("25006", "53000", "53100", "53200", "53300", SERVER_GOING_AWAY)
 _CHAIN_LINKS = 20
 
 

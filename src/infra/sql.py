@@ -238,15 +238,15 @@ class BoundedConnection(psycopg.Connection[Row]):
 # How long a schema change may run (an index on millions of rows) and wait for a lock.
 SCHEMA_CHANGE_SECONDS = 3600.0
 LOCK_SECONDS = 5
+SERVER_GOING_AWAY = "57P"  # SQLSTATEs of a server shutting down or not taking sessions yet
 
 
 @contextmanager
 def unhurried(cur: Cursor, dialect: str) -> Iterator[None]:
     """Within a transaction: neither the server's statement limit nor the client's deadline
     for the statements run inside (the time they take is the table's size, not an outage).
-    Waiting for a lock is not the table's size: that still gives up after LOCK_SECONDS (an
-    index build waiting behind an anti-wraparound vacuum would otherwise hold the locks it
-    already has, and the writes behind them, for as long)."""
+    A lock wait still gives up after LOCK_SECONDS: an index build behind an anti-wraparound
+    vacuum would hold the locks it has, and the writes behind them, for as long."""
     if dialect != "postgres":
         yield
         return
@@ -267,7 +267,7 @@ def connection_lost(exc: BaseException | None) -> bool:
     if not isinstance(exc, psycopg.OperationalError):
         return False
     state = exc.sqlstate  # None: raised by the client (no connection, pool timeout)
-    return state is None or state.startswith(("08", "57P"))  # connection, server shutdown
+    return state is None or state.startswith(("08", SERVER_GOING_AWAY))  # connection, shutdown
 
 
 class ConnectionWait:
