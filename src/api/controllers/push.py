@@ -332,4 +332,5 @@ class AdminPushController(Controller):
         """Counts by status, approval rate, median and p95 response time, fraud reports."""
         now = runtime.services.clock.now()
         with runtime.read(None, request) as cur:
-            return PushStatsResponse(**push_stats(cur, now, parse_time("since", since)))
+            stats = push_stats(cur, runtime.db.dialect, now, parse_time("since", since))
+            return PushStatsResponse(**stats)
