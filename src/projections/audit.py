@@ -118,13 +118,16 @@ def state_at(app: MfaApplication, aggregate_id: UUID, at: datetime) -> dict[str,
     """
     version = 0
     erased_at: datetime | None = None
-    shredded = False
+    shredded = past = False
     for event in app.events.get(aggregate_id):
         timestamp = cast(Any, event).timestamp
         shredded = shredded or isinstance(event, RedactedEvent)
         if type(event) is UserMfa.UserErased:
             erased_at = timestamp
-        if timestamp <= at:
+        # The events up to the first one stamped after `at`: one stamped earlier that comes
+        # after it (a clock more than 5 s behind, see `not_before`) did not happen by then.
+        past = past or timestamp > at
+        if not past:
             version = event.originator_version
     if version == 0:
         return None
@@ -159,6 +162,7 @@ def mask_destination(destination: str | None) -> str | None:
 def describe_state(mfa: UserMfa, at: datetime) -> dict[str, Any]:
     """The aggregate's state without secrets."""
     codes = mfa.backup_codes
+    primary = mfa.current_primary()
     return {
         "as_of": at,
         "version": mfa.version,
@@ -219,8 +223,9 @@ def describe_state(mfa: UserMfa, at: datetime) -> dict[str, Any]:
             }
             for factor, lock in sorted(mfa.locks.items())
         },
-        "primary_method": mfa.primary_method,
-        "primary_credential_id": mfa.primary_credential,
+        # as the live API shows it: none while the chosen credential cannot be used
+        "primary_method": primary[0] if primary else None,
+        "primary_credential_id": primary[1] if primary else None,
         "mfa_enabled": mfa.mfa_enabled(),
     }
 
