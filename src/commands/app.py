@@ -21,6 +21,7 @@ from eventsourcing.application import (
     Repository,
 )
 from eventsourcing.persistence import IntegrityError, Mapper, OperationalError
+from eventsourcing.utils import Environment, EnvType
 
 from commands.decoys import DecoyLockouts
 from commands.ports import (
@@ -121,6 +122,15 @@ class MfaApplication(Application[UUID]):
         self.listeners: list[Callable[[], None]] = []
         env = {"AGGREGATE_CACHE_MAXSIZE": "10000", **env}
         super().__init__(env)
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        """The service's settings alone. The library merges in the whole process environment,
+        where `MFA_<KEY>` (this application's name) wins over the service's `<KEY>`: a stray
+        `MFA_SQLITE_DBNAME` or `MFA_POSTGRES_SCHEMA` moved the event store elsewhere."""
+        settings = dict(type(self).env)
+        if type(self).is_snapshotting_enabled or type(self).snapshotting_intervals:
+            settings["IS_SNAPSHOTTING_ENABLED"] = "y"
+        return Environment(name, {**settings, **(env or {})})
 
     def construct_repository(self) -> Repository[UUID]:
         # The library reads the settings (AGGREGATE_CACHE_*); the same ones, and a lock.
