@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -191,6 +191,19 @@ def _echo_json(value: object) -> None:
     _echo(_LINE_BREAKERS.sub(lambda m: f"\\u{ord(m[0]):04x}", text))
 
 
+def _echo_entries(entries: Iterable[dict[str, Any]]) -> None:
+    """Audit entries as JSON lines; exit 1 after them when any was damaged."""
+    damaged = 0
+    for entry in entries:
+        _echo_json(entry)
+        damaged += entry["damaged"]
+    if damaged:
+        raise click.ClickException(
+            f'{damaged} event(s) above ("damaged": true) do not decrypt with their key: the '
+            "stored rows were altered or damaged"
+        )
+
+
 @main.group()
 def audit() -> None:
     """Replay the log for auditors (secrets masked; erased users redacted)."""
@@ -206,9 +219,8 @@ def audit_history(user: str) -> None:
 
     _user_id(user, "USER")
     with _offline_runtime() as runtime:
-        for agg in user_aggregate_ids(runtime.services, user):
-            for entry in user_history(runtime.services.app, agg):
-                _echo_json(entry)
+        ids = user_aggregate_ids(runtime.services, user)
+        _echo_entries(entry for agg in ids for entry in user_history(runtime.services.app, agg))
 
 
 # RFC 3339 date-time, the offset optional (then UTC). `datetime.fromisoformat` alone would
@@ -267,8 +279,7 @@ def audit_export(after: int) -> None:
     from projections.audit import export_log
 
     with _offline_runtime() as runtime:
-        for entry in export_log(runtime.services.app, after=after):
-            _echo_json(entry)
+        _echo_entries(export_log(runtime.services.app, after=after))
 
 
 @main.group()

@@ -73,8 +73,9 @@ def _without_password(message: str) -> str:
 
 def store_errors_in_one_line(command: Callable[P, None]) -> Callable[P, None]:
     """The database going away during an audit or projections command ends it with one line
-    (exit 1), as at start, not a traceback (which could quote connection details). Other
-    errors (a row a read model refuses: a bug) are not outages, and are not called one."""
+    (exit 1), as at start, not a traceback (which could quote connection details); so does
+    a stored event that cannot be read (altered or damaged). Other errors (a row a read
+    model refuses: a bug) are not outages, and are not called one."""
 
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> None:
@@ -84,10 +85,13 @@ def store_errors_in_one_line(command: Callable[P, None]) -> Callable[P, None]:
         from eventsourcing.persistence import InterfaceError, OperationalError
 
         from commands.app import StoreUnavailableError
+        from commands.store import DamagedEventError
         from infra.sql import DatabaseUnavailableError
 
         try:
             command(*args, **kwargs)
+        except DamagedEventError as exc:
+            raise click.ClickException(str(exc)) from None
         except (
             DatabaseUnavailableError,
             StoreUnavailableError,

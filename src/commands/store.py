@@ -4,9 +4,11 @@ Each stored event's state is a small JSON envelope. The event's time stays reada
 beside the topic and version the recorder keeps); everything else is AES-GCM ciphertext under
 the owner's data key (`k` names the key; the UserMfa aggregate id for a user's events). The
 ciphertext is bound to its originator, version, topic and time, so rows cannot be swapped and
-times cannot be altered unnoticed. When the
-key has been destroyed (erasure), the event reads as a `RedactedEvent`: type, time and version
-only.
+times cannot be altered unnoticed. When the key has been destroyed (erasure), the event reads
+as a `RedactedEvent`: type, time and version only. One whose key is there but which does not
+decrypt was altered or damaged (a destroyed key is never made again): it reads as a
+`RedactedEvent` marked `damaged`, and an ERROR is logged. A row whose envelope cannot be
+read at all raises `DamagedEventError`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Sequence
 from datetime import datetime
@@ -31,6 +34,12 @@ from commands.ports import KeyVault
 ENVELOPE_VERSION = 1
 PLAINTEXT_ATTRIBUTE = "STORED_IN_CLEAR"
 KEY_OWNER_ATTRIBUTE = "key_owner"
+
+log = logging.getLogger("mfa.store")
+
+
+class DamagedEventError(Exception):
+    """A stored event whose envelope cannot be read: the row was altered or damaged."""
 
 
 class DataclassAsDict(Transcoding):
@@ -70,6 +79,7 @@ class RedactedEvent(DomainEvent):
 
     TOPIC = "mfa.redacted.v1"
     redacted_topic: str
+    damaged: bool = False  # its key is there, yet it does not decrypt: altered or damaged
 
     def mutate(self, aggregate: Any) -> None:
         """An erased owner's aggregate cannot be rebuilt: the repository reports it not found."""
@@ -121,21 +131,40 @@ class EncryptingMapper(Mapper[UUID]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
-        envelope = json.loads(stored_event.state)
-        timestamp = datetime.fromisoformat(envelope["ts"])
         originator_id = stored_event.originator_id
         if not isinstance(originator_id, UUID):
             originator_id = UUID(str(originator_id))
+        version = stored_event.originator_version
+        try:
+            envelope = json.loads(stored_event.state)
+            timestamp = datetime.fromisoformat(envelope["ts"])
+        except (ValueError, KeyError, TypeError):
+            raise DamagedEventError(
+                f"event {version} of aggregate {originator_id} cannot be read (the stored row "
+                "was altered or damaged)"
+            ) from None
         if "p" in envelope:
             state = self.transcoder.decode(json.dumps(envelope["p"]).encode())
         else:
-            plaintext = self._decrypt(stored_event, envelope)
+            try:
+                plaintext = self._decrypt(stored_event, envelope)
+            except (InvalidTag, ValueError, KeyError, TypeError):
+                log.error(
+                    "event %d of aggregate %s does not decrypt with its key: the stored row was "
+                    "altered or damaged (it reads as redacted)",
+                    version,
+                    originator_id,
+                )
+                plaintext, damaged = None, True
+            else:
+                damaged = False
             if plaintext is None:
                 return RedactedEvent(
                     originator_id=originator_id,
-                    originator_version=stored_event.originator_version,
+                    originator_version=version,
                     timestamp=timestamp,
                     redacted_topic=stored_event.topic,
+                    damaged=damaged,
                 )
             state = self.transcoder.decode(plaintext)
         cls = resolve_topic(stored_event.topic)
@@ -152,23 +181,21 @@ class EncryptingMapper(Mapper[UUID]):
         return event  # type: ignore[no-any-return]
 
     def _decrypt(self, stored_event: StoredEvent, envelope: dict[str, Any]) -> bytes | None:
+        """The plaintext; None once the key was destroyed (erasure). InvalidTag (or a value
+        error for a damaged envelope) when the row does not decrypt with its key."""
         key = self.vault.get(envelope["k"])
         if key is None:
             return None
-        try:
-            return AESGCM(key).decrypt(
-                base64.b64decode(envelope["n"]),
-                base64.b64decode(envelope["c"]),
-                _aad(
-                    stored_event.originator_id,
-                    stored_event.originator_version,
-                    stored_event.topic,
-                    envelope["ts"],
-                ),
-            )
-        except InvalidTag:
-            # A key re-created after erasure cannot open the older events: they stay redacted.
-            return None
+        return AESGCM(key).decrypt(
+            base64.b64decode(envelope["n"], validate=True),
+            base64.b64decode(envelope["c"], validate=True),
+            _aad(
+                stored_event.originator_id,
+                stored_event.originator_version,
+                stored_event.topic,
+                envelope["ts"],
+            ),
+        )
 
 
 def build_transcoder(

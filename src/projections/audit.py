@@ -12,7 +12,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from commands.app import MfaApplication
-from commands.store import RedactedEvent
+from commands.store import DamagedEventError, RedactedEvent
 from domain.user_mfa import UserMfa
 
 MASK = "***"
@@ -64,6 +64,8 @@ def describe_event(event: Any, position: int | None) -> dict[str, Any]:
         "type": _topic(event),
         "version": event.originator_version,
         "redacted": redacted,
+        # its key is there, yet it does not decrypt: altered or damaged, not erased
+        "damaged": redacted and event.damaged,
         "data": data,
     }
 
@@ -121,6 +123,11 @@ def state_at(app: MfaApplication, aggregate_id: UUID, at: datetime) -> dict[str,
     shredded = past = False
     for event in app.events.get(aggregate_id):
         timestamp = cast(Any, event).timestamp
+        if isinstance(event, RedactedEvent) and event.damaged:
+            raise DamagedEventError(
+                f"event {event.originator_version} of aggregate {aggregate_id} does not decrypt "
+                "with its key (the stored row was altered or damaged): the state cannot be replayed"
+            )
         shredded = shredded or isinstance(event, RedactedEvent)
         if type(event) is UserMfa.UserErased:
             erased_at = timestamp

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import pytest
@@ -30,7 +31,7 @@ from commands.app import (
     execute,
     load_user,
 )
-from commands.store import RedactedEvent
+from commands.store import DamagedEventError, RedactedEvent
 from commands.verifiers import totp_code
 from domain.errors import (
     CodeReplayedError,
@@ -420,7 +421,9 @@ def test_after_erasure_loading_the_user_reports_not_found(store: Store):
     assert load_user(store.open(), USER) is None
 
 
-def test_a_tampered_ciphertext_reads_as_redacted_instead_of_decrypting(store: Store):
+def test_a_tampered_ciphertext_reads_as_redacted_instead_of_decrypting(
+    store: Store, caplog: pytest.LogCaptureFixture
+):
     # Given a user's stored events, one with a flipped ciphertext bit
     store.enrol_totp(USER)
     originator_id, version, _, state_bytes = store.rows()[1]
@@ -434,10 +437,36 @@ def test_a_tampered_ciphertext_reads_as_redacted_instead_of_decrypting(store: St
     )
 
     # When the events are read
-    events = list(store.open().app.events.get(store.aggregate_id(USER)))
+    with caplog.at_level(logging.ERROR, logger="mfa.store"):
+        events = list(store.open().app.events.get(store.aggregate_id(USER)))
 
-    # Then the tampered one is redacted and the others decrypt
+    # Then the tampered one is redacted, marked damaged (its key is there: not an erasure),
+    # and logged; the others decrypt
     assert [type(e) for e in events] == [UserMfa.Created, RedactedEvent, UserMfa.TotpDeviceVerified]
+    assert cast(RedactedEvent, events[1]).damaged
+    assert [r.getMessage() for r in caplog.records] == [
+        f"event {version} of aggregate {store.aggregate_id(USER)} does not decrypt with its key: "
+        "the stored row was altered or damaged (it reads as redacted)"
+    ]
+
+
+def test_a_row_whose_envelope_cannot_be_read_is_a_damaged_event_error(store: Store):
+    store.enrol_totp(USER)
+    originator_id, version, _, _ = store.rows()[1]
+    store.execute_sql(
+        "UPDATE stored_events SET state = ? WHERE originator_id = ? AND originator_version = ?",
+        (b"{not json", originator_id, version),
+    )
+    with pytest.raises(DamagedEventError, match=f"event {version} of aggregate .* cannot be read"):
+        list(store.open().app.events.get(store.aggregate_id(USER)))
+
+
+def test_an_erased_users_events_are_redacted_not_damaged(store: Store):
+    store.enrol_totp(USER)
+    store.services.app.vault.destroy(str(store.aggregate_id(USER)))
+    events = list(store.open().app.events.get(store.aggregate_id(USER)))
+    assert events
+    assert all(type(e) is RedactedEvent and not e.damaged for e in events)
 
 
 def test_swapping_the_state_of_two_rows_reads_both_as_redacted(store: Store):
@@ -453,6 +482,7 @@ def test_swapping_the_state_of_two_rows_reads_both_as_redacted(store: Store):
 
     # Then neither decrypts under the other's version and topic
     assert [type(e) for e in events] == [UserMfa.Created, RedactedEvent, RedactedEvent]
+    assert all(cast(RedactedEvent, e).damaged for e in events[1:])
 
 
 def test_swapping_events_between_users_reads_them_as_redacted(store: Store):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -199,3 +200,70 @@ def test_audit_state_takes_rfc_3339_times_only_and_answers_in_utc(
         assert "Traceback" not in refused.stderr
     (answer,) = run_mfa(env, "audit", "state", user, "--at", "2999-01-01T02:00:00+02:00")
     assert answer["as_of"] == "2999-01-01T00:00:00Z"
+
+
+def test_an_altered_event_is_reported_as_damaged_not_passed_off_as_an_erasure(
+    tmp_path: Path, start_server: Callable[[Settings], LiveServer]
+) -> None:
+    """One event whose stored time was moved read as redacted, the user's whole state as
+    erased, and every command exited 0: an alteration looked like a lawful erasure."""
+    env = {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": f"sqlite:///{tmp_path / 'mfa.sqlite'}",
+        "MFA_JWT_SECRET": "audit-secret-" + "q" * 40,
+        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    server = start_server(Settings.from_env(env))
+    user = new_user()
+    client = server.client(user)
+    assert client.post("/mfa/backup-codes/generate").status_code == 201
+    server.clock.advance(3600)
+    assert client.post("/mfa/backup-codes/generate").status_code == 201
+    server.runtime.read_models.wait_for(server.runtime.services.app.max_position())
+    server.stop()
+    events = sqlite3.connect(tmp_path / "mfa-events.sqlite")
+    (rowid, state) = events.execute(
+        "SELECT rowid, state FROM stored_events ORDER BY rowid DESC LIMIT 1"
+    ).fetchone()
+    envelope = json.loads(state)
+    envelope["ts"] = "2026-03-01T12:00:01+00:00"  # the second generation, an hour earlier
+    events.execute(
+        "UPDATE stored_events SET state = ? WHERE rowid = ?", (json.dumps(envelope), rowid)
+    )
+    events.commit()
+
+    def mfa(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MFA), *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    for command in (("audit", "history", user), ("audit", "export")):
+        result = mfa(*command)
+        assert result.returncode == 1, result
+        entries = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [e["damaged"] for e in entries] == [False] * (len(entries) - 1) + [True]
+        assert entries[-1]["redacted"] is True
+        assert result.stderr.splitlines()[-1] == (
+            'Error: 1 event(s) above ("damaged": true) do not decrypt with their key: the '
+            "stored rows were altered or damaged"
+        )
+    state = mfa("audit", "state", user, "--at", "2026-03-01T13:00:00Z")
+    assert (state.returncode, state.stdout) == (1, "")
+    assert state.stderr.splitlines()[-1].startswith("Error: event ")
+    assert state.stderr.splitlines()[-1].endswith("the state cannot be replayed")
+
+    events.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (b"{not json", rowid))
+    events.commit()
+    events.close()
+    for command in (("audit", "history", user), ("audit", "export")):
+        result = mfa(*command)
+        assert result.returncode == 1, result
+        assert "Traceback" not in result.stderr
+        assert result.stderr.endswith("cannot be read (the stored row was altered or damaged)\n"), (
+            result.stderr
+        )

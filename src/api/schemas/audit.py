@@ -14,6 +14,7 @@ class AuditEventResponse(msgspec.Struct, kw_only=True):
     type: str
     version: int
     redacted: bool
+    damaged: bool
     data: dict[str, Any] | None
 
 
