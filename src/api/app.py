@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar
@@ -62,10 +64,10 @@ from infra.event_store import event_store_env, event_store_exists
 from infra.lease import lease_for
 from infra.log_redaction import install_server_log_limits, install_url_redaction
 from infra.notify import log_waker_for
-from infra.sql import open_database, schema_lock
+from infra.sql import Database, open_database, schema_lock
 from projections.nats_relay import NatsRelay
 from projections.runner import ProjectionRunner, default_projections
-from projections.tracking import ReadModels
+from projections.tracking import ReadModels, read_model_tables
 
 log = logging.getLogger("mfa")
 UNWOKEN_POLL_SECONDS = 0.05  # SQLite: one process, whose own writes wake the projections
@@ -74,6 +76,47 @@ WOKEN_POLL_SECONDS = 0.5  # PostgreSQL: every process's writes wake them (infra.
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 MIN_HS256_BYTES = 32  # RFC 7518 §3.2: an HS256 key as long as the hash
+
+
+def _refuse_unwritten(database_url: str) -> None:
+    """The read-only commands read what the service wrote, and create nothing: not the event
+    store, and not the database of data keys beside it (without which every event would
+    read as erased)."""
+    if not event_store_exists(database_url):
+        raise ConfigError(
+            "MFA_DATABASE_URL names no MFA event store (nothing was written there yet, or it "
+            "is another database); read-only commands create none"
+        )
+    if database_url.startswith("sqlite:///"):
+        keys = Path(database_url.removeprefix("sqlite:///"))
+        if not keys.is_file():
+            raise ConfigError(
+                f"{keys.name}, the database of data keys and read models beside the event "
+                "store, is missing: without it every event would read as erased (read-only "
+                "commands create none)"
+            )
+
+
+def _refuse_missing_tables(db: Database, tables: list[str]) -> None:
+    """The same for the service's tables: a database without them is damaged or from an
+    older version, and the read-only commands neither repair nor upgrade it."""
+    with db.read() as cur:
+        if db.dialect == "postgres":
+            cur.execute(
+                "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NULL",
+                (tables,),
+            )
+            missing = [str(name) for (name,) in cur.fetchall()]
+        else:
+            cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            present = {str(name) for (name,) in cur.fetchall()}
+            missing = [table for table in tables if table not in present]
+    if missing:
+        db.close()
+        raise ConfigError(
+            f"the database has no table {', '.join(missing)}: start the service (`mfa serve`, "
+            "this version) on it once to set its tables up; read-only commands create none"
+        )
 
 
 def build_runtime(
@@ -112,18 +155,22 @@ def build_runtime(
         if settings.smtp_url
         else (LogSender() if development else None)
     )
-    if not create and not event_store_exists(settings.database_url):
-        raise ConfigError(
-            "MFA_DATABASE_URL names no MFA event store (nothing was written there yet, or it "
-            "is another database); read-only commands create none"
-        )
+    projections = default_projections(relay=settings.nats_url is not None)
+    if not create:
+        _refuse_unwritten(settings.database_url)
     db = open_database(settings.database_url, settings.db_pool_size)
-    with schema_lock(settings.database_url):
-        vault = SqlKeyVault(db, settings.master_key)
-        app = MfaApplication(event_store_env(settings.database_url, settings.db_pool_size), vault)
-        read_models = ReadModels(db, default_projections(relay=settings.nats_url is not None))
-        epochs = SqlUserEpochs(db, derive_key(settings.master_key, "user-epochs"))
-        decoys = SqlDecoyLockouts(db, derive_key(settings.master_key, "decoy-locks"))
+    if not create:
+        tables = [*SqlKeyVault.tables, *SqlUserEpochs.tables, *SqlDecoyLockouts.tables]
+        _refuse_missing_tables(db, [*tables, *read_model_tables(projections)])
+    with schema_lock(settings.database_url) if create else contextlib.nullcontext():
+        vault = SqlKeyVault(db, settings.master_key, create=create)
+        store_env = event_store_env(settings.database_url, settings.db_pool_size)
+        if not create:
+            store_env["CREATE_TABLE"] = "n"  # the library's tables and function are there
+        app = MfaApplication(store_env, vault)
+        read_models = ReadModels(db, projections, create=create)
+        epochs = SqlUserEpochs(db, derive_key(settings.master_key, "user-epochs"), create=create)
+        decoys = SqlDecoyLockouts(db, derive_key(settings.master_key, "decoy-locks"), create=create)
     services = Services(
         app=app,
         clock=clock or SystemClock(),

@@ -74,14 +74,24 @@ def set_position(cur: Cursor, name: str, position: int) -> None:
     set_positions(cur, {name: position})
 
 
+def read_model_tables(projections: Sequence[Projection]) -> list[str]:
+    """The tables `ReadModels` sets up for these projections."""
+    tables = [table for projection in projections for table in projection.tables]
+    return ["mfa_tracking", "mfa_projection_skips", *tables]
+
+
 class ReadModels:
     """The read database and its projections: set-up, positions, waiting for a position."""
 
-    def __init__(self, db: Database, projections: Sequence[Projection]) -> None:
+    def __init__(
+        self, db: Database, projections: Sequence[Projection], *, create: bool = True
+    ) -> None:
         self.db = db
         self.projections = list(projections)
         self._progress = threading.Condition()
         self._runner: ProjectionRunner | None = None
+        if not create:  # (the read-only commands: the tables are there, or they are refused)
+            return
         # An index a new version adds is built here, on a table that may hold millions of rows:
         # past the statement limit (8 s) or the client's deadline (10 s), every start would
         # fail the same way.

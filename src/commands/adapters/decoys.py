@@ -35,13 +35,16 @@ PRUNE_EVERY = 1000  # refusals (per process) between two clean-ups
 class SqlDecoyLockouts:
     """`DecoyLockouts` with its state in table `mfa_decoy_locks`."""
 
-    def __init__(self, db: Database, key: bytes) -> None:
+    tables = ("mfa_decoy_locks",)
+
+    def __init__(self, db: Database, key: bytes, *, create: bool = True) -> None:
         self._db = db
         self._key = key
         self._count = 0
         self._count_guard = threading.Lock()
-        with db.transaction() as cur:
-            cur.execute(_DDL)
+        if create:
+            with db.transaction() as cur:
+                cur.execute(_DDL)
 
     def _user_key(self, user_id: str) -> str:
         return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()

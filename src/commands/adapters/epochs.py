@@ -23,14 +23,19 @@ class SqlUserEpochs:
     """Epochs in table `mfa_user_epochs`, cached in memory (a stale entry heals itself: an
     erased aggregate makes the caller look again)."""
 
-    def __init__(self, db: Database, key: bytes, cache_size: int = 100_000) -> None:
+    tables = ("mfa_user_epochs",)
+
+    def __init__(
+        self, db: Database, key: bytes, cache_size: int = 100_000, *, create: bool = True
+    ) -> None:
         self._db = db
         self._key = key
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
-        with db.transaction() as cur:
-            cur.execute(_DDL)
+        if create:
+            with db.transaction() as cur:
+                cur.execute(_DDL)
 
     def _user_key(self, user_id: str) -> str:
         return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()

@@ -42,12 +42,16 @@ class MasterKeyMismatchError(RuntimeError):
 class SqlKeyVault:
     """Data keys in table `mfa_data_keys`; unwrapped keys are cached in memory (bounded)."""
 
+    tables = ("mfa_data_keys", "mfa_destroyed_keys")
+
     def __init__(
         self,
         db: Database,
         master_key: bytes,
         cache_size: int = 10_000,
         cache_seconds: float = CACHE_SECONDS,
+        *,
+        create: bool = True,
     ) -> None:
         if len(master_key) != 32:
             raise ValueError("the master key must be 32 bytes")
@@ -57,9 +61,10 @@ class SqlKeyVault:
         self._cache_size = cache_size
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
-        with db.transaction() as cur:
-            cur.execute(_DDL[db.dialect])
-            cur.execute(_TOMBSTONES_DDL)
+        if create:
+            with db.transaction() as cur:
+                cur.execute(_DDL[db.dialect])
+                cur.execute(_TOMBSTONES_DDL)
         self._check_master_key()
 
     def _check_master_key(self) -> None:

@@ -1,0 +1,111 @@
+"""The read-only commands (`mfa audit ...`, `mfa projections status`) create nothing: no file,
+no table. They ran `CREATE TABLE IF NOT EXISTS` for every table of the service, so they
+failed on a read-only standby, re-created tables missing from a damaged database, and, with
+the key database missing, made an empty one and read every event as erased (exit 0)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from api.settings import Settings
+from tests.conftest import LiveServer, new_user
+from tests.integration.test_audit_cli import MFA
+
+READ_ONLY_COMMANDS = (
+    ("audit", "history", "{user}"),
+    ("audit", "state", "{user}", "--at", "2030-01-01T00:00:00Z"),
+    ("audit", "export"),
+    ("projections", "status"),
+)
+
+
+def written(
+    tmp_path: Path, database_url: str, start_server: Callable[[Settings], LiveServer]
+) -> tuple[dict[str, str], str]:
+    """A database the service wrote one user's backup codes to; its environment, the user."""
+    env = {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": database_url,
+        "MFA_JWT_SECRET": "audit-secret-" + "q" * 40,
+        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    server = start_server(Settings.from_env(env))
+    user = new_user()
+    assert server.client(user).post("/mfa/backup-codes/generate").status_code == 201
+    server.runtime.read_models.wait_for(server.runtime.services.app.max_position())
+    server.stop()
+    return env, user
+
+
+def mfa(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(MFA), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_without_the_key_database_the_commands_refuse_and_create_none(
+    tmp_path: Path, start_server: Callable[[Settings], LiveServer]
+) -> None:
+    keys = tmp_path / "mfa.sqlite"
+    env, user = written(tmp_path, f"sqlite:///{keys}", start_server)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{keys}{suffix}").unlink(missing_ok=True)  # only the events file was copied
+    for command in READ_ONLY_COMMANDS:
+        result = mfa(env, *(part.format(user=user) for part in command))
+        assert (result.returncode, result.stdout) == (1, ""), result
+        assert result.stderr.splitlines()[-1].startswith("Error: ")
+        assert "mfa.sqlite" in result.stderr
+        assert not keys.exists()
+
+
+def test_a_database_without_the_services_tables_is_refused_not_repaired(
+    tmp_path: Path, start_server: Callable[[Settings], LiveServer]
+) -> None:
+    keys = tmp_path / "mfa.sqlite"
+    env, user = written(tmp_path, f"sqlite:///{keys}", start_server)
+    conn = sqlite3.connect(keys)
+    conn.execute("DROP TABLE mfa_user_epochs")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all in the main file: compared below
+    conn.close()
+    before = keys.read_bytes()
+    for command in READ_ONLY_COMMANDS:
+        result = mfa(env, *(part.format(user=user) for part in command))
+        assert (result.returncode, result.stdout) == (1, ""), result
+        assert "mfa_user_epochs" in result.stderr.splitlines()[-1]
+    assert keys.read_bytes() == before
+
+
+@pytest.mark.postgres
+def test_the_commands_read_a_read_only_standby(
+    tmp_path: Path,
+    start_server: Callable[[Settings], LiveServer],
+    postgres_admin_url: str,
+) -> None:
+    from tests.conftest import create_pg_database, drop_pg_database
+
+    url = create_pg_database(postgres_admin_url)
+    try:
+        env, user = written(tmp_path, url, start_server)
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        for command in READ_ONLY_COMMANDS:
+            result = mfa(env, *(part.format(user=user) for part in command))
+            assert result.returncode == 0, result
+            assert result.stdout
+    finally:
+        drop_pg_database(postgres_admin_url, url)
