@@ -21,6 +21,7 @@ import msgspec
 from api.settings import Settings
 from cli_errors import starting, store_errors_in_one_line
 from domain.ids import is_user_id
+from infra.log_redaction import LOG_FORMAT
 
 
 @click.group()
@@ -29,8 +30,13 @@ def main() -> None:
 
 
 def _settings() -> Settings:
+    """The settings; the log in the service's format from the first line (reading them may
+    warn), at their level once read."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     with starting():
-        return Settings.from_env()
+        settings = Settings.from_env()
+    logging.getLogger().setLevel(settings.log_level)
+    return settings
 
 
 @main.command()
@@ -48,7 +54,7 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run the HTTP API (with the projections in-process unless MFA_PROJECTIONS=worker)."""
     import uvicorn
 
-    from api.app import LOG_FORMAT, build_runtime, close_runtime, create_app
+    from api.app import build_runtime, close_runtime, create_app
     from api.http_protocol import HTTP_PROTOCOL
 
     settings = _settings()
@@ -77,7 +83,6 @@ def serve(host: str, port: int, workers: int) -> None:
     with starting():
         close_runtime(build_runtime(settings, run_projections=False))
     # Each process builds its own app; leases keep the projections and the relay in one.
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     logging.getLogger("mfa").info(listening, host, port)
     uvicorn.run("api.app:create_app", factory=True, workers=workers, **options)
 
@@ -85,10 +90,9 @@ def serve(host: str, port: int, workers: int) -> None:
 @main.command()
 def worker() -> None:
     """Run the projections (and, once configured, the NATS relay) until stopped."""
-    from api.app import LOG_FORMAT, build_runtime
+    from api.app import build_runtime
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     with starting():
         runtime = build_runtime(settings, run_projections=True)
     stop = threading.Event()
@@ -96,7 +100,7 @@ def worker() -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     runtime.start()
     relay = "on" if runtime.relay else "off (MFA_NATS_URL unset)"
-    click.echo(f"mfa worker: projections running, NATS relay {relay}", err=True)
+    logging.getLogger("mfa").info("mfa worker: projections running, NATS relay %s", relay)
     stop.wait()
     runtime.stop()
 
@@ -151,8 +155,8 @@ def _offline_runtime() -> Iterator[Any]:
     transaction (with one, it waited for itself and failed as if the database were down)."""
     from api.app import build_runtime, close_runtime
 
-    logging.basicConfig(level="WARNING")
     settings = _settings()
+    logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = dataclasses.replace(settings, db_pool_size=max(2, settings.db_pool_size))
     with starting():
         runtime = build_runtime(settings, run_projections=False, create=False)

@@ -62,7 +62,7 @@ from commands.ports import Clock, Random, SystemClock, SystemRandom
 from commands.verifiers import RelyingParty
 from infra.event_store import event_store_env, event_store_exists
 from infra.lease import lease_for
-from infra.log_redaction import install_server_log_limits, install_url_redaction
+from infra.log_redaction import LOG_FORMAT, install_server_log_limits, install_url_redaction
 from infra.notify import log_waker_for
 from infra.sql import Database, open_database, schema_lock
 from projections.nats_relay import NatsRelay
@@ -74,7 +74,6 @@ UNWOKEN_POLL_SECONDS = 0.05  # SQLite: one process, whose own writes wake the pr
 WOKEN_POLL_SECONDS = 0.5  # PostgreSQL: every process's writes wake them (infra.notify)
 
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 MIN_HS256_BYTES = 32  # RFC 7518 §3.2: an HS256 key as long as the hash
 
 

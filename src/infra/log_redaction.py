@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import httpx
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"  # every line the service logs
+
 LIBRARY_LOGGERS = ("httpx",)
 
 

@@ -497,3 +497,34 @@ def test_a_store_is_found_whatever_search_path_the_url_gives(
         assert event_store_exists(scoped)
     finally:
         drop_pg_database(postgres_admin_url, url)
+
+
+LOG_LINE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+ .+"
+
+
+def test_every_command_logs_in_the_services_format_from_its_first_line(tmp_path: Path) -> None:
+    """The development-secrets warning, written while the settings are read, came out bare
+    (`mfa serve`, `mfa worker`, `mfa token`) or as `WARNING:mfa.settings:...` (`mfa audit`,
+    `mfa projections`), and `mfa worker` announced itself in a bare line."""
+    import re
+
+    development = {"MFA_JWT_SECRET": "", "MFA_MASTER_KEY": ""}
+    database = {"MFA_DATABASE_URL": f"sqlite:///{tmp_path / 'mfa.sqlite'}"}
+    token = run(tmp_path, "token", "--sub", "someone", **development)
+    assert token.returncode == 0, token.stderr
+    worker = subprocess.Popen(
+        [str(MFA), "worker"],
+        env={**os.environ, "MFA_DATA_DIR": str(tmp_path / "var"), **development, **database},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stderr is not None
+    first = [worker.stderr.readline(), worker.stderr.readline()]
+    worker.terminate()
+    worker.wait(timeout=30)
+    exported = run(tmp_path, "audit", "export", **development, **database)
+    assert exported.returncode == 0, exported.stderr
+    lines = [*token.stderr.splitlines(), *first, *exported.stderr.splitlines()]
+    assert sum("DEVELOPMENT secrets" in line for line in lines) == 3, lines
+    assert any("projections running" in line for line in lines), lines
+    assert [line for line in lines if not re.fullmatch(LOG_LINE, line.rstrip("\n"))] == []
