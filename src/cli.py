@@ -48,6 +48,7 @@ def _settings() -> Settings:
     show_default=True,
     type=click.IntRange(1, 64),
     envvar="MFA_WORKERS",
+    show_envvar=True,
     help="server processes (PostgreSQL only); one core each, background work in one of them",
 )
 def serve(host: str, port: int, workers: int) -> None:

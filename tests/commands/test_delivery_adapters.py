@@ -69,6 +69,13 @@ def test_smtp_urls_that_make_no_sense_stop_the_service_at_start(url: str) -> Non
         parse_smtp_url(url)
 
 
+@pytest.mark.parametrize("timeout", ["0", "-1", "120.5", "nan"])
+def test_a_timeout_out_of_range_is_named_with_the_range_it_must_be_in(timeout: str) -> None:
+    """`timeout=0` was refused as not "between 0 and 120 seconds"."""
+    with pytest.raises(ValueError, match="timeout must be more than 0 and at most 120 seconds"):
+        parse_smtp_url(f"smtp://mail.example?timeout={timeout}")
+
+
 def test_an_email_goes_out_as_plain_text_from_the_configured_sender(smtp: SmtpServer) -> None:
     sender = SmtpEmailSender(f"{smtp.url}?timeout=5", "mfa@example.org")
 

@@ -83,7 +83,7 @@ def parse_smtp_url(url: str) -> SmtpConfig:
     except ValueError:
         raise ValueError("MFA_SMTP_URL: bad port or timeout") from None
     if not 0 < timeout <= 120:
-        raise ValueError("MFA_SMTP_URL: timeout must be between 0 and 120 seconds")
+        raise ValueError("MFA_SMTP_URL: timeout must be more than 0 and at most 120 seconds")
     return SmtpConfig(
         hostname=parts.hostname,
         port=port,
