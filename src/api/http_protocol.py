@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with a bound on the size of a request's head.
+"""uvicorn's httptools protocol with a bound on the size of a request's head, and problem
+responses for the requests it refuses itself.
 
 httptools sets no limit on the request line and headers, and its cost grows with the square
 of their size on the event loop: one unauthenticated 80 MB header held every other request
@@ -17,24 +18,38 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 # proxies stay far below this too (nginx refuses a single header line over 8 KiB by default).
 MAX_REQUEST_HEAD_BYTES = 32 * 1024
 
-_DETAIL = f"the request line and headers exceed {MAX_REQUEST_HEAD_BYTES} bytes"
-_BODY = json.dumps(
-    {
-        "type": "urn:mfa:problem:validation_error",
-        "title": "Request header fields too large",
-        "status": 431,
-        "detail": _DETAIL,
-        "code": "validation_error",
-    },
-    separators=(",", ":"),
-).encode()
-_RESPONSE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: application/problem+json\r\n"
-    b"content-length: " + str(len(_BODY)).encode() + b"\r\n"
-    b"cache-control: no-store\r\n"
-    b"connection: close\r\n\r\n" + _BODY
+
+def _problem(status: int, reason: str, detail: str) -> bytes:
+    """A whole response, a problem (API.md) with the connection closed after it: what the
+    server answers itself, before any request reaches the application."""
+    body = json.dumps(
+        {
+            "type": "urn:mfa:problem:validation_error",
+            "title": "Validation error",  # as the application titles `validation_error`
+            "status": status,
+            "detail": detail,
+            "code": "validation_error",
+        },
+        separators=(",", ":"),
+    ).encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\n".encode()
+        + b"content-type: application/problem+json\r\n"
+        + b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + b"cache-control: no-store\r\n"
+        + b"connection: close\r\n\r\n"
+        + body
+    )
+
+
+_TOO_LARGE = _problem(
+    431,
+    "Request Header Fields Too Large",
+    f"the request line and headers exceed {MAX_REQUEST_HEAD_BYTES} bytes",
 )
+_NOT_HTTP = _problem(400, "Bad Request", "the request is not valid HTTP/1.1")
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -80,8 +95,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 self.pipeline
             )
             if not answering:
-                self.transport.write(_RESPONSE)
+                self.transport.write(_TOO_LARGE)
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser refuses, as a problem (it was `text/plain`)."""
+        self.transport.write(_NOT_HTTP)
+        self.transport.close()
 
     def _unsupported_upgrade_warning(self) -> None:
         """uvicorn warns of every request with an `Upgrade` other than websocket (`curl

@@ -205,3 +205,27 @@ def test_the_http_servers_warnings_follow_mfa_log_level(
     finally:
         quiet.stop()
     assert "WARNING" not in (folder / "serve.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"GET /he\x00lth HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_a_request_that_is_not_http_gets_a_problem_response(
+    service: Service, request_bytes: bytes
+) -> None:
+    """Every 4xx is a problem (API.md): uvicorn answered these `text/plain`."""
+    response = exchange(service, request_bytes)
+    assert status_of(response) == 400, response[:200]
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower()
+    assert b"connection: close" in head.lower()
+    problem = json.loads(body)
+    assert (problem["status"], problem["code"]) == (400, "validation_error")
+    assert problem["detail"] == "the request is not valid HTTP/1.1"
+    assert httpx.get(service.url + "/health", timeout=5).status_code == 200
