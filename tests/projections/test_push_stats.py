@@ -133,3 +133,46 @@ def test_times_stored_without_a_zone_are_utc(db: Any) -> None:
     with db.read() as cur:
         stats = push_stats(cur, db.dialect, START + timedelta(days=1), None)
     assert stats["median_response_s"] == 7200.5
+
+
+@pytest.mark.parametrize(
+    ("created_after", "answered_after"),
+    [(0.9995, 2.0), (0.9999, 3.5), (0.0, 3.9997), (0.999999, 1.000001), (59.9996, 60.0004)],
+)
+def test_a_fraction_close_to_the_next_second_is_not_counted_twice(
+    db: Any, created_after: float, answered_after: float
+) -> None:
+    """SQLite's `strftime('%s')` rounds to the millisecond: 00.9995 read as the next second,
+    and the fraction added again made a response a second off."""
+    created = START + timedelta(seconds=created_after)
+    answered = START + timedelta(seconds=answered_after)
+    with db.transaction() as cur:
+        insert(cur, created, (answered - created).total_seconds())
+    with db.read() as cur:
+        stats = push_stats(cur, db.dialect, START + timedelta(days=1), None)
+    expected = round((answered - created).total_seconds(), 3)
+    assert (stats["median_response_s"], stats["p95_response_s"]) == (expected, expected)
+
+
+class DeletingCursor(CountingCursor):
+    """Deletes every push of user `u` just before the statement that ranks response times,
+    as an erasure or reset committing between the two statements does."""
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        if "ROW_NUMBER" in sql:
+            self._cur.execute("DELETE FROM mfa_push_challenges WHERE user_id = 'u'")
+        return super().execute(sql, params)
+
+
+def test_pushes_deleted_between_the_counts_and_the_ranking_are_no_error(db: Any) -> None:
+    """On PostgreSQL each statement of a read sees its own snapshot: the ranks computed from
+    the first one's count were missing from the second one's rows (KeyError, a 500)."""
+    with db.transaction() as cur:
+        for i in range(5):
+            insert(cur, START + timedelta(minutes=i), float(i + 1))
+        cur.execute("UPDATE mfa_push_challenges SET user_id = 'v'")
+        for i in range(4):
+            insert(cur, START + timedelta(minutes=i), 100.0 + i)
+    with db.transaction() as cur:
+        stats = push_stats(DeletingCursor(cur), db.dialect, START + timedelta(days=1), None)
+    assert (stats["median_response_s"], stats["p95_response_s"]) == (3.0, 5.0)  # user v's
