@@ -112,6 +112,11 @@ def _refuse_missing_tables(db: Database, tables: list[str]) -> None:
             missing = [table for table in tables if table not in present]
     if missing:
         db.close()
+        if "mfa_data_keys" in missing:  # a new service would make new keys: all read as erased
+            raise ConfigError(
+                "the database has no data keys (table mfa_data_keys): restore it from a "
+                "backup; read-only commands create none"
+            )
         raise ConfigError(
             f"the database has no table {', '.join(missing)}: start the service (`mfa serve`, "
             "this version) on it once to set its tables up; read-only commands create none"

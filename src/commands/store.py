@@ -151,7 +151,7 @@ class EncryptingMapper(Mapper[UUID]):
             except (InvalidTag, ValueError, KeyError, TypeError):
                 log.error(
                     "event %d of aggregate %s does not decrypt with its key: the stored row was "
-                    "altered or damaged (it reads as redacted)",
+                    "altered or damaged, or its key lost (it reads as redacted)",
                     version,
                     originator_id,
                 )
@@ -182,10 +182,13 @@ class EncryptingMapper(Mapper[UUID]):
 
     def _decrypt(self, stored_event: StoredEvent, envelope: dict[str, Any]) -> bytes | None:
         """The plaintext; None once the key was destroyed (erasure). InvalidTag (or a value
-        error for a damaged envelope) when the row does not decrypt with its key."""
+        error for a damaged envelope) when the row does not decrypt with its key, or names a
+        key that is not there and was never destroyed (`k` is not covered by the tag)."""
         key = self.vault.get(envelope["k"])
         if key is None:
-            return None
+            if self.vault.destroyed(envelope["k"]):
+                return None
+            raise InvalidTag
         return AESGCM(key).decrypt(
             base64.b64decode(envelope["n"], validate=True),
             base64.b64decode(envelope["c"], validate=True),

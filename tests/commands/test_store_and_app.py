@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -446,7 +447,7 @@ def test_a_tampered_ciphertext_reads_as_redacted_instead_of_decrypting(
     assert cast(RedactedEvent, events[1]).damaged
     assert [r.getMessage() for r in caplog.records] == [
         f"event {version} of aggregate {store.aggregate_id(USER)} does not decrypt with its key: "
-        "the stored row was altered or damaged (it reads as redacted)"
+        "the stored row was altered or damaged, or its key lost (it reads as redacted)"
     ]
 
 
@@ -467,6 +468,30 @@ def test_an_erased_users_events_are_redacted_not_damaged(store: Store):
     events = list(store.open().app.events.get(store.aggregate_id(USER)))
     assert events
     assert all(type(e) is RedactedEvent and not e.damaged for e in events)
+
+
+def test_a_key_that_is_gone_without_an_erasure_is_damage_not_an_erasure(store: Store):
+    """Only a destroyed key (its tombstone) is an erasure. An event naming another key (its
+    `k`, which the tag does not cover), or a key row deleted by hand or lost with a restored
+    backup, read as erased."""
+    store.enrol_totp(USER)
+    originator_id, version, _, state_bytes = store.rows()[1]
+    renamed = envelope((None, None, None, state_bytes))
+    renamed["k"] = "00000000-0000-4000-8000-000000000000"
+    store.execute_sql(
+        "UPDATE stored_events SET state = ? WHERE originator_id = ? AND originator_version = ?",
+        (json.dumps(renamed).encode(), originator_id, version),
+    )
+    events = list(store.open().app.events.get(store.aggregate_id(USER)))
+    assert [type(e) for e in events] == [UserMfa.Created, RedactedEvent, UserMfa.TotpDeviceVerified]
+    assert cast(RedactedEvent, events[1]).damaged
+
+    with sqlite3.connect(store.db_path) as keys:  # (the data keys are beside the events)
+        keys.execute("DELETE FROM mfa_data_keys")
+    keys.close()
+    events = list(store.open().app.events.get(store.aggregate_id(USER)))
+    assert [type(e) for e in events] == [RedactedEvent] * 3
+    assert all(cast(RedactedEvent, e).damaged for e in events)
 
 
 def test_swapping_the_state_of_two_rows_reads_both_as_redacted(store: Store):

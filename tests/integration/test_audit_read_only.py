@@ -109,3 +109,21 @@ def test_the_commands_read_a_read_only_standby(
             assert result.stdout
     finally:
         drop_pg_database(postgres_admin_url, url)
+
+
+def test_a_key_database_without_its_keys_table_says_to_restore_it(
+    tmp_path: Path, start_server: Callable[[Settings], LiveServer]
+) -> None:
+    """Starting the service on it, as the message said of any missing table, would make new
+    keys: every earlier event would read as erased."""
+    keys = tmp_path / "mfa.sqlite"
+    env, user = written(tmp_path, f"sqlite:///{keys}", start_server)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{keys}{suffix}").unlink(missing_ok=True)
+    keys.touch()  # an empty file in its place
+    result = mfa(env, "audit", "history", user)
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines()[-1] == (
+        "Error: the database has no data keys (table mfa_data_keys): restore it from a "
+        "backup; read-only commands create none"
+    )

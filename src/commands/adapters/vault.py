@@ -171,6 +171,13 @@ class SqlKeyVault:
         if deleted:  # (a repeated erasure deletes nothing)
             purge_deleted_rows(self._db, "mfa_data_keys")
 
+    def destroyed(self, key_id: str) -> bool:
+        """Whether the key was destroyed (an erasure): a key that is not there otherwise was
+        lost or removed by other means (a row deleted by hand, an older backup restored)."""
+        with self._db.read() as cur:
+            cur.execute("SELECT 1 FROM mfa_destroyed_keys WHERE key_id = %s", (key_id,))
+            return cur.fetchone() is not None
+
     def _lock_key(self, cur: Cursor, key_id: str) -> None:
         """Serialise creating and destroying one key (SQLite: its write lock does)."""
         if self._db.dialect == "postgres":
