@@ -7,7 +7,7 @@ import random as _random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -20,7 +20,8 @@ from eventsourcing.application import (
     ProcessingEvent,
     Repository,
 )
-from eventsourcing.persistence import IntegrityError, Mapper, OperationalError
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import EventStore, IntegrityError, Mapper, OperationalError
 from eventsourcing.utils import Environment, EnvType
 
 from commands.decoys import DecoyLockouts
@@ -36,7 +37,7 @@ from commands.ports import (
     TokenSigner,
     UserEpochs,
 )
-from commands.store import EncryptingMapper, build_transcoder
+from commands.store import EncryptingMapper, RedactedEvent, build_transcoder
 from commands.verifiers import RelyingParty
 from domain.allowlist import AllowlistEntry
 from domain.backup_codes import BackupCode, BackupCodeSet
@@ -107,6 +108,15 @@ class LockingRepository(Repository[UUID]):
             return super().get(aggregate_id, **kwargs)
 
 
+class SnapshotStore(EventStore[UUID]):
+    """Snapshots; a damaged one (it does not decrypt, see `commands.store`) is passed over, and
+    the aggregate rebuilt from its events: applied after it, they were applied to nothing."""
+
+    def get(self, originator_id: UUID, **kwargs: Any) -> Iterator[DomainEventProtocol[UUID]]:
+        snapshots = super().get(originator_id, **kwargs)
+        return (s for s in snapshots if not (isinstance(s, RedactedEvent) and s.damaged))
+
+
 class MfaApplication(Application[UUID]):
     """The event store of every UserMfa; events encrypted per user, snapshots every 100."""
 
@@ -149,6 +159,12 @@ class MfaApplication(Application[UUID]):
 
     def construct_mapper(self) -> Mapper[UUID]:
         return EncryptingMapper(build_transcoder(ENTITY_TYPES, VALUE_TYPES), self.vault)
+
+    def construct_snapshot_store(self) -> EventStore[UUID]:
+        mapper = EncryptingMapper(
+            build_transcoder(ENTITY_TYPES, VALUE_TYPES), self.vault, kind="snapshot"
+        )
+        return SnapshotStore(mapper, self.factory.aggregate_recorder(purpose="snapshots"))
 
     def _notify(self, recordings: list[Any]) -> None:
         super()._notify(recordings)

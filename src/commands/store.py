@@ -98,9 +98,10 @@ def _aad(originator_id: UUID | str, version: int, topic: str, ts: str) -> bytes:
 class EncryptingMapper(Mapper[UUID]):
     """A mapper that encrypts each event with its owner's data key from the key vault."""
 
-    def __init__(self, transcoder: Transcoder, vault: KeyVault) -> None:
+    def __init__(self, transcoder: Transcoder, vault: KeyVault, kind: str = "event") -> None:
         super().__init__(transcoder=transcoder)
         self.vault = vault
+        self.kind = kind  # what its rows are, in messages: "event" or "snapshot"
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         topic = get_topic(type(domain_event))
@@ -140,8 +141,8 @@ class EncryptingMapper(Mapper[UUID]):
             timestamp = datetime.fromisoformat(envelope["ts"])
         except (ValueError, KeyError, TypeError):
             raise DamagedEventError(
-                f"event {version} of aggregate {originator_id} cannot be read (the stored row "
-                "was altered or damaged)"
+                f"{self.kind} {version} of aggregate {originator_id} cannot be read (the stored "
+                "row was altered or damaged)"
             ) from None
         if "p" in envelope:
             state = self.transcoder.decode(json.dumps(envelope["p"]).encode())
@@ -150,8 +151,9 @@ class EncryptingMapper(Mapper[UUID]):
                 plaintext = self._decrypt(stored_event, envelope)
             except (InvalidTag, ValueError, KeyError, TypeError):
                 log.error(
-                    "event %d of aggregate %s does not decrypt with its key: the stored row was "
+                    "%s %d of aggregate %s does not decrypt with its key: the stored row was "
                     "altered or damaged, or its key lost (it reads as redacted)",
+                    self.kind,
                     version,
                     originator_id,
                 )

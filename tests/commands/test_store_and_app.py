@@ -556,6 +556,31 @@ def test_a_snapshot_is_taken_every_100_events(store: Store):
     assert state(reloaded) == state(in_process)
 
 
+def test_a_damaged_snapshot_is_passed_over_for_the_events(
+    store: Store, caplog: pytest.LogCaptureFixture
+):
+    """A snapshot that does not decrypt read as a redacted event, and the events after it
+    were applied to nothing: the user could not be loaded at all (AssertionError, a 500)."""
+    make_history(store, USER, 105)
+    in_process = store.load(USER)
+    originator_id, version, _, state_bytes = store.rows("stored_snapshots")[0]
+    damaged = envelope((None, None, None, state_bytes))
+    damaged["c"] = damaged["c"][:-4] + ("AAAA" if damaged["c"][-4:] != "AAAA" else "BBBB")
+    store.execute_sql(
+        "UPDATE stored_snapshots SET state = ? WHERE originator_id = ? AND originator_version = ?",
+        (json.dumps(damaged).encode(), originator_id, version),
+    )
+
+    with caplog.at_level(logging.ERROR, logger="mfa.store"):
+        reloaded = store.load(USER, store.open())
+
+    assert reloaded.version == 105
+    assert state(reloaded) == state(in_process)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"snapshot {version} of aggregate {store.aggregate_id(USER)} does not decrypt with its key"
+    ]
+
+
 def test_the_snapshot_is_taken_from_the_saved_aggregate_without_reading_it_back(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ):
