@@ -21,27 +21,37 @@ from tests.conftest import LiveServer, new_user
 MFA = Path(sys.executable).parent / "mfa"
 
 
-def run_mfa(settings_env: dict[str, str], *args: str) -> list[dict[str, Any]]:
-    result = subprocess.run(
+def audit_env(tmp_path: Path, database_url: str = "") -> dict[str, str]:
+    """The service's and the commands' environment: SQLite in `tmp_path` unless a URL."""
+    return {
+        "MFA_DATA_DIR": str(tmp_path / "var"),
+        "MFA_DATABASE_URL": database_url or f"sqlite:///{tmp_path / 'mfa.sqlite'}",
+        "MFA_JWT_SECRET": "audit-secret-" + "q" * 40,
+        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+
+
+def mfa(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [str(MFA), *args],
         env={**os.environ, **settings_env},
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
+        check=False,
     )
+
+
+def run_mfa(settings_env: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    result = mfa(settings_env, *args)
+    result.check_returncode()
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def test_history_state_export_and_projection_commands_replay_the_log(
     tmp_path: Path, start_server: Callable[[Settings], LiveServer]
 ) -> None:
-    env = {
-        "MFA_DATA_DIR": str(tmp_path / "var"),
-        "MFA_DATABASE_URL": f"sqlite:///{tmp_path / 'mfa.sqlite'}",
-        "MFA_JWT_SECRET": "audit-secret-" + "q" * 40,
-        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    env = audit_env(tmp_path)
     server = start_server(Settings.from_env(env))
     user = new_user()
     client = server.client(user)
@@ -83,14 +93,7 @@ def test_history_state_export_and_projection_commands_replay_the_log(
 
     exported = run_mfa(env, "audit", "export")
     for beyond in (str(2**63), "-1"):  # clean usage errors, never a traceback
-        refused = subprocess.run(
-            [str(MFA), "audit", "export", "--after", beyond],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        refused = mfa(env, "audit", "export", "--after", beyond)
         assert refused.returncode == 2, refused.stderr
         assert "Traceback" not in refused.stderr
         assert "--after" in refused.stderr
@@ -122,21 +125,12 @@ def test_admins_page_through_a_users_history_over_http(server: LiveServer) -> No
     assert bad.status_code == 400
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "MFA_DATA_DIR": str(tmp_path / "var"),
-        "MFA_DATABASE_URL": f"sqlite:///{tmp_path / 'mfa.sqlite'}",
-        "MFA_JWT_SECRET": "audit-secret-" + "q" * 40,
-        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
-
-
 def test_the_state_of_an_erased_user_reads_as_redacted_with_the_erasure_not_as_nothing(
     tmp_path: Path, start_server: Callable[[Settings], LiveServer]
 ) -> None:
     """`audit state` read only the current epoch: for an erased user it said "no MFA events",
     before and after the erasure, as if nothing had ever existed."""
-    env = _env(tmp_path)
+    env = audit_env(tmp_path)
     server = start_server(Settings.from_env(env))
     user = new_user()
     client = server.client(user)
@@ -166,14 +160,7 @@ def test_the_state_of_an_erased_user_reads_as_redacted_with_the_erasure_not_as_n
     assert now["backup_codes"]["remaining"] == 10
     assert now["totp_devices"] == []
 
-    too_early = subprocess.run(
-        [str(MFA), "audit", "state", user, "--at", (enrolled - timedelta(days=1)).isoformat()],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    too_early = mfa(env, "audit", "state", user, "--at", (enrolled - timedelta(days=1)).isoformat())
     assert too_early.returncode == 1, too_early.stderr
     assert "no MFA events" in too_early.stderr
 
@@ -181,20 +168,13 @@ def test_the_state_of_an_erased_user_reads_as_redacted_with_the_erasure_not_as_n
 def test_audit_state_takes_rfc_3339_times_only_and_answers_in_utc(
     tmp_path: Path, start_server: Callable[[Settings], LiveServer]
 ) -> None:
-    env = _env(tmp_path)
+    env = audit_env(tmp_path)
     server = start_server(Settings.from_env(env))
     user = new_user()
     assert server.client(user).post("/mfa/backup-codes/generate").status_code == 201
     server.stop()
     for vague in ("2026-03-01", "2026-W09-7", "2026-03-01T12", "20260301T120000Z", "soon"):
-        refused = subprocess.run(
-            [str(MFA), "audit", "state", user, "--at", vague],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        refused = mfa(env, "audit", "state", user, "--at", vague)
         assert refused.returncode == 2, (vague, refused.stderr)
         assert "RFC 3339" in refused.stderr
         assert "Traceback" not in refused.stderr
@@ -207,12 +187,7 @@ def test_an_altered_event_is_reported_as_damaged_not_passed_off_as_an_erasure(
 ) -> None:
     """One event whose stored time was moved read as redacted, the user's whole state as
     erased, and every command exited 0: an alteration looked like a lawful erasure."""
-    env = {
-        "MFA_DATA_DIR": str(tmp_path / "var"),
-        "MFA_DATABASE_URL": f"sqlite:///{tmp_path / 'mfa.sqlite'}",
-        "MFA_JWT_SECRET": "audit-secret-" + "q" * 40,
-        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    env = audit_env(tmp_path)
     server = start_server(Settings.from_env(env))
     user = new_user()
     client = server.client(user)
@@ -232,18 +207,8 @@ def test_an_altered_event_is_reported_as_damaged_not_passed_off_as_an_erasure(
     )
     events.commit()
 
-    def mfa(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(MFA), *args],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
     for command in (("audit", "history", user), ("audit", "export")):
-        result = mfa(*command)
+        result = mfa(env, *command)
         assert result.returncode == 1, result
         entries = [json.loads(line) for line in result.stdout.splitlines()]
         assert [e["damaged"] for e in entries] == [False] * (len(entries) - 1) + [True]
@@ -252,7 +217,7 @@ def test_an_altered_event_is_reported_as_damaged_not_passed_off_as_an_erasure(
             'Error: 1 event(s) above ("damaged": true) do not decrypt with their key: the '
             "stored rows were altered or damaged"
         )
-    state = mfa("audit", "state", user, "--at", "2026-03-01T13:00:00Z")
+    state = mfa(env, "audit", "state", user, "--at", "2026-03-01T13:00:00Z")
     assert (state.returncode, state.stdout) == (1, "")
     assert state.stderr.splitlines()[-1].startswith("Error: event ")
     assert state.stderr.splitlines()[-1].endswith("the state cannot be replayed")
@@ -261,7 +226,7 @@ def test_an_altered_event_is_reported_as_damaged_not_passed_off_as_an_erasure(
     events.commit()
     events.close()
     for command in (("audit", "history", user), ("audit", "export")):
-        result = mfa(*command)
+        result = mfa(env, *command)
         assert result.returncode == 1, result
         assert "Traceback" not in result.stderr
         assert result.stderr.endswith("cannot be read (the stored row was altered or damaged)\n"), (

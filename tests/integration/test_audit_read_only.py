@@ -5,10 +5,7 @@ the key database missing, made an empty one and read every event as erased (exit
 
 from __future__ import annotations
 
-import base64
-import os
 import sqlite3
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 
 from api.settings import Settings
 from tests.conftest import LiveServer, new_user
-from tests.integration.test_audit_cli import MFA
+from tests.integration.test_audit_cli import audit_env, mfa
 
 READ_ONLY_COMMANDS = (
     ("audit", "history", "{user}"),
@@ -31,29 +28,13 @@ def written(
     tmp_path: Path, database_url: str, start_server: Callable[[Settings], LiveServer]
 ) -> tuple[dict[str, str], str]:
     """A database the service wrote one user's backup codes to; its environment, the user."""
-    env = {
-        "MFA_DATA_DIR": str(tmp_path / "var"),
-        "MFA_DATABASE_URL": database_url,
-        "MFA_JWT_SECRET": "audit-secret-" + "q" * 40,
-        "MFA_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    env = audit_env(tmp_path, database_url)
     server = start_server(Settings.from_env(env))
     user = new_user()
     assert server.client(user).post("/mfa/backup-codes/generate").status_code == 201
     server.runtime.read_models.wait_for(server.runtime.services.app.max_position())
     server.stop()
     return env, user
-
-
-def mfa(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(MFA), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_without_the_key_database_the_commands_refuse_and_create_none(
