@@ -6,9 +6,10 @@ the owner's data key (`k` names the key; the UserMfa aggregate id for a user's e
 ciphertext is bound to its originator, version, topic and time, so rows cannot be swapped and
 times cannot be altered unnoticed. When the key has been destroyed (erasure), the event reads
 as a `RedactedEvent`: type, time and version only. One whose key is there but which does not
-decrypt was altered or damaged (a destroyed key is never made again): it reads as a
-`RedactedEvent` marked `damaged`, and an ERROR is logged. A row whose envelope cannot be
-read at all raises `DamagedEventError`.
+decrypt was altered or damaged (a destroyed key is never made again), and one whose key is
+gone without its tombstone was cut off from it: either reads as a `RedactedEvent` marked
+`damaged`, and an ERROR is logged. A row whose envelope cannot be read at all raises
+`DamagedEventError`.
 """
 
 from __future__ import annotations
