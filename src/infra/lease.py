@@ -163,33 +163,40 @@ def _beat(
 
 
 class FileLease:
-    """An exclusive, non-blocking `flock` (the kernel drops it when the holder dies)."""
+    """An exclusive, non-blocking `flock` (the kernel drops it when the holder dies).
+
+    One thread at a time: a stop whose wait for the worker timed out releases the lease while
+    the worker may still take or release it, and a file number closed twice closes whatever
+    the process opened under that number in between (a client's socket, say)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._fd: int | None = None
+        self._guard = threading.Lock()
 
     def try_acquire(self) -> bool:
-        if self._fd is not None:
+        with self._guard:
+            if self._fd is not None:
+                return True
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            self._fd = fd
             return True
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
 
     def still_held(self) -> bool:
         return self._fd is not None
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        with self._guard:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
 
 def lease_for(database_url: str, name: str) -> Lease:
