@@ -233,3 +233,43 @@ def test_on_postgresql_creating_and_destroying_one_key_never_leave_a_key_behind(
         creator_db.close()
         eraser_db.close()
         drop_pg_database(postgres_admin_url, url)
+
+
+class CountingDatabase:
+    """The database, counting the reads made through it."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        self.dialect = db.dialect
+        self.reads = 0
+
+    def transaction(self) -> object:
+        return self._db.transaction()
+
+    def read(self) -> object:
+        self.reads += 1
+        return self._db.read()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def test_a_destroyed_key_is_known_for_good_without_asking_the_database_again(
+    db: SqliteDatabase,
+):
+    """Each event of an erased user read (a rebuild, the relay, the auditors) asked twice:
+    for its key, then whether the key had been destroyed. A destroyed key stays destroyed."""
+    counting = CountingDatabase(db)
+    vault = SqlKeyVault(counting, MASTER)  # type: ignore[arg-type]
+    vault.get_or_create(KEY_ID)
+    other = SqlKeyVault(counting, MASTER)  # type: ignore[arg-type]  # (another process)
+    vault.destroy(KEY_ID)
+
+    assert other.destroyed(KEY_ID)
+    before = counting.reads
+    for _ in range(100):
+        assert other.get(KEY_ID) is None
+        assert other.destroyed(KEY_ID)
+    assert counting.reads == before
+    assert vault.destroyed(KEY_ID)
+    assert not vault.destroyed("00000000-0000-4000-8000-000000000000")

@@ -61,6 +61,9 @@ class SqlKeyVault:
         self._cache_size = cache_size
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
+        # Ids of destroyed keys (an erasure is for good): reading an erased user's events asks
+        # about each one's key, twice (is it there, was it destroyed), without this.
+        self._destroyed: OrderedDict[str, None] = OrderedDict()
         if create:
             with db.transaction() as cur:
                 cur.execute(_DDL[db.dialect])
@@ -125,6 +128,8 @@ class SqlKeyVault:
 
     def get(self, key_id: str) -> bytes | None:
         """The data key, or None when it never existed or was destroyed."""
+        if key_id in self._destroyed:
+            return None
         return self._cached(key_id) or self._load(key_id)
 
     def get_or_create(self, key_id: str) -> bytes:
@@ -168,15 +173,28 @@ class SqlKeyVault:
             )
         with self._lock:
             self._cache.pop(key_id, None)
+        self._remember_destroyed(key_id)
         if deleted:  # (a repeated erasure deletes nothing)
             purge_deleted_rows(self._db, "mfa_data_keys")
 
     def destroyed(self, key_id: str) -> bool:
         """Whether the key was destroyed (an erasure): a key that is not there otherwise was
         lost or removed by other means (a row deleted by hand, an older backup restored)."""
+        if key_id in self._destroyed:
+            return True
         with self._db.read() as cur:
             cur.execute("SELECT 1 FROM mfa_destroyed_keys WHERE key_id = %s", (key_id,))
-            return cur.fetchone() is not None
+            found = cur.fetchone() is not None
+        if found:
+            self._remember_destroyed(key_id)
+        return found
+
+    def _remember_destroyed(self, key_id: str) -> None:
+        with self._lock:
+            self._destroyed[key_id] = None
+            self._destroyed.move_to_end(key_id)
+            while len(self._destroyed) > self._cache_size:
+                self._destroyed.popitem(last=False)
 
     def _lock_key(self, cur: Cursor, key_id: str) -> None:
         """Serialise creating and destroying one key (SQLite: its write lock does)."""
