@@ -264,9 +264,9 @@ def audit_state(user: str, at_text: str) -> None:
         ids = user_aggregate_ids(runtime.services, user)
         state = user_state_at(runtime.services.app, ids, at)
     if state is None:
-        raise click.ClickException(
-            f"no MFA events for {user!r} at or before {at.isoformat()}"  # (repr: no escapes)
-        )
+        when = at.isoformat().replace("+00:00", "Z")  # as the JSON answers write times
+        # (the user id as repr: no escapes or line breaks of its own reach the terminal)
+        raise click.ClickException(f"no MFA events for {user!r} at or before {when}")
     _echo_json(state)
 
 

@@ -163,6 +163,7 @@ def test_the_state_of_an_erased_user_reads_as_redacted_with_the_erasure_not_as_n
     too_early = mfa(env, "audit", "state", user, "--at", (enrolled - timedelta(days=1)).isoformat())
     assert too_early.returncode == 1, too_early.stderr
     assert "no MFA events" in too_early.stderr
+    assert too_early.stderr.rstrip().endswith("Z"), too_early.stderr  # as the JSON answers
 
 
 def test_audit_state_takes_rfc_3339_times_only_and_answers_in_utc(
