@@ -99,7 +99,19 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to bytes its parser refuses, as a problem (it was `text/plain`)."""
+        """uvicorn's answer to bytes its parser refuses, as a problem (it was `text/plain`).
+
+        Not while an earlier request on the connection is still to be answered (pipelined
+        ahead of the bytes): written at once, the 400 went out as that request's answer. It
+        gets its own, then the connection closes; what came after is not read."""
+        waiting = [c for c, _ in self.pipeline]
+        if self.cycle is not None and not self.cycle.response_complete:
+            waiting.append(self.cycle)
+        if waiting:
+            for cycle in waiting:
+                cycle.keep_alive = False  # the first answer to finish closes the connection
+            self.transport.pause_reading()
+            return
         self.transport.write(_NOT_HTTP)
         self.transport.close()
 

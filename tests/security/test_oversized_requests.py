@@ -229,3 +229,18 @@ def test_a_request_that_is_not_http_gets_a_problem_response(
     assert (problem["status"], problem["code"]) == (400, "validation_error")
     assert problem["detail"] == "the request is not valid HTTP/1.1"
     assert httpx.get(service.url + "/health", timeout=5).status_code == 200
+
+
+def test_garbage_pipelined_after_a_request_leaves_that_request_its_own_answer(
+    service: Service,
+) -> None:
+    """The 400 for the garbage was written at once, ahead of the first request's answer:
+    the client read it as the answer to its request (which still ran)."""
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n")
+        received = b""
+        while chunk := _recv(sock):
+            received += chunk
+    statuses = [status_of(line) for line in received.split(b"\r\n") if line.startswith(b"HTTP/")]
+    assert statuses == [200], received[:300]
+    assert received.endswith(b'{"status":"ok"}'), received[-100:]
