@@ -37,7 +37,13 @@ from commands.ports import (
     TokenSigner,
     UserEpochs,
 )
-from commands.store import EncryptingMapper, RedactedEvent, build_transcoder
+from commands.store import (
+    DamagedEventError,
+    EncryptingMapper,
+    RedactedEvent,
+    build_transcoder,
+)
+from commands.store import log as store_log
 from commands.verifiers import RelyingParty
 from domain.allowlist import AllowlistEntry
 from domain.backup_codes import BackupCode, BackupCodeSet
@@ -114,7 +120,16 @@ class SnapshotStore(EventStore[UUID]):
 
     def get(self, originator_id: UUID, **kwargs: Any) -> Iterator[DomainEventProtocol[UUID]]:
         snapshots = super().get(originator_id, **kwargs)
-        return (s for s in snapshots if not (isinstance(s, RedactedEvent) and s.damaged))
+        while True:
+            try:
+                snapshot = next(snapshots)
+            except StopIteration:
+                return
+            except DamagedEventError as exc:  # (its envelope could not be read at all)
+                store_log.error("%s: passed over for the events", exc)
+                continue
+            if not (isinstance(snapshot, RedactedEvent) and snapshot.damaged):
+                yield snapshot
 
 
 class MfaApplication(Application[UUID]):

@@ -472,8 +472,8 @@ def test_an_erased_users_events_are_redacted_not_damaged(store: Store):
 
 def test_a_key_that_is_gone_without_an_erasure_is_damage_not_an_erasure(store: Store):
     """Only a destroyed key (its tombstone) is an erasure. An event naming another key (its
-    `k`, which the tag does not cover), or a key row deleted by hand or lost with a restored
-    backup, read as erased."""
+    `k`, which the tag does not cover), or whose key row was deleted by hand or lost with a
+    restored backup, read as erased before."""
     store.enrol_totp(USER)
     originator_id, version, _, state_bytes = store.rows()[1]
     renamed = envelope((None, None, None, state_bytes))
@@ -554,6 +554,27 @@ def test_a_snapshot_is_taken_every_100_events(store: Store):
     reloaded = store.load(USER, store.open())
     assert reloaded.version == in_process.version == 105
     assert state(reloaded) == state(in_process)
+
+
+def test_a_snapshot_whose_envelope_cannot_be_read_is_passed_over_too(
+    store: Store, caplog: pytest.LogCaptureFixture
+):
+    make_history(store, USER, 105)
+    in_process = store.load(USER)
+    originator_id, version, _, _ = store.rows("stored_snapshots")[0]
+    store.execute_sql(
+        "UPDATE stored_snapshots SET state = ? WHERE originator_id = ? AND originator_version = ?",
+        (b"{not json", originator_id, version),
+    )
+
+    with caplog.at_level(logging.ERROR, logger="mfa.store"):
+        reloaded = store.load(USER, store.open())
+
+    assert state(reloaded) == state(in_process)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"snapshot {version} of aggregate {store.aggregate_id(USER)} cannot be read (the stored "
+        "row was altered or damaged): passed over for the events"
+    ]
 
 
 def test_a_damaged_snapshot_is_passed_over_for_the_events(

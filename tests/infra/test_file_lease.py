@@ -53,7 +53,7 @@ def test_two_threads_releasing_at_once_close_the_file_once(
     assert not held.still_held()
 
 
-def test_a_lease_released_while_it_is_being_taken_is_not_left_held(tmp_path: Path) -> None:
+def test_a_released_lease_can_be_taken_by_the_next_holder_and_back(tmp_path: Path) -> None:
     path = tmp_path / "mfa.sqlite.relay.lease"
     first, second = FileLease(path), FileLease(path)
     assert first.try_acquire()
