@@ -21,7 +21,7 @@ import msgspec
 from api.settings import Settings
 from cli_errors import starting, store_errors_in_one_line
 from domain.ids import is_user_id
-from infra.log_redaction import LOG_FORMAT
+from infra.log_redaction import LOG_FORMAT, quiet_library_loggers
 
 
 @click.group()
@@ -33,6 +33,7 @@ def _settings() -> Settings:
     """The settings; the log in the service's format from the first line (reading them may
     warn), at their level once read."""
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    quiet_library_loggers()
     with starting():
         settings = Settings.from_env()
     logging.getLogger().setLevel(settings.log_level)

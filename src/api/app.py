@@ -62,7 +62,12 @@ from commands.ports import Clock, Random, SystemClock, SystemRandom
 from commands.verifiers import RelyingParty
 from infra.event_store import event_store_env, event_store_exists
 from infra.lease import lease_for
-from infra.log_redaction import LOG_FORMAT, install_server_log_limits, install_url_redaction
+from infra.log_redaction import (
+    LOG_FORMAT,
+    install_server_log_limits,
+    install_url_redaction,
+    quiet_library_loggers,
+)
 from infra.notify import log_waker_for
 from infra.sql import Database, open_database, schema_lock
 from projections.nats_relay import NatsRelay
@@ -245,6 +250,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     """The Litestar application. Projections start with it when they run in-process."""
     settings = settings or (runtime.settings if runtime else Settings.from_env())
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    quiet_library_loggers()
     install_server_log_limits()  # uvicorn's warnings, which any client can repeat at will
     rt = runtime or build_runtime(settings)
     # Only the API sends codes: the worker and the audit and projections commands send none.

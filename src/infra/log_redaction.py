@@ -18,6 +18,17 @@ import httpx
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"  # every line the service logs
 
+# Libraries whose DEBUG lines no operator needs: faker (which Litestar imports for OpenAPI
+# examples) wrote 46 about the locales it looked for at every start.
+QUIET_LOGGERS = ("faker",)
+
+
+def quiet_library_loggers() -> None:
+    """INFO and above only from QUIET_LOGGERS, whatever MFA_LOG_LEVEL (idempotent)."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 LIBRARY_LOGGERS = ("httpx",)
 
 

@@ -255,6 +255,21 @@ def test_mfa_log_level_holds_for_the_server(tmp_path: Path) -> None:
     assert not [line for line in lines if " INFO " in line]  # ... and INFO stays out
 
 
+def test_at_debug_the_log_holds_the_services_lines_not_a_librarys_locale_search(
+    tmp_path: Path,
+) -> None:
+    """faker, which Litestar imports for OpenAPI examples, wrote 46 DEBUG lines about the
+    locales it looked for at every start."""
+    log = tmp_path / "serve.log"
+    service = Service(_served(tmp_path, "debug"), log).start()
+    with service.client("someone") as client:
+        assert client.post("/mfa/backup-codes/generate").status_code == 201
+    service.stop()
+    lines = log.read_text().splitlines()
+    assert any("projection lease acquired" in line for line in lines), lines[:20]  # INFO on
+    assert not [line for line in lines if " faker" in line], lines[:20]
+
+
 def test_the_server_says_where_it_listens_and_only_the_api_warns_about_delivery(
     tmp_path: Path,
 ) -> None:
@@ -519,7 +534,9 @@ def test_every_command_logs_in_the_services_format_from_its_first_line(tmp_path:
         text=True,
     )
     assert worker.stderr is not None
-    first = [worker.stderr.readline(), worker.stderr.readline()]
+    first: list[str] = []  # up to its start line (the runner's own lines may come first)
+    while len(first) < 10 and not any("projections running" in line for line in first):
+        first.append(worker.stderr.readline())
     worker.terminate()
     worker.wait(timeout=30)
     exported = run(tmp_path, "audit", "export", **development, **database)
