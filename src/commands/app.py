@@ -7,7 +7,7 @@ import random as _random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -20,7 +20,6 @@ from eventsourcing.application import (
     ProcessingEvent,
     Repository,
 )
-from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import EventStore, IntegrityError, Mapper, OperationalError
 from eventsourcing.utils import Environment, EnvType
 
@@ -37,13 +36,7 @@ from commands.ports import (
     TokenSigner,
     UserEpochs,
 )
-from commands.store import (
-    DamagedEventError,
-    EncryptingMapper,
-    RedactedEvent,
-    build_transcoder,
-)
-from commands.store import log as store_log
+from commands.store import EncryptingMapper, SnapshotStore, build_transcoder
 from commands.verifiers import RelyingParty
 from domain.allowlist import AllowlistEntry
 from domain.backup_codes import BackupCode, BackupCodeSet
@@ -112,24 +105,6 @@ class LockingRepository(Repository[UUID]):
             return super().get(aggregate_id, **kwargs)  # no cached copy is involved
         with self._stripes[hash(aggregate_id) % self.STRIPES]:
             return super().get(aggregate_id, **kwargs)
-
-
-class SnapshotStore(EventStore[UUID]):
-    """Snapshots; a damaged one (it does not decrypt, see `commands.store`) is passed over, and
-    the aggregate rebuilt from its events: applied after it, they were applied to nothing."""
-
-    def get(self, originator_id: UUID, **kwargs: Any) -> Iterator[DomainEventProtocol[UUID]]:
-        snapshots = super().get(originator_id, **kwargs)
-        while True:
-            try:
-                snapshot = next(snapshots)
-            except StopIteration:
-                return
-            except DamagedEventError as exc:  # (its envelope could not be read at all)
-                store_log.error("%s: passed over for the events", exc)
-                continue
-            if not (isinstance(snapshot, RedactedEvent) and snapshot.damaged):
-                yield snapshot
 
 
 class MfaApplication(Application[UUID]):
