@@ -151,9 +151,8 @@ class MfaApplication(Application[UUID]):
         return EncryptingMapper(build_transcoder(ENTITY_TYPES, VALUE_TYPES), self.vault)
 
     def construct_snapshot_store(self) -> EventStore[UUID]:
-        mapper = EncryptingMapper(
-            build_transcoder(ENTITY_TYPES, VALUE_TYPES), self.vault, kind="snapshot"
-        )
+        # the events' transcoder and vault; only its messages say "snapshot"
+        mapper = EncryptingMapper(self.mapper.transcoder, self.vault, kind="snapshot")
         return SnapshotStore(mapper, self.factory.aggregate_recorder(purpose="snapshots"))
 
     def _notify(self, recordings: list[Any]) -> None:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,6 +34,7 @@ _KEY_LOCK_CLASS = 0x6D666B76  # "mfkv"
 NONCE_BYTES = 12
 CACHE_SECONDS = 30.0
 CHECKED_KEYS = 3  # at startup, see `_check_master_key`
+V = TypeVar("V")
 
 
 class MasterKeyMismatchError(RuntimeError):
@@ -90,12 +92,16 @@ class SqlKeyVault:
             )
 
     def _remember(self, key_id: str, key: bytes) -> bytes:
-        with self._lock:
-            self._cache[key_id] = (key, time.monotonic() + self._cache_seconds)
-            self._cache.move_to_end(key_id)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self._keep(self._cache, key_id, (key, time.monotonic() + self._cache_seconds))
         return key
+
+    def _keep(self, cache: OrderedDict[str, V], key_id: str, value: V) -> None:
+        """Put `value` in one of the bounded caches, dropping the least recently kept."""
+        with self._lock:
+            cache[key_id] = value
+            cache.move_to_end(key_id)
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
 
     def _cached(self, key_id: str) -> bytes | None:
         with self._lock:
@@ -173,7 +179,7 @@ class SqlKeyVault:
             )
         with self._lock:
             self._cache.pop(key_id, None)
-        self._remember_destroyed(key_id)
+        self._keep(self._destroyed, key_id, None)
         if deleted:  # (a repeated erasure deletes nothing)
             purge_deleted_rows(self._db, "mfa_data_keys")
 
@@ -186,15 +192,8 @@ class SqlKeyVault:
             cur.execute("SELECT 1 FROM mfa_destroyed_keys WHERE key_id = %s", (key_id,))
             found = cur.fetchone() is not None
         if found:
-            self._remember_destroyed(key_id)
+            self._keep(self._destroyed, key_id, None)
         return found
-
-    def _remember_destroyed(self, key_id: str) -> None:
-        with self._lock:
-            self._destroyed[key_id] = None
-            self._destroyed.move_to_end(key_id)
-            while len(self._destroyed) > self._cache_size:
-                self._destroyed.popitem(last=False)
 
     def _lock_key(self, cur: Cursor, key_id: str) -> None:
         """Serialise creating and destroying one key (SQLite: its write lock does)."""
