@@ -43,15 +43,17 @@ def on_disk(url: str, table: str, needle: bytes) -> bool:
             "SELECT pg_relation_size(%s) / current_setting('block_size')::int", (table,)
         ).fetchone()
         assert pages is not None
-        rows = [
-            data
-            for page in range(pages[0])
-            for (data,) in conn.execute(
-                "SELECT t_data FROM heap_page_items(get_raw_page(%s, %s)) WHERE t_data IS NOT NULL",
-                (table, page),
-            ).fetchall()
-        ]
-    return any(needle in bytes(data) for data in rows)
+        rows = []
+        for page in range(pages[0]):
+            try:
+                rows += conn.execute(
+                    "SELECT t_data FROM heap_page_items(get_raw_page(%s, %s)) "
+                    "WHERE t_data IS NOT NULL",
+                    (table, page),
+                ).fetchall()
+            except psycopg.errors.InvalidParameterValue:  # a vacuum cut the table meanwhile:
+                break  # the pages past its new end hold nothing any more
+    return any(needle in bytes(data) for (data,) in rows)
 
 
 def eventually(condition: Callable[[], bool], seconds: float = 15.0) -> bool:
