@@ -14,8 +14,9 @@ hung for as long. Selected with `PERSISTENCE_MODULE=infra.event_store:FailFastPo
   on demand soon after the server is back rather than after an exponential backoff that grows
   with the length of the outage; a pool that had no connection to give is nudged to start one
   (`_ensure_reconnecting`), or it could refuse every call forever after a long outage;
-- once a connection was lost or the pool had none to give, calls wait for one only briefly for
-  a while (`infra.sql.ConnectionWait`): an outage does not hold every thread for the timeout;
+- once a connection was lost or the pool had none to give, calls wait for one only briefly
+  until the database answers again (`infra.sql.ConnectionWait`): an outage does not hold
+  every thread for the timeout;
 - connections carry `infra.sql`'s keepalives, TCP user timeout, statement timeout and answer
   deadline, so a server that stops answering without closing them fails a call in seconds;
   such a call is not tried again (another connection would wait as long, for the same answer).
@@ -73,7 +74,7 @@ def _call(recorder: PostgresAggregateRecorder, call: Callable[[], T], attempts: 
         if wait is not None:
             pool.timeout = wait.timeout()  # the library asks the pool for its default timeout
         try:
-            return call()
+            result = call()
         except (InterfaceError, OperationalError) as exc:
             if wait is not None and connection_lost(exc.__cause__):
                 wait.outage_seen()
@@ -87,6 +88,10 @@ def _call(recorder: PostgresAggregateRecorder, call: Callable[[], T], attempts: 
             if attempt == attempts or not connection_lost(exc.__cause__):
                 raise
             time.sleep(RETRY_WAIT_SECONDS)
+        else:
+            if wait is not None:
+                wait.answered()
+            return result
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -154,7 +154,6 @@ class SqliteDatabase:
 POOL_TIMEOUT_SECONDS = 3.0
 RECONNECT_SECONDS = 5.0
 OUTAGE_WAIT_SECONDS = 0.5
-OUTAGE_HOLD_SECONDS = 2.0
 PING_INTERVAL_SECONDS = 1.0
 
 # A server that stops answering without closing the connection (a partition, a frozen host or
@@ -272,19 +271,27 @@ def connection_lost(exc: BaseException | None) -> bool:
 
 class ConnectionWait:
     """How long to wait for a pooled connection: the pool timeout normally, but only briefly
-    for a while after a connection was lost or the pool had none to give (the database is
-    down). Otherwise, during an outage every request holds a worker thread for the whole
-    timeout, and the requests queued behind them for longer still."""
+    once a connection was lost or the pool had none to give (the database is down), until the
+    database answers again. Otherwise, during an outage every request holds a worker thread
+    for the whole timeout, and the requests queued behind them for longer still.
+
+    The brief wait lasts as long as the outage, not for a fixed time after the last failure:
+    a pool used less often than that (the event store's by reads only, say) waited its whole
+    timeout again, every time, late in an outage."""
 
     def __init__(self, timeout: float) -> None:
         self.normal = timeout
-        self._brief_until = 0.0
+        self._down = False
 
     def timeout(self) -> float:
-        return OUTAGE_WAIT_SECONDS if time.monotonic() < self._brief_until else self.normal
+        return OUTAGE_WAIT_SECONDS if self._down else self.normal
 
     def outage_seen(self) -> None:
-        self._brief_until = time.monotonic() + OUTAGE_HOLD_SECONDS
+        self._down = True
+
+    def answered(self) -> None:
+        """The database answered a call: it is up (again)."""
+        self._down = False
 
 
 class ThrottledCheck:
@@ -364,6 +371,7 @@ class PostgresDatabase:
         try:
             with self._pool.connection(timeout=self._wait.timeout()) as conn:
                 yield conn
+            self._wait.answered()
         except (
             psycopg_pool.PoolTimeout,
             psycopg.OperationalError,

@@ -197,8 +197,12 @@ class FreezableProxy:
         self._thawed.set()
 
     def close(self) -> None:
+        """As a server that crashed: every connection drops, and new ones are refused."""
         self.thaw()
-        self._listener.close()
-        for sock in self._sockets:
+        # A close alone would wait for the thread blocked in its accept or recv (meanwhile
+        # the port still takes connections, and they still pass): shut each down first.
+        for sock in (self._listener, *self._sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
