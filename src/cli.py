@@ -197,17 +197,19 @@ def _echo_json(value: object) -> None:
     _echo(_LINE_BREAKERS.sub(lambda m: f"\\u{ord(m[0]):04x}", text))
 
 
-def _echo_entries(entries: Iterable[dict[str, Any]]) -> None:
-    """Audit entries as JSON lines; exit 1 after them when any was damaged."""
-    damaged = 0
+def _echo_entries(entries: Iterable[dict[str, Any]]) -> int:
+    """Audit entries as JSON lines, and how many; exit 1 after them when any was damaged."""
+    count = damaged = 0
     for entry in entries:
         _echo_json(entry)
+        count += 1
         damaged += entry["damaged"]
     if damaged:
         raise click.ClickException(
             f'{damaged} event(s) above ("damaged": true) do not decrypt with their key: the '
             "stored rows were altered or damaged"
         )
+    return count
 
 
 @main.group()
@@ -226,7 +228,9 @@ def audit_history(user: str) -> None:
     _user_id(user, "USER")
     with _offline_runtime() as runtime:
         ids = user_aggregate_ids(runtime.services, user)
-        _echo_entries(entry for agg in ids for entry in user_history(runtime.services.app, agg))
+        entries = (entry for agg in ids for entry in user_history(runtime.services.app, agg))
+        if not _echo_entries(entries):  # (a mistyped id is not an empty history)
+            raise click.ClickException(f"no MFA events for {user!r}")
 
 
 # RFC 3339 date-time, the offset optional (then UTC). `datetime.fromisoformat` alone would

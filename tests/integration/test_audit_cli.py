@@ -75,6 +75,10 @@ def test_history_state_export_and_projection_commands_replay_the_log(
     ]
     assert [entry["position"] for entry in history] == sorted(e["position"] for e in history)
     assert history[1]["data"]["secret"] == "***"
+    unknown = mfa(env, "audit", "history", "user-never-seen")  # a typo is not an empty history
+    assert unknown.returncode == 1, unknown
+    assert unknown.stdout == ""
+    assert "no MFA events for 'user-never-seen'" in unknown.stderr
     assert history[3]["data"]["codes"] == "***"
     text = json.dumps(history)
     assert secret not in text
