@@ -60,7 +60,7 @@ from commands.adapters.vault import SqlKeyVault
 from commands.app import MfaApplication, Services
 from commands.ports import Clock, Random, SystemClock, SystemRandom
 from commands.verifiers import RelyingParty
-from infra.event_store import event_store_env, event_store_exists
+from infra.event_store import EVENTS_TABLES, event_store_env, missing_event_store_tables
 from infra.lease import lease_for
 from infra.log_redaction import (
     LOG_FORMAT,
@@ -86,10 +86,16 @@ def _refuse_unwritten(database_url: str) -> None:
     """The read-only commands read what the service wrote, and create nothing: not the event
     store, and not the database of data keys beside it (without which every event would
     read as erased)."""
-    if not event_store_exists(database_url):
+    missing = missing_event_store_tables(database_url)
+    if missing and missing[0] in EVENTS_TABLES:
         raise ConfigError(
             "MFA_DATABASE_URL names no MFA event store (nothing was written there yet, or it "
             "is another database); read-only commands create none"
+        )
+    if missing:
+        raise ConfigError(
+            f"the event store has no table {missing[0]}: start the service (`mfa serve`, this "
+            "version) on it once to set its tables up; read-only commands create none"
         )
     if database_url.startswith("sqlite:///"):
         keys = Path(database_url.removeprefix("sqlite:///"))

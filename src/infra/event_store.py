@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sqlite3
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -302,16 +303,32 @@ def event_store_env(database_url: str, pool_size: int = 10) -> dict[str, str]:
     }
 
 
-# The library's table for the application named "mfa", in its schema (POSTGRES_SCHEMA, which
-# we leave at `public`): not found through the URL's search_path, which it does not follow.
-EVENTS_TABLE = "public.mfa_events"
+# The library's tables for the application named "mfa", events first. On PostgreSQL in its
+# schema (POSTGRES_SCHEMA, which we leave at `public`): not found through the URL's
+# search_path, which it does not follow.
+POSTGRES_STORE_TABLES = ("mfa_events", "mfa_snapshots")
+SQLITE_STORE_TABLES = ("stored_events", "stored_snapshots")
+EVENTS_TABLES = (POSTGRES_STORE_TABLES[0], SQLITE_STORE_TABLES[0])
 
 
-def event_store_exists(database_url: str) -> bool:
-    """Whether the URL names a store the service has written (nothing is created to tell)."""
+def missing_event_store_tables(database_url: str) -> list[str]:
+    """Which of the event store's tables (events first, then snapshots) the URL's database
+    lacks, all of them when there is none (nothing is created to tell)."""
     if database_url.startswith("sqlite:///"):
-        return Path(event_store_env(database_url)["SQLITE_DBNAME"]).is_file()
+        path = Path(event_store_env(database_url)["SQLITE_DBNAME"])
+        if not path.is_file():
+            return list(SQLITE_STORE_TABLES)
+        with contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        ) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        present = {name for (name,) in rows}
+        return [table for table in SQLITE_STORE_TABLES if table not in present]
     settings = connection_settings(database_url)
     with psycopg.connect(database_url, connect_timeout=3, autocommit=True, **settings) as conn:
-        row = conn.execute("SELECT to_regclass(%s)", (EVENTS_TABLE,)).fetchone()
-    return row is not None and row[0] is not None
+        rows = conn.execute(
+            "SELECT name FROM unnest(%s::text[]) WITH ORDINALITY AS t(name, i)"
+            " WHERE to_regclass(name) IS NULL ORDER BY i",
+            ([f"public.{table}" for table in POSTGRES_STORE_TABLES],),
+        ).fetchall()
+    return [str(name).removeprefix("public.") for (name,) in rows]

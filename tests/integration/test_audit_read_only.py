@@ -108,3 +108,59 @@ def test_a_key_database_without_its_keys_table_says_to_restore_it(
         "Error: the database has no data keys (table mfa_data_keys): restore it from a "
         "backup; read-only commands create none"
     )
+
+
+NO_STORE = "names no MFA event store"
+
+
+@pytest.mark.parametrize(
+    ("table", "said"), [("stored_events", NO_STORE), ("stored_snapshots", "stored_snapshots")]
+)
+def test_an_event_store_without_its_tables_is_refused_in_one_line(
+    tmp_path: Path, start_server: Callable[[Settings], LiveServer], table: str, said: str
+) -> None:
+    """The library's own tables: a missing one was a traceback (or, for the events, an empty
+    history that looked like a user without events)."""
+    keys = tmp_path / "mfa.sqlite"
+    env, user = written(tmp_path, f"sqlite:///{keys}", start_server)
+    events = tmp_path / "mfa-events.sqlite"
+    conn = sqlite3.connect(events)
+    conn.execute(f"DROP TABLE {table}")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = events.read_bytes()
+    for command in READ_ONLY_COMMANDS:
+        result = mfa(env, *(part.format(user=user) for part in command))
+        assert (result.returncode, result.stdout) == (1, ""), result
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines()[-1].startswith("Error: "), result.stderr
+        assert said in result.stderr.splitlines()[-1], result.stderr
+    assert events.read_bytes() == before
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("table", "said"), [("mfa_events", NO_STORE), ("mfa_snapshots", "mfa_snapshots")]
+)
+def test_a_postgres_event_store_without_its_tables_is_refused_in_one_line(
+    tmp_path: Path,
+    start_server: Callable[[Settings], LiveServer],
+    postgres_admin_url: str,
+    table: str,
+    said: str,
+) -> None:
+    from tests.conftest import create_pg_database, drop_pg_database
+
+    url = create_pg_database(postgres_admin_url)
+    try:
+        env, user = written(tmp_path, url, start_server)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {table}")
+        for command in READ_ONLY_COMMANDS:
+            result = mfa(env, *(part.format(user=user) for part in command))
+            assert (result.returncode, result.stdout) == (1, ""), result
+            assert "Traceback" not in result.stderr
+            assert said in result.stderr.splitlines()[-1], result.stderr
+    finally:
+        drop_pg_database(postgres_admin_url, url)

@@ -500,16 +500,16 @@ def test_a_store_is_found_whatever_search_path_the_url_gives(
     search_path there made the read-only commands say no store existed."""
     from urllib.parse import quote
 
-    from infra.event_store import event_store_exists
+    from infra.event_store import missing_event_store_tables
 
     url = create_pg_database(postgres_admin_url)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE SCHEMA read_models")
         scoped = url + "?options=" + quote("-c search_path=read_models")
-        assert not event_store_exists(scoped)
+        assert missing_event_store_tables(scoped) == ["mfa_events", "mfa_snapshots"]
         close_runtime(build_runtime(make_settings(tmp_path, scoped), run_projections=False))
-        assert event_store_exists(scoped)
+        assert missing_event_store_tables(scoped) == []
     finally:
         drop_pg_database(postgres_admin_url, url)
 
