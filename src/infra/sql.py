@@ -275,9 +275,9 @@ class ConnectionWait:
     database answers again. Otherwise, during an outage every request holds a worker thread
     for the whole timeout, and the requests queued behind them for longer still.
 
-    The brief wait lasts as long as the outage, not for a fixed time after the last failure:
-    a pool used less often than that (the event store's by reads only, say) waited its whole
-    timeout again, every time, late in an outage."""
+    The brief wait lasts as long as the outage, not for a fixed time (2 s) after the last
+    failure: a pool not called for that long during an outage (a request fails at its first
+    call, so the pools it would use later see few) waited its whole timeout again."""
 
     def __init__(self, timeout: float) -> None:
         self.normal = timeout

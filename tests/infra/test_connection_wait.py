@@ -2,9 +2,8 @@
 once, then only briefly for as long as the outage lasts, and the timeout again once the
 database answers (`infra.sql.ConnectionWait`).
 
-The brief wait used to end 2 s after the last failure: a pool used less often than that during
-an outage (the event store's, by reads only, say) waited its whole timeout again, and a request
-late in the outage took over 3 s."""
+The brief wait used to end 2 s after the last failure: a pool not called for that long during
+an outage waited its whole timeout again, and a request late in the outage took over 3 s."""
 
 from __future__ import annotations
 
