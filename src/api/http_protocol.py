@@ -93,6 +93,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._began_in_this_read = False
         self._head_bytes = 0
         self._read_deadline: asyncio.TimerHandle | None = None
+        self._handed_over = False  # upgraded to a WebSocket: another protocol's connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -154,7 +155,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def _awaiting_client(self) -> bool:
         """The server waits for the client: a request is unfinished, or nothing is asked
         and no keep-alive timer runs (a new connection, or bytes that began no request)."""
-        if self.transport.is_closing():
+        if self._handed_over or self.transport.is_closing():
             return False
         if self._in_message:
             return True
@@ -191,7 +192,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             if self._in_head:
                 answerable = not self._responding()
             else:
-                answerable = not cycle.response_started and not self.pipeline
+                answerable = not (cycle is None or cycle.response_started or self.pipeline)
             self.logger.warning(
                 "Closed a connection whose request did not arrive within %g s (408).",
                 REQUEST_READ_SECONDS,
@@ -199,6 +200,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             if answerable:
                 self.transport.write(_too_slow(REQUEST_READ_SECONDS))
         self.transport.close()
+
+    def handle_websocket_upgrade(self) -> None:
+        """The connection is the WebSocket protocol's from here: no HTTP request is awaited."""
+        self._handed_over = True
+        self._stop_read_deadline()
+        super().handle_websocket_upgrade()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes its parser refuses, as a problem (it was `text/plain`).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import threading
 import time
@@ -50,6 +51,11 @@ class RecordingApp:
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] == "websocket":  # accepted, then held open until the client leaves
+            await receive()
+            await send({"type": "websocket.accept"})
+            await receive()
             return
         if scope["path"] == "/slow":
             await asyncio.sleep(SLOW_APP_SECONDS)
@@ -289,3 +295,21 @@ def test_garbage_after_a_slow_request_leaves_it_its_answer(server: InProcessServ
         sock.sendall(request("/slow", b"{}") + b"\x16\x03\x01 not http\r\n\r\n")
         received, _ = read_until_closed(sock)
     assert answers(received) == [200], received[:300]
+
+
+def test_a_connection_upgraded_to_a_websocket_is_no_longer_timed(
+    server: InProcessServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The HTTP protocol hands the connection over; its deadline must go with it."""
+    handshake = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with caplog.at_level(logging.WARNING), connect(server.port) as sock:
+        sock.sendall(handshake)
+        switched = sock.recv(65536)
+        assert switched.startswith(b"HTTP/1.1 101"), switched
+        sock.settimeout(DEADLINE * 3)
+        with pytest.raises(TimeoutError):
+            sock.recv(65536)  # neither closed nor written to
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
