@@ -29,13 +29,13 @@ def main() -> None:
     """MFA service."""
 
 
-def _settings() -> Settings:
+def _settings(*, generate_secrets: bool = True) -> Settings:
     """The settings; the log in the service's format from the first line (reading them may
     warn), at their level once read."""
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     quiet_library_loggers()
     with starting():
-        settings = Settings.from_env()
+        settings = Settings.from_env(generate_secrets=generate_secrets)
     logging.getLogger().setLevel(settings.log_level)
     return settings
 
@@ -157,7 +157,7 @@ def _offline_runtime() -> Iterator[Any]:
     transaction (with one, it waited for itself and failed as if the database were down)."""
     from api.app import build_runtime, close_runtime
 
-    settings = _settings()
+    settings = _settings(generate_secrets=False)  # (new ones would read nothing stored)
     logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = dataclasses.replace(settings, db_pool_size=max(2, settings.db_pool_size))
     with starting():

@@ -162,6 +162,7 @@ def check_jwt_secret(secret: str) -> None:
 
 
 DEV_SECRETS = ("MFA_JWT_SECRET", "MFA_MASTER_KEY")
+DEV_SECRETS_FILE = "dev-secrets.json"  # in the data folder
 
 
 def _damaged(path: Path, what: str) -> ConfigError:
@@ -210,7 +211,7 @@ def _create(path: Path, written: Path) -> bool:
 
 def _generated_secrets(data_dir: Path) -> dict[str, str]:
     """Development secrets, generated once into the data folder."""
-    path = data_dir / "dev-secrets.json"
+    path = data_dir / DEV_SECRETS_FILE
     if path.exists():
         return _read_generated_secrets(path)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -273,8 +274,11 @@ class Settings:
         return self.database_url.startswith(("postgresql://", "postgres://"))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read the `MFA_*` variables; generate development secrets when they are unset."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, generate_secrets: bool = True
+    ) -> Settings:
+        """Read the `MFA_*` variables; generate development secrets when they are unset
+        (without `generate_secrets`, only read those generated before)."""
         env = dict(os.environ if environ is None else environ)
         data_dir = Path(env.get("MFA_DATA_DIR") or "./var").resolve()
         database_url = env.get("MFA_DATABASE_URL") or f"sqlite:///{data_dir / 'mfa.sqlite'}"
@@ -294,11 +298,17 @@ class Settings:
         # may serve, never an operator's (which the identity provider or others may share).
         development = not (env.get("MFA_JWT_SECRET") or env.get("MFA_JWT_PUBLIC_KEY"))
         if development or not env.get("MFA_MASTER_KEY"):
+            if not generate_secrets and not (data_dir / DEV_SECRETS_FILE).exists():
+                raise ConfigError(
+                    "MFA_MASTER_KEY or MFA_JWT_SECRET is unset, and there are no development "
+                    f"secrets ({data_dir / DEV_SECRETS_FILE}) to read: set them as the service "
+                    "has them; read-only commands generate none"
+                )
             generated = _generated_secrets(data_dir)
             log.warning(
                 "MFA_MASTER_KEY or MFA_JWT_SECRET is unset: using DEVELOPMENT secrets from %s. "
                 "Never run production like this.",
-                data_dir / "dev-secrets.json",
+                data_dir / DEV_SECRETS_FILE,
             )
             for name in ("MFA_MASTER_KEY", "MFA_JWT_SECRET"):
                 env.setdefault(name, generated[name])

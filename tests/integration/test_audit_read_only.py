@@ -164,3 +164,17 @@ def test_a_postgres_event_store_without_its_tables_is_refused_in_one_line(
             assert said in result.stderr.splitlines()[-1], result.stderr
     finally:
         drop_pg_database(postgres_admin_url, url)
+
+
+def test_without_secrets_the_commands_generate_none(tmp_path: Path) -> None:
+    """Development secrets are made by the service that writes with them: new ones could
+    read nothing stored, and the file they left behind would serve the next `mfa serve`."""
+    env = {"MFA_DATA_DIR": str(tmp_path / "var"), "MFA_DATABASE_URL": "", "MFA_JWT_SECRET": ""}
+    env["MFA_MASTER_KEY"] = ""
+    for command in READ_ONLY_COMMANDS:
+        result = mfa(env, *(part.format(user="someone") for part in command))
+        assert (result.returncode, result.stdout) == (1, ""), result
+        last = result.stderr.splitlines()[-1]
+        assert last.startswith("Error: "), result.stderr
+        assert "dev-secrets.json" in last, result.stderr
+        assert not (tmp_path / "var").exists()
