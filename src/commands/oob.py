@@ -44,6 +44,16 @@ from domain.user_mfa import UserMfa
 
 log = logging.getLogger("mfa.oob")
 R = TypeVar("R")
+
+
+def offered(services: Services, method: str) -> bool:
+    """Whether the deployment offers `method`: not an SMS or email one whose provider is unset
+    (while the other's is set; with neither, both go to the development log)."""
+    if method not in OOB_METHODS:
+        return True
+    return (services.sms_sender if method == SMS else services.email_sender) is not None
+
+
 EMAIL_SUBJECTS = {ENROLL: "Confirm your email address", LOGIN: "Your sign-in code"}
 
 
@@ -143,7 +153,7 @@ def _send(
     """Issue a code (with the destination's throttle, atomically), then deliver it. With a
     `destination` it is an enrolment's code; otherwise it goes to the verified one. A channel
     with no sender (its provider unset while the other's is set) issues nothing."""
-    if (services.sms_sender if method == SMS else services.email_sender) is None:
+    if not offered(services, method):
         raise ConflictError(f"{method} codes are not offered: no {method} provider is configured")
     enrolment = destination is not None
     digits, new = _new_code(services)

@@ -689,3 +689,7 @@ def test_with_one_provider_configured_the_other_channel_is_not_offered_and_logs_
     assert not [r for r in caplog.records if r.name.startswith("mfa.delivery")]
     assert client.put("/mfa/email/enroll", json={"email": "someone@example.org"}).status_code == 202
     assert client.post("/mfa/challenge", json={"method": "sms"}).status_code == 409
+    # apps can tell before trying: the method list says which methods the deployment offers
+    listed = {m["method"]: m for m in client.get("/mfa/methods").json()["items"]}
+    assert {name for name, m in listed.items() if not m["available"]} == {"sms"}
+    assert listed["email"]["available"] is True

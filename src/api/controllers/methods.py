@@ -21,6 +21,7 @@ from api.schemas.methods import (
 )
 from commands import methods
 from commands.app import Services, load_user
+from commands.oob import offered
 from domain.errors import NotFoundError
 from domain.user_mfa import KNOWN_METHODS, UserMfa, method_summaries
 from domain.webauthn import MAX_CREDENTIAL_ID_CHARS
@@ -43,16 +44,17 @@ def method_details(details: dict[str, Any]) -> dict[str, Any]:
 def method_list(services: Services, user_id: str) -> MethodListResponse:
     """Every method with its state, from the aggregate (user-scoped decisions read it).
     One short page: every method the service knows, so `next_cursor` is always null."""
-    return _method_list(load_user(services, user_id))
+    return _method_list(services, load_user(services, user_id))
 
 
-def _method_list(mfa: UserMfa | None) -> MethodListResponse:
+def _method_list(services: Services, mfa: UserMfa | None) -> MethodListResponse:
     items = method_summaries(mfa)
     primary = mfa.current_primary() if mfa else None
     return MethodListResponse(
         items=[
             MethodResponse(
                 method=m.method,
+                available=offered(services, m.method),
                 enabled=m.enabled,
                 credentials=m.credentials,
                 primary=m.primary,
@@ -69,7 +71,7 @@ def status_of(services: Services, user_id: str) -> StatusResponse:
     """A user's MFA status, from one load of the aggregate (two loads could straddle a
     write and answer with two versions of the user's state)."""
     mfa = load_user(services, user_id)
-    listing = _method_list(mfa)
+    listing = _method_list(services, mfa)
     primary = mfa.current_primary() if mfa else None
     now = services.clock.now()
     locks = []

@@ -10,6 +10,8 @@ import msgspec
 
 class MethodResponse(msgspec.Struct, kw_only=True):
     method: str
+    # whether this deployment offers the method (false: SMS or email without its provider)
+    available: bool
     enabled: bool
     credentials: int
     primary: bool
