@@ -72,7 +72,7 @@ def test_no_secret_or_code_is_stored_or_logged_in_clear(
     client.post("/mfa/backup-codes/verify", json={"code": codes[0]})
     server.clock.advance(30)
     client.post("/mfa/totp/validate", json={"code": code_at(secret, server.clock.now())})
-    server.runtime.read_models.wait_for(server.runtime.services.app.max_position())
+    assert server.runtime.read_models.wait_for(server.runtime.services.app.max_position(), 30)
     # A snapshot holds the whole state (secret included): it must be encrypted too.
     server.runtime.services.app.take_snapshot(aggregate_id(server.runtime.services, user))
 

@@ -61,7 +61,7 @@ def test_history_state_export_and_projection_commands_replay_the_log(
     codes = client.post("/mfa/backup-codes/generate").json()["codes"]
     server.clock.advance(30)
     client.post("/mfa/totp/validate", json={"code": code_at(secret, server.clock.now())})
-    server.runtime.read_models.wait_for(server.runtime.services.app.max_position())
+    assert server.runtime.read_models.wait_for(server.runtime.services.app.max_position(), 30)
     server.stop()
 
     history = run_mfa(env, "audit", "history", user)
@@ -199,7 +199,7 @@ def test_an_altered_event_is_reported_as_damaged_not_passed_off_as_an_erasure(
     assert client.post("/mfa/backup-codes/generate").status_code == 201
     server.clock.advance(3600)
     assert client.post("/mfa/backup-codes/generate").status_code == 201
-    server.runtime.read_models.wait_for(server.runtime.services.app.max_position())
+    assert server.runtime.read_models.wait_for(server.runtime.services.app.max_position(), 30)
     server.stop()
     events = sqlite3.connect(tmp_path / "mfa-events.sqlite")
     (rowid, state) = events.execute(

@@ -32,7 +32,7 @@ def written(
     server = start_server(Settings.from_env(env))
     user = new_user()
     assert server.client(user).post("/mfa/backup-codes/generate").status_code == 201
-    server.runtime.read_models.wait_for(server.runtime.services.app.max_position())
+    assert server.runtime.read_models.wait_for(server.runtime.services.app.max_position(), 30)
     server.stop()
     return env, user
 

@@ -250,7 +250,16 @@ def test_a_lease_released_from_another_thread_lets_the_holders_statement_finish(
 
     holder = threading.Thread(target=holder_checks)
     holder.start()
-    time.sleep(0.3)  # the holder's statement is under way
+    pid = conn.info.backend_pid
+    deadline = time.monotonic() + 10
+    with psycopg.connect(postgres_admin_url, autocommit=True) as watcher:
+        while not watcher.execute(  # the holder's statement is under way
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = 'active'"
+            " AND query LIKE 'SELECT pg_sleep%%'",
+            (pid,),
+        ).fetchone():
+            assert time.monotonic() < deadline, "the holder's statement never started"
+            time.sleep(0.01)
     held.release()
     holder.join(10)
     assert outcome == [("", 1)], outcome

@@ -224,7 +224,7 @@ def test_a_rebuild_keeps_its_lease_however_long_it_fills(
 ) -> None:
     """The server ends a lease session silent for LEASE_IDLE_SECONDS; a rebuild filling for
     longer than that lost its lock, and a second rebuild ran alongside it."""
-    monkeypatch.setattr(lease, "LEASE_IDLE_SECONDS", 1.0)  # (30 s in production)
+    monkeypatch.setattr(lease, "LEASE_IDLE_SECONDS", 2.0)  # (30 s in production)
     url = create_pg_database(postgres_admin_url)
     runtime = build_runtime(
         make_settings(tmp_path, url), clock=MutableClock(), run_projections=False
@@ -234,11 +234,12 @@ def test_a_rebuild_keeps_its_lease_however_long_it_fills(
         ProjectionRunner(runtime.services.app, runtime.read_models).catch_up()
         fill = rebuild._catch_up
         filling = threading.Event()
+        second_tried = threading.Event()
 
         def slow_fill(*args: Any, **kwargs: Any) -> int:
             if threading.current_thread().name == "first-rebuild" and not filling.is_set():
                 filling.set()
-                time.sleep(3)
+                second_tried.wait(30)  # filling for as long as that takes
             return fill(*args, **kwargs)
 
         monkeypatch.setattr(rebuild, "_catch_up", slow_fill)
@@ -250,11 +251,12 @@ def test_a_rebuild_keeps_its_lease_however_long_it_fills(
         )
         first.start()
         assert filling.wait(10)
-        time.sleep(2)  # twice the idle timeout into the fill
+        time.sleep(4)  # twice the idle timeout into the fill
         try:
             with pytest.raises(RebuildRunningError):
                 rebuild_projection(app, read_models, "backup_codes")
         finally:
+            second_tried.set()
             first.join(30)
         assert reports
         assert reports[0].position == app.max_position()

@@ -138,7 +138,10 @@ def test_a_refused_event_leaves_its_data_out_of_the_log_and_readers_wait_it_out(
         runner.failing = True  # an outage just before, which the refused batch follows
         with caplog.at_level(logging.DEBUG):
             runner.start()
-            time.sleep(0.15)  # the first batch has failed
+            deadline = time.monotonic() + 10
+            while runner.failing:  # until the first batch has failed (refused, not an outage)
+                assert time.monotonic() < deadline, "the runner never tried a batch"
+                time.sleep(0.01)
             started = time.monotonic()
             assert read_models.wait_for(written, timeout=20), time.monotonic() - started
         assert "projection failed" in caplog.text  # (the failures were logged)
