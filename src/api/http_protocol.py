@@ -19,10 +19,11 @@ to it for STALLED_WRITE_SECONDS (requests for large answers, never read) is drop
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from api.http_problems import NO_TRAILERS, NOT_HTTP, answer_too_large, answer_too_slow
 
 # Identity providers' tokens are at most 8 KiB (api.auth.MAX_TOKEN_LENGTH); browsers and
 # proxies stay far below this too (nginx refuses a single header line over 8 KiB by default).
@@ -33,45 +34,12 @@ REQUEST_READ_SECONDS = 10.0
 # A client that takes nothing of what the server writes for this long (its receive window
 # shut) is dropped: the slowest client we know of still reads kilobytes a second.
 STALLED_WRITE_SECONDS = 10.0
+HEAD_TOO_LARGE = answer_too_large("line and headers", MAX_REQUEST_HEAD_BYTES)
+TAIL_TOO_LARGE = answer_too_large("chunk framing and trailer", MAX_REQUEST_HEAD_BYTES)
 
 
-def _problem(status: int, reason: str, detail: str) -> bytes:
-    """A whole response, a problem (API.md) with the connection closed after it: what the
-    server answers itself, before any request reaches the application."""
-    body = json.dumps(
-        {
-            "type": "urn:mfa:problem:validation_error",
-            "title": "Validation error",  # as the application titles `validation_error`
-            "status": status,
-            "detail": detail,
-            "code": "validation_error",
-        },
-        separators=(",", ":"),
-    ).encode()
-    return (
-        f"HTTP/1.1 {status} {reason}\r\n".encode()
-        + b"content-type: application/problem+json\r\n"
-        + b"content-length: "
-        + str(len(body)).encode()
-        + b"\r\n"
-        + b"cache-control: no-store\r\n"
-        + b"connection: close\r\n\r\n"
-        + body
-    )
-
-
-_TOO_LARGE = _problem(
-    431,
-    "Request Header Fields Too Large",
-    f"the request line and headers exceed {MAX_REQUEST_HEAD_BYTES} bytes",
-)
-_NOT_HTTP = _problem(400, "Bad Request", "the request is not valid HTTP/1.1")
-
-
-def _too_slow(seconds: float) -> bytes:
-    return _problem(
-        408, "Request Timeout", f"the request did not arrive whole within {seconds:g} s"
-    )
+class _TrailerRefusedError(Exception):
+    """Raised from a parser callback to stop the parser at a request trailer."""
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -109,6 +77,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._handed_over = False  # upgraded to a WebSocket: another protocol's connection
         self._started: list[RequestResponseCycle] = []  # uvicorn tracks only the newest
         self._cycle_before: RequestResponseCycle | None = None
+        self._tail_bytes = 0  # of a request's chunk framing (and trailer, until refused)
+        self._body_bytes = 0  # of the body, in the read under way
+        self._ended_head_in_this_read = False
+        self._read_held = False  # the last look found the server holding the request back
+        self._write_backlog = 0  # buffered when the write deadline was set
+        self._lost = False
 
     # The connection
 
@@ -117,10 +91,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._watch_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self._stop_read_deadline()
-        if self._write_deadline is not None:
-            self._write_deadline.cancel()
-            self._write_deadline = None
+        self._stop_write_deadline()
+        self._unset_keepalive_if_required()  # (uvicorn leaves it set when the client reset)
         # uvicorn tells only its newest request: an earlier one still running would write to
         # the closed transport ("Exception in ASGI application")
         for cycle in self._started:
@@ -142,9 +116,20 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._in_message = True
         self._began_in_this_read = True
         self._cycle_before = self.cycle  # (a message that makes none is an upgrade)
+        self._tail_bytes = 0
+        # Not idle: a keep-alive timer left by the request ahead (armed when its body came
+        # after its answer, see on_message_complete) would close the connection under it.
+        self._unset_keepalive_if_required()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:  # a trailer: uvicorn adds it to the headers the app reads
+            self._refuse(NO_TRAILERS)
+            raise _TrailerRefusedError  # (stops the parser; uvicorn's 400 then does nothing)
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._ended_head_in_this_read = True
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.waiting_for_100_continue:
@@ -182,19 +167,30 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
 
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
     def on_response_complete(self) -> None:
+        if self._handed_over:
+            return
         super().on_response_complete()
+        if self._in_message:  # the next request is half received: not idle (its deadline)
+            self._unset_keepalive_if_required()
         self._watch_reading()
         self._bound_closing()  # (an answer with `connection: close` closed the transport)
 
     def timeout_keep_alive_handler(self) -> None:
+        if self._handed_over or self._lost:
+            return
         super().timeout_keep_alive_handler()
         self._bound_closing()
 
     def data_received(self, data: bytes) -> None:
         if self._reading_done:
             return
-        self._began_in_this_read = False
+        self._began_in_this_read = self._ended_head_in_this_read = False
+        self._body_bytes = 0
         try:
             self._receive(data)
         finally:
@@ -202,7 +198,11 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def _receive(self, data: bytes) -> None:
         super().data_received(data)
-        if not self._in_head or self.transport.is_closing():
+        if self._reading_done or self.transport.is_closing():
+            return
+        if self._in_message and not self._in_head:
+            self._count_tail(len(data) - self._body_bytes)
+        if not self._in_head:
             return
         # the read a request began in is not counted (see above); each later one wholly
         self._head_bytes = 0 if self._began_in_this_read else self._head_bytes + len(data)
@@ -210,12 +210,29 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self.logger.warning(
                 "Refused a request whose head exceeds %d bytes (431).", MAX_REQUEST_HEAD_BYTES
             )
-            self._refuse(_TOO_LARGE)
+            self._refuse(HEAD_TOO_LARGE)
+
+    def _count_tail(self, framing: int) -> None:
+        """What follows the head that is not body (chunk sizes and extensions, a trailer
+        before it is refused) is bounded as the head is: parsed, it costs as much. The read
+        that ended the head is not counted (it holds the head's end), each later one
+        wholly, less the body in it."""
+        if self._ended_head_in_this_read or self._began_in_this_read:
+            return
+        self._tail_bytes += framing
+        if self._tail_bytes > MAX_REQUEST_HEAD_BYTES:
+            self.logger.warning(
+                "Refused a request whose chunk framing or trailer exceeds %d bytes (431).",
+                MAX_REQUEST_HEAD_BYTES,
+            )
+            self._refuse(TAIL_TOO_LARGE)
 
     # Refusals
 
     def _refuse(self, answer: bytes | None) -> None:
         """Read nothing more; `answer` (if any) is the connection's last (see the class)."""
+        if self._reading_done:
+            return
         self._reading_done = True
         self._in_head = self._in_message = False
         self._stop_read_deadline()
@@ -232,6 +249,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if unfinished is not None:  # running, waiting for the body that will not come
             if answer is not None and not unfinished.response_started:
                 self.transport.write(answer)
+            unfinished.disconnected = True  # (now: the rest of this read may complete it)
+            unfinished.message_event.set()
             self.transport.close()
             self._bound_closing()
             return
@@ -250,7 +269,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         """uvicorn's answer to bytes its parser refuses, as a problem (it was `text/plain`),
         and not ahead of the answers still owed on the connection (written at once, the 400
         went out as an earlier pipelined request's answer)."""
-        self._refuse(_NOT_HTTP)
+        self._refuse(NOT_HTTP)
 
     # The read deadline
 
@@ -261,7 +280,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def _awaiting_client(self) -> bool:
         """The server waits for the client: a request is unfinished, or nothing is asked
         and no keep-alive timer runs (a new connection, or bytes that began no request)."""
-        if self._handed_over or self._reading_done or self.transport.is_closing():
+        if self._lost or self._handed_over or self._reading_done or self.transport.is_closing():
             return False
         if self._in_message:
             return True
@@ -274,6 +293,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._read_deadline = self.loop.call_later(REQUEST_READ_SECONDS, self._read_too_slow)
 
     def _stop_read_deadline(self) -> None:
+        self._read_held = False
         if self._read_deadline is not None:
             self._read_deadline.cancel()
             self._read_deadline = None
@@ -289,8 +309,15 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             and cycle is not None
             and cycle.waiting_for_100_continue
         )
-        if held_by_server:
-            self._watch_reading()  # the client is not at fault (yet): wait again
+        if held_by_server:  # not the client's time: look again soon
+            self._read_held = True
+            self._read_deadline = self.loop.call_later(
+                REQUEST_READ_SECONDS / 10, self._read_too_slow
+            )
+            return
+        if self._read_held:  # read again since the last look: the client's time starts now
+            self._read_held = False
+            self._watch_reading()
             return
         if not self._in_message:
             self._refuse(None)  # nothing asked: nothing to answer
@@ -298,41 +325,61 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self.logger.warning(
             "Refused a request that did not arrive within %g s (408).", REQUEST_READ_SECONDS
         )
-        self._refuse(_too_slow(REQUEST_READ_SECONDS))
+        self._refuse(answer_too_slow(REQUEST_READ_SECONDS))
 
     # The write deadline
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._write_deadline is None:
-            self._write_deadline = self.loop.call_later(STALLED_WRITE_SECONDS, self._write_stalled)
+        self._start_write_deadline()
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self._write_deadline is not None and not self.transport.is_closing():
-            self._write_deadline.cancel()
-            self._write_deadline = None
+        if not self.transport.is_closing():
+            self._stop_write_deadline()
 
     def _bound_closing(self) -> None:
         """A closing transport waits for what it still holds to be taken: as long as the
         client likes. The write deadline runs until the close is done."""
-        if self.transport.is_closing() and self._write_deadline is None:
+        if self.transport.is_closing():
+            self._start_write_deadline()
+
+    def _start_write_deadline(self) -> None:
+        if self._write_deadline is None and not self._lost and not self._handed_over:
+            self._write_backlog = self.transport.get_write_buffer_size()
             self._write_deadline = self.loop.call_later(STALLED_WRITE_SECONDS, self._write_stalled)
 
+    def _stop_write_deadline(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
     def _write_stalled(self) -> None:
-        """The client took none of what was written for STALLED_WRITE_SECONDS: it holds the
-        connection, and the answers buffered for it, for as long as it likes otherwise (even
-        a close waits for them to be taken)."""
+        """The client took nothing of what was written for STALLED_WRITE_SECONDS: it holds
+        the connection, and the answers buffered for it, for as long as it likes otherwise
+        (even a close waits for them to be taken). One that took some is given as long
+        again."""
         self._write_deadline = None
+        backlog = self.transport.get_write_buffer_size()
+        if backlog < self._write_backlog:
+            self._start_write_deadline()
+            return
         self.logger.warning(
             "Dropped a connection whose client took no data for %g s.", STALLED_WRITE_SECONDS
         )
         self.transport.abort()
 
     def handle_websocket_upgrade(self) -> None:
-        """The connection is the WebSocket protocol's from here: no HTTP request is awaited."""
+        """The connection is the WebSocket protocol's from here: no HTTP request is awaited.
+        Not while an earlier request is still to be answered (its answer would go into the
+        WebSocket's stream): refused, after that answer."""
+        if self._responding():
+            self._refuse(None)
+            return
         self._handed_over = True
         self._stop_read_deadline()
+        self._stop_write_deadline()
+        self._unset_keepalive_if_required()
         super().handle_websocket_upgrade()
 
     def _unsupported_upgrade_warning(self) -> None:

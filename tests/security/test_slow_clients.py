@@ -19,7 +19,9 @@ import asyncio
 import json
 import logging
 import re
+import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +46,8 @@ SLOW_APP_SECONDS = 2 * DEADLINE
 
 class RecordingApp:
     """An ASGI app answering 200 with the body it read, after `?sleep=` seconds (`/slow`:
-    SLOW_APP_SECONDS); `/early` answers 401 without reading the body, `/big` 4 MiB. Records
+    SLOW_APP_SECONDS); `/early` answers 401 without reading the body, `/big` 4 MiB (or
+    `?size=` bytes) in one piece. Records
     the paths it started and those that saw the client disconnect."""
 
     def __init__(self) -> None:
@@ -79,7 +82,8 @@ class RecordingApp:
             if not message.get("more_body"):
                 break
         if path == "/big":
-            await self.answer(send, 200, b"x" * (4 * 1024 * 1024))
+            size = int(query.get("size", 4 * 1024 * 1024))
+            await self.answer(send, 200, b"x" * size)
             return
         await self.answer(send, 200, json.dumps({"path": path, "body": body.decode()}).encode())
 
@@ -185,6 +189,12 @@ def assert_408_problem(received: bytes, deadline: float = DEADLINE) -> None:
     assert problem["status"] == 408
     assert problem["code"] == "validation_error"
     assert f"within {deadline:g} s" in problem["detail"], problem
+
+
+HANDSHAKE = (
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 def test_a_connection_that_sends_nothing_is_closed_at_the_deadline(
@@ -323,10 +333,7 @@ def test_a_connection_upgraded_to_a_websocket_is_no_longer_timed(
 ) -> None:
     """The HTTP protocol hands the connection over; its timers must go with it (here after
     a request on the same connection, which left uvicorn's own keep-alive timer to arm)."""
-    handshake = (
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+    handshake = HANDSHAKE
     with caplog.at_level(logging.WARNING), connect(server.port) as sock:
         sock.sendall(request("/first", b"{}"))
         first = sock.recv(65536)
@@ -426,3 +433,143 @@ def test_a_client_that_takes_no_answer_is_dropped(
     assert app.started == ["/big"]
     assert "took no data" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_request_arriving_with_the_body_of_one_answered_early_keeps_its_connection(
+    server: InProcessServer, app: RecordingApp
+) -> None:
+    """The keep-alive timer the early answer left was armed again when its body completed,
+    and closed the connection under the next request, which had arrived in the same read."""
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        first = sock.recv(65536)
+        assert answers(first) == [401], first
+        slow = request(f"/b?sleep={KEEP_ALIVE + 0.5:g}", b"{}", b"Connection: close")
+        sock.sendall(b"0123456789" + slow)
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [200], received[:300]
+    assert app.disconnected == []
+
+
+def test_a_request_half_received_when_the_one_ahead_is_answered_gets_its_408(
+    server: InProcessServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn armed its keep-alive timer then, as for an idle connection, and closed it
+    without an answer (at 5 s, before the 10 s read deadline)."""
+    monkeypatch.setattr(http_protocol, "REQUEST_READ_SECONDS", KEEP_ALIVE + 1.0)
+    with connect(server.port) as sock:
+        sock.sendall(request("/a?sleep=0.2", b"{}") + request("/b", b"{}")[:10])
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [200, 408], received[:300]
+
+
+def test_a_request_held_back_by_the_server_has_its_whole_time_once_read_again(
+    server: InProcessServer,
+) -> None:
+    """The time reading was paused (the second request waiting its turn) was counted: the
+    third, half sent, got what was left of one deadline once reading resumed."""
+    third = request("/c", b"{}", b"Connection: close")
+    with connect(server.port) as sock:
+        sock.sendall(
+            request(f"/a?sleep={DEADLINE * 1.6:g}", b"{}") + request("/b", b"{}") + third[:10]
+        )
+        received = b""
+        while answers(received) != [200, 200]:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        time.sleep(DEADLINE / 2)
+        sock.sendall(third[10:])
+        rest, _ = read_until_closed(sock)
+    assert answers(rest) == [200], rest[:300]
+
+
+def test_request_trailers_are_refused_and_reach_no_application(
+    server: InProcessServer, app: RecordingApp
+) -> None:
+    """uvicorn adds them to the request's headers, where an `Authorization` in a trailer
+    (which a proxy checking headers lets through) authenticated the request."""
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\nAuthorization: Bearer smuggled\r\n\r\n"
+        )
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [400], received[:300]
+    assert b"trailers" in received
+    deadline = time.monotonic() + 5
+    while app.started != app.disconnected:  # (started, it is told the client has gone)
+        assert time.monotonic() < deadline, (app.started, app.disconnected)
+        time.sleep(0.01)
+
+
+def test_a_long_trailer_is_refused_long_before_it_is_all_read(server: InProcessServer) -> None:
+    """Trailers are parsed as headers are, at a cost growing with the square of their size
+    on the event loop; only the head was bounded."""
+    sent = 0
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: ")
+        try:
+            while sent < 4 * 1024 * 1024 and not select.select([sock], [], [], 0.002)[0]:
+                sock.sendall(b"a" * 16384)
+                sent += 16384
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [431], received[:300]
+    assert sent < 1024 * 1024, sent
+
+
+def test_a_client_reading_a_large_answer_steadily_is_not_dropped(
+    server: InProcessServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The write deadline is for a client that takes nothing, not for one that takes a large
+    answer (written in one piece) in longer than the deadline."""
+    size = 32 * 1024 * 1024
+    with caplog.at_level(logging.WARNING), connect(server.port) as sock:
+        sock.sendall(f"GET /big?size={size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = 0
+        while received < size:
+            chunk = sock.recv(65536)
+            assert chunk, f"dropped after {received} bytes"
+            received += len(chunk)
+            time.sleep(0.001)
+    assert "took no data" not in caplog.text
+
+
+def test_a_client_that_resets_its_connection_leaves_no_timer_behind(
+    server: InProcessServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        with connect(server.port) as sock:
+            sock.sendall(request("/a", b"{}"))
+            assert answers(sock.recv(65536)) == [200]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        time.sleep(KEEP_ALIVE + DEADLINE * 2)
+    assert "took no data" not in caplog.text, caplog.text
+
+
+def test_an_upgrade_behind_a_running_request_is_refused_after_its_answer(
+    server: InProcessServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Handed over at once, the WebSocket got the running request's answer in its stream."""
+    with caplog.at_level(logging.WARNING), connect(server.port) as sock:
+        sock.sendall(request("/a?sleep=0.3", b"{}") + HANDSHAKE)
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [200], received[:300]
+    assert b"101" not in received
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_chunked_body_in_many_reads_is_served(server: InProcessServer) -> None:
+    """Its chunk framing counts toward the bound, its body does not."""
+    chunks = b"".join(b"400\r\n" + b"x" * 1024 + b"\r\n" for _ in range(60)) + b"0\r\n\r\n"
+    head = b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    with connect(server.port) as sock:
+        sock.sendall(head + b"Connection: close\r\n\r\n")
+        for start in range(0, len(chunks), 4096):
+            sock.sendall(chunks[start : start + 4096])
+            time.sleep(0.002)
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [200], received[:300]
+    assert received.count(b"x") == 60 * 1024
