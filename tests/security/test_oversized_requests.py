@@ -244,3 +244,23 @@ def test_garbage_pipelined_after_a_request_leaves_that_request_its_own_answer(
     statuses = [status_of(line) for line in received.split(b"\r\n") if line.startswith(b"HTTP/")]
     assert statuses == [200], received[:300]
     assert received.endswith(b'{"status":"ok"}'), received[-100:]
+
+
+def test_a_bearer_token_sent_as_a_request_trailer_is_refused_not_used(service: Service) -> None:
+    """uvicorn appended trailers to the request's headers: a chunked request whose token came
+    only as a trailer (past a proxy that checks headers) was authenticated."""
+    token = jwt.encode(
+        {"sub": "trailer", "exp": int(time.time()) + 600}, service.env["MFA_JWT_SECRET"]
+    )
+    body = b'{"code":"123456"}'
+    request = (
+        b"POST /mfa/totp/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + b"%x\r\n%s\r\n0\r\n" % (len(body), body)
+        + b"Authorization: Bearer "
+        + token.encode()
+        + b"\r\n\r\n"
+    )
+    response = exchange(service, request)
+    assert status_of(response) == 400, response[:300]
+    assert b"trailers are not accepted" in response
