@@ -34,8 +34,9 @@ import jwt
 import pytest
 import uvicorn
 
-from api import http_protocol
-from api.http_protocol import REQUEST_READ_SECONDS, BoundedHeadProtocol
+from api import http_connection
+from api.http_connection import REQUEST_READ_SECONDS
+from api.http_protocol import MAX_PIPELINED_REQUESTS, BoundedHeadProtocol
 from tests.conftest import bind_port, free_port
 from tests.security.test_oversized_requests import served
 
@@ -133,8 +134,8 @@ def app() -> RecordingApp:
 
 @pytest.fixture
 def server(app: RecordingApp, monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessServer]:
-    monkeypatch.setattr(http_protocol, "REQUEST_READ_SECONDS", DEADLINE)
-    monkeypatch.setattr(http_protocol, "STALLED_WRITE_SECONDS", DEADLINE)
+    monkeypatch.setattr(http_connection, "REQUEST_READ_SECONDS", DEADLINE)
+    monkeypatch.setattr(http_connection, "STALLED_WRITE_SECONDS", DEADLINE)
     running = InProcessServer(app)
     yield running
     running.stop()
@@ -456,7 +457,7 @@ def test_a_request_half_received_when_the_one_ahead_is_answered_gets_its_408(
 ) -> None:
     """uvicorn armed its keep-alive timer then, as for an idle connection, and closed it
     without an answer (at 5 s, before the 10 s read deadline)."""
-    monkeypatch.setattr(http_protocol, "REQUEST_READ_SECONDS", KEEP_ALIVE + 1.0)
+    monkeypatch.setattr(http_connection, "REQUEST_READ_SECONDS", KEEP_ALIVE + 1.0)
     with connect(server.port) as sock:
         sock.sendall(request("/a?sleep=0.2", b"{}") + request("/b", b"{}")[:10])
         received, _ = read_until_closed(sock)
@@ -573,3 +574,75 @@ def test_a_chunked_body_in_many_reads_is_served(server: InProcessServer) -> None
         received, _ = read_until_closed(sock)
     assert answers(received) == [200], received[:300]
     assert received.count(b"x") == 60 * 1024
+
+
+def test_a_request_answered_before_its_body_gets_no_second_answer(
+    server: InProcessServer,
+) -> None:
+    """A client told 401 need not send its body (RFC 9110 allows it with `Expect`): it was
+    sent a 408 too, a deadline later, which a pipelining client takes for the next answer."""
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [401], received[:300]
+
+
+def test_a_request_held_back_briefly_has_its_whole_time_once_read_again(
+    server: InProcessServer,
+) -> None:
+    """The hold ended before the deadline first looked: it went unnoticed, and the time
+    was counted against the request held."""
+    second = request("/b", b"0123456789", b"Connection: close")
+    with connect(server.port) as sock:
+        sock.sendall(request(f"/a?sleep={DEADLINE * 0.8:g}", b"{}") + second[:-5])
+        received = b""
+        while answers(received) != [200]:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        time.sleep(DEADLINE * 0.4)
+        sock.sendall(second[-5:])
+        rest, _ = read_until_closed(sock)
+    assert answers(rest) == [200], rest[:300]
+
+
+def test_pipelined_requests_queue_up_to_a_bound(server: InProcessServer, app: RecordingApp) -> None:
+    """Each queued request holds memory: 4 MiB of pipelined requests grew a server by
+    400 MB. Past the bound, the queued ones are answered and the connection closed."""
+    queued = b"".join(request(f"/q{n}", b"{}") for n in range(MAX_PIPELINED_REQUESTS + 20))
+    with connect(server.port) as sock:
+        sock.sendall(request(f"/a?sleep={DEADLINE / 2:g}", b"{}") + queued)
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [200] * (1 + MAX_PIPELINED_REQUESTS), received[-300:]
+    assert len(app.started) == 1 + MAX_PIPELINED_REQUESTS
+
+
+def test_a_closing_connection_with_an_answer_left_untaken_is_dropped(
+    server: InProcessServer, app: RecordingApp
+) -> None:
+    """Less than the server's write buffer's high-water mark was left (so writing never
+    paused, and no write deadline ran) when the client ended its side: the close waited for
+    the client to take it, for good."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    client.connect(("127.0.0.1", server.port))
+    with client:
+        deadline = time.monotonic() + 10
+        while not server.server.server_state.connections:
+            assert time.monotonic() < deadline, "no connection"
+            time.sleep(0.01)
+        (protocol,) = server.server.server_state.connections
+        protocol.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+        )
+        client.sendall(b"GET /big?size=60000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        while not protocol.transport.get_write_buffer_size():  # answered, and not all taken
+            assert time.monotonic() < deadline, "no answer left untaken"
+            time.sleep(0.01)
+        assert protocol.transport.get_write_buffer_size() < 64 * 1024  # (as described)
+        client.sendall(b"POST /b HTTP/1.1\r\nHo")  # (a request begun: no keep-alive timer)
+        client.shutdown(socket.SHUT_WR)  # and read nothing
+        deadline = time.monotonic() + DEADLINE + 10
+        while server.server.server_state.connections:
+            assert time.monotonic() < deadline, "the connection is still held"
+            time.sleep(0.05)
