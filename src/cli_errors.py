@@ -121,7 +121,7 @@ def _is_outage(exc: BaseException) -> bool:
 
     import psycopg
 
-    from infra.sql import connection_lost
+    from infra.outage import connection_lost
 
     cause: BaseException | None = exc
     while cause is not None:  # the deepest driver error says what happened

@@ -35,7 +35,8 @@ from domain.errors import (
     NotFoundError,
     RateLimitedError,
 )
-from infra.sql import SERVER_GOING_AWAY, DatabaseUnavailableError
+from infra.outage import SERVER_GOING_AWAY
+from infra.sql import DatabaseUnavailableError
 from projections.base import InvalidCursorError
 
 log = logging.getLogger("mfa.api")

@@ -15,7 +15,7 @@ hung for as long. Selected with `PERSISTENCE_MODULE=infra.event_store:FailFastPo
   with the length of the outage; a pool that had no connection to give is nudged to start one
   (`_ensure_reconnecting`), or it could refuse every call forever after a long outage;
 - once a connection was lost or the pool had none to give, calls wait for one only briefly
-  until the database answers again (`infra.sql.ConnectionWait`): an outage does not hold
+  until the database answers again (`infra.outage.ConnectionWait`): an outage does not hold
   every thread for the timeout;
 - connections carry `infra.sql`'s keepalives, TCP user timeout, statement timeout and answer
   deadline, so a server that stops answering without closing them fails a call in seconds;
@@ -44,14 +44,8 @@ from eventsourcing.postgres import (
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Identifier
 
-from infra.sql import (
-    BoundedConnection,
-    ConnectionWait,
-    NoAnswerError,
-    ThrottledCheck,
-    connection_lost,
-    connection_settings,
-)
+from infra.outage import ConnectionWait, connection_lost
+from infra.sql import BoundedConnection, NoAnswerError, ThrottledCheck, connection_settings
 
 READ_ATTEMPTS = 2
 RETRY_WAIT_SECONDS = 0.05

@@ -23,6 +23,8 @@ from psycopg.abc import RV, PQGen
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import Row
 
+from infra.outage import ConnectionWait, connection_lost
+
 
 @contextmanager
 def schema_lock(url: str) -> Iterator[None]:
@@ -153,7 +155,6 @@ class SqliteDatabase:
 
 POOL_TIMEOUT_SECONDS = 3.0
 RECONNECT_SECONDS = 5.0
-OUTAGE_WAIT_SECONDS = 0.5
 PING_INTERVAL_SECONDS = 1.0
 
 # A server that stops answering without closing the connection (a partition, a frozen host or
@@ -237,7 +238,6 @@ class BoundedConnection(psycopg.Connection[Row]):
 # How long a schema change may run (an index on millions of rows) and wait for a lock.
 SCHEMA_CHANGE_SECONDS = 3600.0
 LOCK_SECONDS = 5
-SERVER_GOING_AWAY = "57P"  # SQLSTATEs of a server shutting down or not taking sessions yet
 
 
 @contextmanager
@@ -257,41 +257,6 @@ def unhurried(cur: Cursor, dialect: str) -> Iterator[None]:
         return
     with connection.answering_within(SCHEMA_CHANGE_SECONDS):
         yield
-
-
-def connection_lost(exc: BaseException | None) -> bool:
-    """Whether a psycopg (pool) error says the server is gone, not that one statement failed."""
-    if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):
-        return True  # the server ended the session (this process stalled mid-transaction)
-    if not isinstance(exc, psycopg.OperationalError):
-        return False
-    state = exc.sqlstate  # None: raised by the client (no connection, pool timeout)
-    return state is None or state.startswith(("08", SERVER_GOING_AWAY))  # connection, shutdown
-
-
-class ConnectionWait:
-    """How long to wait for a pooled connection: the pool timeout normally, but only briefly
-    once a connection was lost or the pool had none to give (the database is down), until the
-    database answers again. Otherwise, during an outage every request holds a worker thread
-    for the whole timeout, and the requests queued behind them for longer still.
-
-    The brief wait lasts as long as the outage, not for a fixed time (2 s) after the last
-    failure: a pool not called for that long during an outage (a request fails at its first
-    call, so the pools it would use later see few) waited its whole timeout again."""
-
-    def __init__(self, timeout: float) -> None:
-        self.normal = timeout
-        self._down = False
-
-    def timeout(self) -> float:
-        return OUTAGE_WAIT_SECONDS if self._down else self.normal
-
-    def outage_seen(self) -> None:
-        self._down = True
-
-    def answered(self) -> None:
-        """The database answered a call: it is up (again)."""
-        self._down = False
 
 
 class ThrottledCheck:

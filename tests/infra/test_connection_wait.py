@@ -1,6 +1,6 @@
 """How long a call waits for a pooled connection while PostgreSQL is down: the pool's timeout
 once, then only briefly for as long as the outage lasts, and the timeout again once the
-database answers (`infra.sql.ConnectionWait`).
+database answers (`infra.outage.ConnectionWait`).
 
 The brief wait used to end 2 s after the last failure: a pool not called for that long during
 an outage waited its whole timeout again, and a request late in the outage took over 3 s."""
@@ -16,13 +16,8 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from infra.event_store import event_store_env
-from infra.sql import (
-    OUTAGE_WAIT_SECONDS,
-    POOL_TIMEOUT_SECONDS,
-    ConnectionWait,
-    DatabaseUnavailableError,
-    PostgresDatabase,
-)
+from infra.outage import OUTAGE_WAIT_SECONDS, ConnectionWait
+from infra.sql import POOL_TIMEOUT_SECONDS, DatabaseUnavailableError, PostgresDatabase
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.integration.pg_support import FreezableProxy
 
