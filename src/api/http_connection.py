@@ -345,8 +345,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """The connection is the WebSocket protocol's from here: no HTTP request is awaited.
         Not while an earlier request is still to be answered (its answer would go into the
         WebSocket's stream): refused, after that answer."""
-        if self._responding():
-            self._refuse(None)
+        if self._responding() or self.transport.get_write_buffer_size():
+            self._refuse(None)  # (an answer untaken would escape the write deadline)
             return
         self._handed_over = True
         self._stop_read_deadline()
@@ -355,6 +355,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
     def _unsupported_upgrade_warning(self) -> None:
-        """uvicorn warns of every request with an `Upgrade` other than websocket (`curl
-        --http2` sends `h2c` on each one): a line per request is no news, and a flood."""
+        """A request with an `Upgrade` other than websocket (`curl --http2` sends `h2c` on
+        each one) is served as it was parsed, and is the connection's last: httptools
+        takes it for bodiless and parses on, so its body would run as a request of its own
+        (past a proxy that framed it as one request with a body). uvicorn warned of each
+        one: a line per request is no news, and a flood."""
         self.logger.debug("Unsupported upgrade request.")
+        self._refuse(None)

@@ -34,9 +34,12 @@ NOT_HTTP = problem_response(400, "Bad Request", "the request is not valid HTTP/1
 NO_TRAILERS = problem_response(400, "Bad Request", "request trailers are not accepted")
 
 
-def answer_too_large(what: str, limit: int) -> bytes:
+def answer_too_large(what: str, limit: int, count: int | None = None) -> bytes:
+    fields = f" or {count} fields" if count is not None else ""
     return problem_response(
-        431, "Request Header Fields Too Large", f"the request's {what} exceed {limit} bytes"
+        431,
+        "Request Header Fields Too Large",
+        f"the request's {what} exceed {limit} bytes{fields}",
     )
 
 

@@ -22,8 +22,9 @@ from api.http_problems import NO_TRAILERS, answer_too_large
 MAX_REQUEST_HEAD_BYTES = 32 * 1024
 # Requests queued behind a running one on a connection (each holds its scope and headers:
 # 4 MiB of pipelined requests grew a server by 400 MB). Browsers do not pipeline at all.
-MAX_PIPELINED_REQUESTS = 16
-HEAD_TOO_LARGE = answer_too_large("line and headers", MAX_REQUEST_HEAD_BYTES)
+MAX_PIPELINED_REQUESTS = 64
+MAX_REQUEST_HEADERS = 100  # (browsers send about 20; proxies add a few)
+HEAD_TOO_LARGE = answer_too_large("line and headers", MAX_REQUEST_HEAD_BYTES, MAX_REQUEST_HEADERS)
 TAIL_TOO_LARGE = answer_too_large("chunk framing and trailer", MAX_REQUEST_HEAD_BYTES)
 
 
@@ -50,17 +51,38 @@ class BoundedHeadProtocol(GuardedHttpProtocol):
         self._head_bytes = 0
         self._tail_bytes = 0  # of a request's chunk framing (and trailer, until refused)
         self._body_bytes = 0  # of the body, in the read under way
+        self._head_parsed = 0  # of the request line's target and the headers, as parsed
+        self._headers = 0
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._began_in_this_read = True
-        self._tail_bytes = 0
+        self._tail_bytes = self._head_parsed = self._headers = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._head_parsed += len(url)
+        super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:  # a trailer: uvicorn adds it to the headers the app reads
+            self.logger.warning("Refused a request with a trailer (400).")
             self._refuse(NO_TRAILERS)
             raise _StopParsingError  # (stops the parser; uvicorn's 400 then does nothing)
+        # Counted exactly too: a head that came in one read is not counted by reads.
+        self._head_parsed += len(name) + len(value) + 4
+        self._headers += 1
+        if self._head_parsed > MAX_REQUEST_HEAD_BYTES or self._headers > MAX_REQUEST_HEADERS:
+            self._head_too_large()
+            raise _StopParsingError
         super().on_header(name, value)
+
+    def _head_too_large(self) -> None:
+        self.logger.warning(
+            "Refused a request whose head exceeds %d bytes or %d headers (431).",
+            MAX_REQUEST_HEAD_BYTES,
+            MAX_REQUEST_HEADERS,
+        )
+        self._refuse(HEAD_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         self._ended_head_in_this_read = True
@@ -91,10 +113,7 @@ class BoundedHeadProtocol(GuardedHttpProtocol):
         # the read a request began in is not counted (see above); each later one wholly
         self._head_bytes = 0 if self._began_in_this_read else self._head_bytes + len(data)
         if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
-            self.logger.warning(
-                "Refused a request whose head exceeds %d bytes (431).", MAX_REQUEST_HEAD_BYTES
-            )
-            self._refuse(HEAD_TOO_LARGE)
+            self._head_too_large()
 
     def _count_tail(self, framing: int) -> None:
         """What follows the head that is not body (chunk sizes and extensions, a trailer

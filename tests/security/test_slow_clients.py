@@ -486,11 +486,11 @@ def test_a_request_held_back_by_the_server_has_its_whole_time_once_read_again(
 
 
 def test_request_trailers_are_refused_and_reach_no_application(
-    server: InProcessServer, app: RecordingApp
+    server: InProcessServer, app: RecordingApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     """uvicorn adds them to the request's headers, where an `Authorization` in a trailer
     (which a proxy checking headers lets through) authenticated the request."""
-    with connect(server.port) as sock:
+    with caplog.at_level(logging.WARNING), connect(server.port) as sock:
         sock.sendall(
             b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"2\r\n{}\r\n0\r\nAuthorization: Bearer smuggled\r\n\r\n"
@@ -498,6 +498,7 @@ def test_request_trailers_are_refused_and_reach_no_application(
         received, _ = read_until_closed(sock)
     assert answers(received) == [400], received[:300]
     assert b"trailers" in received
+    assert "trailer" in caplog.text  # (its own warning: not just uvicorn's "Invalid HTTP")
     deadline = time.monotonic() + 5
     while app.started != app.disconnected:  # (started, it is told the client has gone)
         assert time.monotonic() < deadline, (app.started, app.disconnected)
@@ -646,3 +647,60 @@ def test_a_closing_connection_with_an_answer_left_untaken_is_dropped(
         while server.server.server_state.connections:
             assert time.monotonic() < deadline, "the connection is still held"
             time.sleep(0.05)
+
+
+def test_a_request_upgrading_to_anything_but_a_websocket_is_the_connections_last(
+    server: InProcessServer, app: RecordingApp
+) -> None:
+    """httptools takes such a request for bodiless and parses on: its body, read next, ran
+    as a request of its own, past a proxy that framed it as one request with a body."""
+    inner = b"POST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    head = (
+        b"POST /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(inner)
+    )
+    with connect(server.port) as sock:
+        sock.sendall(head)
+        time.sleep(0.3)
+        sock.sendall(inner)
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [200], received[:300]
+    assert b"connection: close" in received.lower()
+    assert app.started == ["/a"]
+
+
+def test_a_websocket_upgrade_with_an_answer_left_untaken_is_refused(
+    server: InProcessServer, app: RecordingApp
+) -> None:
+    """Handed over, the connection escaped the write deadline: the WebSocket protocol only
+    closes, and a close waits for the client to take what is buffered (a stopping server
+    waited with it)."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    client.connect(("127.0.0.1", server.port))
+    with client:
+        client.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and read nothing
+        deadline = time.monotonic() + DEADLINE + 10
+        while not app.started:
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.01)
+        time.sleep(0.2)
+        client.sendall(HANDSHAKE)
+        while server.server.server_state.connections:
+            assert time.monotonic() < deadline, "the connection is still held"
+            time.sleep(0.05)
+
+
+def test_a_head_of_many_headers_is_refused_however_it_arrives(server: InProcessServer) -> None:
+    """The read a head begins in was not counted: a head seven times the bound, arriving in
+    one read, reached the application (60,000 header pairs, megabytes of objects)."""
+    head = b"GET /a HTTP/1.1\r\nHost: x\r\n" + b"a: b\r\n" * 10_000 + b"\r\n"
+    with connect(server.port) as sock:
+        sock.sendall(head)
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [431], received[:300]
+    few = b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + b"a: b\r\n" * 90 + b"\r\n"
+    with connect(server.port) as sock:
+        sock.sendall(few)
+        received, _ = read_until_closed(sock)
+    assert answers(received) == [200], received[:300]
