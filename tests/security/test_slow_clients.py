@@ -141,6 +141,27 @@ def server(app: RecordingApp, monkeypatch: pytest.MonkeyPatch) -> Iterator[InPro
     running.stop()
 
 
+def slow_reader(port: int) -> socket.socket:
+    """A client connection with a small receive buffer (it reads nothing unless told to)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def wait_until(condition: Callable[[], object], failure: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.01)
+
+
+def wait_until_dropped(server: InProcessServer) -> None:
+    """Until the server holds no connection, within the write deadline and a margin."""
+    connections = server.server.server_state.connections
+    wait_until(lambda: not connections, "the connection is still held", DEADLINE + 10)
+
+
 def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10)
 
@@ -418,19 +439,10 @@ def test_a_client_that_takes_no_answer_is_dropped(
     server: InProcessServer, app: RecordingApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     """It held the connection, and the answer buffered for it, for as long as it liked."""
-    with caplog.at_level(logging.WARNING):
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        sock.connect(("127.0.0.1", server.port))
-        with sock:
-            sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and read nothing
-            deadline = time.monotonic() + DEADLINE + 10
-            while not app.started:
-                assert time.monotonic() < deadline, "the request never started"
-                time.sleep(0.01)
-            while server.server.server_state.connections:
-                assert time.monotonic() < deadline, "the connection is still held"
-                time.sleep(0.05)
+    with caplog.at_level(logging.WARNING), slow_reader(server.port) as sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and read nothing
+        wait_until(lambda: app.started, "the request never started")
+        wait_until_dropped(server)
     assert app.started == ["/big"]
     assert "took no data" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
@@ -624,29 +636,19 @@ def test_a_closing_connection_with_an_answer_left_untaken_is_dropped(
     """Less than the server's write buffer's high-water mark was left (so writing never
     paused, and no write deadline ran) when the client ended its side: the close waited for
     the client to take it, for good."""
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    client.connect(("127.0.0.1", server.port))
-    with client:
-        deadline = time.monotonic() + 10
-        while not server.server.server_state.connections:
-            assert time.monotonic() < deadline, "no connection"
-            time.sleep(0.01)
+    with slow_reader(server.port) as client:
+        wait_until(lambda: server.server.server_state.connections, "no connection")
         (protocol,) = server.server.server_state.connections
         protocol.transport.get_extra_info("socket").setsockopt(
             socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
         )
         client.sendall(b"GET /big?size=60000 HTTP/1.1\r\nHost: x\r\n\r\n")
-        while not protocol.transport.get_write_buffer_size():  # answered, and not all taken
-            assert time.monotonic() < deadline, "no answer left untaken"
-            time.sleep(0.01)
+        # answered, and not all taken
+        wait_until(protocol.transport.get_write_buffer_size, "no answer left untaken")
         assert protocol.transport.get_write_buffer_size() < 64 * 1024  # (as described)
         client.sendall(b"POST /b HTTP/1.1\r\nHo")  # (a request begun: no keep-alive timer)
         client.shutdown(socket.SHUT_WR)  # and read nothing
-        deadline = time.monotonic() + DEADLINE + 10
-        while server.server.server_state.connections:
-            assert time.monotonic() < deadline, "the connection is still held"
-            time.sleep(0.05)
+        wait_until_dropped(server)
 
 
 def test_a_request_upgrading_to_anything_but_a_websocket_is_the_connections_last(
@@ -675,20 +677,12 @@ def test_a_websocket_upgrade_with_an_answer_left_untaken_is_refused(
     """Handed over, the connection escaped the write deadline: the WebSocket protocol only
     closes, and a close waits for the client to take what is buffered (a stopping server
     waited with it)."""
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    client.connect(("127.0.0.1", server.port))
-    with client:
+    with slow_reader(server.port) as client:
         client.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and read nothing
-        deadline = time.monotonic() + DEADLINE + 10
-        while not app.started:
-            assert time.monotonic() < deadline, "the request never started"
-            time.sleep(0.01)
+        wait_until(lambda: app.started, "the request never started")
         time.sleep(0.2)
         client.sendall(HANDSHAKE)
-        while server.server.server_state.connections:
-            assert time.monotonic() < deadline, "the connection is still held"
-            time.sleep(0.05)
+        wait_until_dropped(server)
 
 
 def test_a_head_of_many_headers_is_refused_however_it_arrives(server: InProcessServer) -> None:
